@@ -1,0 +1,496 @@
+//! The operator's command line: parse flags, call one core operation, print the result.
+//!
+//! Results go to stdout as JSON (one object, or a bare token for `token sign`, `crl`), so scripts
+//! can use them; logs and messages go to stderr. Exit codes: 0 success, 1 a verification said
+//! "not valid", 2 a usage or operational error.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agentseal::jose::EdAlgName;
+use agentseal::keystore::KeyStoreKind;
+use agentseal::reason::VerifyError;
+use agentseal::revocation::RevokedKind;
+use agentseal::service::{self, InitOptions, Installation, KeyChoice, ServiceError};
+use agentseal::token::{ActionRequest, Expectations};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+/// Cryptographic identity for AI agents: a private CA, agent certificates, signed action
+/// tokens and revocation. Keys stay in the OS keyring.
+#[derive(Parser)]
+#[command(name = "agentseal", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Data directory holding the database [default: the platform data dir, e.g.
+    /// ~/.local/share/agentseal].
+    #[arg(long, global = true, env = "AGENTSEAL_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where secret keys live: auto, keychain, windows, secret-service, keyutils or file.
+    /// `auto` picks the platform keyring (and, once initialized, the store recorded at init).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTSEAL_KEY_STORE",
+        default_value = "auto",
+        value_name = "KIND"
+    )]
+    key_store: KeyStoreKind,
+    /// Log filter for stderr (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTSEAL_LOG",
+        default_value = "warn",
+        value_name = "FILTER"
+    )]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new installation: the CA's keys in the key store and the database.
+    Init {
+        /// The CA id written into every certificate's `iss` [default: urn:agentseal:ca:<random>].
+        #[arg(long)]
+        ca_id: Option<String>,
+        /// The CA's keys.
+        #[arg(
+            long,
+            default_value = "hybrid",
+            value_name = "ed25519|ml-dsa-65|hybrid"
+        )]
+        alg: KeyChoice,
+    },
+    /// Show the installation: CA id, key store, database.
+    Status,
+    /// Manage agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Show, verify and renew certificates.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Sign action tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Verify an action token; prints the verified claims, or the reason and exits 1.
+    Verify {
+        /// The token ("-" reads it from stdin).
+        token: String,
+        /// The audience you are: the token's `aud` must match.
+        #[arg(long)]
+        aud: Option<String>,
+        /// The action about to be performed: the token's `action` must match.
+        #[arg(long)]
+        action: Option<String>,
+        #[command(flatten)]
+        args: ArgsInput,
+    },
+    /// Revoke a token or a certificate (durable before the command returns).
+    #[command(subcommand)]
+    Revoke(RevokeCommand),
+    /// Check whether a token or certificate is revoked.
+    CheckRevocation {
+        /// What to look up.
+        #[arg(value_name = "token|certificate")]
+        kind: KindArg,
+        /// The token or its jti; the certificate, its serial, or the agent id.
+        subject: String,
+    },
+    /// Issue a signed revocation list (next number, valid until --validity from now).
+    Crl {
+        /// How long until the list's `next_update`, e.g. 1h, 30m.
+        #[arg(long, value_parser = parse_duration)]
+        validity: Option<i64>,
+    },
+    /// Print the public keys (CA and agents) as a JWK Set.
+    Jwks,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KindArg {
+    Token,
+    Certificate,
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Create an agent: make its keys in the key store and issue its certificate.
+    Create {
+        /// The agent id, a URI such as agent://acme.example/code-reviewer.
+        agent_id: String,
+        /// The agent's keys.
+        #[arg(
+            long,
+            default_value = "ed25519",
+            value_name = "ed25519|ml-dsa-65|hybrid"
+        )]
+        alg: KeyChoice,
+        /// Certificate metadata, repeatable: --meta role=reviewer --meta team=infra.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        meta: Vec<(String, String)>,
+        /// Certificate lifetime, e.g. 90d, 12h.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+    },
+    /// List agents.
+    List,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Print an agent's current certificate (by agent id or serial) and its claims.
+    Show {
+        /// Agent id or certificate serial.
+        agent_or_serial: String,
+    },
+    /// Verify a certificate against this CA; exits 1 if it is not valid.
+    Verify {
+        /// The certificate, an agent id, a serial, or "-" for stdin.
+        certificate: String,
+    },
+    /// Issue a fresh certificate for an agent's existing keys.
+    Renew {
+        /// The agent id.
+        agent_id: String,
+        /// Certificate lifetime, e.g. 90d.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Sign an action token as an agent; prints the token on stdout.
+    Sign {
+        /// The signing agent.
+        #[arg(long)]
+        agent: String,
+        /// The action to authorize.
+        #[arg(long)]
+        action: String,
+        /// The audience (who will act on the token).
+        #[arg(long)]
+        aud: String,
+        #[command(flatten)]
+        args: ArgsInput,
+        /// Token lifetime, e.g. 5m (default), 30s; at most 1 day.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// How to name Ed25519 in the header: EdDSA (widely accepted) or Ed25519 (RFC 9864).
+        #[arg(long, default_value = "EdDSA", value_parser = ["EdDSA", "Ed25519"])]
+        ed_alg: String,
+        /// Print a JSON object with the token, its id and expiry instead of the bare token.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ArgsInput {
+    /// An action argument, repeatable: --arg repo=acme/web (values parse as JSON when they can).
+    #[arg(long = "arg", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    arg: Vec<(String, String)>,
+    /// All arguments as one JSON value (instead of --arg).
+    #[arg(long, value_name = "JSON", conflicts_with = "arg")]
+    args_json: Option<String>,
+}
+
+impl ArgsInput {
+    fn given(&self) -> bool {
+        !self.arg.is_empty() || self.args_json.is_some()
+    }
+
+    fn value(&self) -> Result<Value, ServiceError> {
+        if let Some(text) = &self.args_json {
+            return service::parse_args_json(text);
+        }
+        let mut map = serde_json::Map::new();
+        for (key, value) in &self.arg {
+            let value =
+                serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.clone()));
+            if map.insert(key.clone(), value).is_some() {
+                return Err(ServiceError::InvalidInput(format!(
+                    "argument {key:?} given twice"
+                )));
+            }
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[derive(Subcommand)]
+enum RevokeCommand {
+    /// Revoke an action token.
+    Token {
+        /// The token, or its jti.
+        token_or_jti: String,
+        /// Why (recorded and published in the revocation list).
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+    /// Revoke a certificate by serial, or every certificate of an agent by agent id.
+    Cert {
+        /// Certificate serial or agent id.
+        serial_or_agent: String,
+        /// Why.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+    },
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e}: use a duration such as 30s, 5m, 12h or 90d"))?;
+    let seconds = i64::try_from(duration.as_secs()).map_err(|_| "duration too long".to_owned())?;
+    if seconds == 0 {
+        return Err("duration must be at least one second".to_owned());
+    }
+    Ok(seconds)
+}
+
+/// The outcome of a command: print this JSON (or text) and exit with this code.
+enum Outcome {
+    Json(Value),
+    Text(String),
+    Invalid(Value),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log);
+    match execute(cli) {
+        Ok(Outcome::Json(value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("JSON prints")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Text(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Invalid(value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("JSON prints")
+            );
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn data_dir(global: &Global) -> Result<PathBuf, ServiceError> {
+    global
+        .data_dir
+        .clone()
+        .or_else(service::default_data_dir)
+        .ok_or_else(|| {
+            ServiceError::InvalidInput(
+                "no data directory: pass --data-dir or set AGENTSEAL_DATA_DIR".into(),
+            )
+        })
+}
+
+fn read_input(text: &str) -> Result<String, ServiceError> {
+    if text != "-" {
+        return Ok(text.to_owned());
+    }
+    let mut buffer = String::new();
+    std::io::stdin()
+        .take(1 << 20)
+        .read_to_string(&mut buffer)
+        .map_err(|e| ServiceError::InvalidInput(format!("cannot read stdin: {e}")))?;
+    Ok(buffer.trim().to_owned())
+}
+
+fn rejection(error: &VerifyError) -> Value {
+    json!({ "valid": false, "reasons": [error.code()], "message": error.to_string() })
+}
+
+fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
+    let dir = data_dir(&cli.global)?;
+    if let Command::Init { ca_id, alg } = &cli.command {
+        let options = InitOptions {
+            ca_id: ca_id.clone(),
+            keys: *alg,
+        };
+        let installation = Installation::init(&dir, cli.global.key_store, &options)?;
+        let info = installation.info();
+        eprintln!(
+            "agentseal: CA {} created; keys in the {} key store",
+            info.ca_id, info.key_store
+        );
+        if let Some(caveat) = &info.caveat {
+            eprintln!("warning: {caveat}");
+        }
+        tracing::info!(ca_id = %info.ca_id, key_store = %info.key_store, "installation created");
+        return Ok(Outcome::Json(json!(info)));
+    }
+    let installation = Installation::open(&dir, cli.global.key_store)?;
+    tracing::debug!(key_store = %installation.info().key_store, "installation opened");
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Status => Ok(Outcome::Json(json!(installation.info()))),
+        Command::Agent(AgentCommand::Create {
+            agent_id,
+            alg,
+            meta,
+            ttl,
+        }) => {
+            let meta: BTreeMap<String, String> = meta.into_iter().collect();
+            let certificate = installation.create_agent(&agent_id, alg, meta, ttl)?;
+            tracing::info!(agent = %agent_id, serial = %certificate.claims.jti, "agent created");
+            Ok(Outcome::Json(json!({
+                "agent_id": agent_id,
+                "serial": certificate.claims.jti,
+                "expires_at": certificate.claims.exp,
+                "key_ids": certificate.keys.iter().map(agentseal::jose::thumbprint).collect::<Vec<_>>(),
+                "certificate": certificate.encoded,
+            })))
+        }
+        Command::Agent(AgentCommand::List) => Ok(Outcome::Json(json!(installation.agents()?))),
+        Command::Cert(CertCommand::Show { agent_or_serial }) => {
+            let encoded = installation.find_certificate(&agent_or_serial)?;
+            let (_, claims, _) =
+                agentseal::certificate::AgentCertificate::parse_unverified(&encoded)
+                    .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+            Ok(Outcome::Json(
+                json!({ "claims": claims, "certificate": encoded }),
+            ))
+        }
+        Command::Cert(CertCommand::Verify { certificate }) => {
+            let input = read_input(&certificate)?;
+            let encoded = match installation.find_certificate(&input) {
+                Ok(found) => found,
+                Err(_) => input,
+            };
+            Ok(match installation.verify_certificate(&encoded) {
+                Ok(cert) => Outcome::Json(json!({ "valid": true, "claims": cert.claims })),
+                Err(error) => Outcome::Invalid(rejection(&error)),
+            })
+        }
+        Command::Cert(CertCommand::Renew { agent_id, ttl }) => {
+            let certificate = installation.renew_certificate(&agent_id, ttl)?;
+            Ok(Outcome::Json(json!({
+                "agent_id": agent_id,
+                "serial": certificate.claims.jti,
+                "expires_at": certificate.claims.exp,
+                "certificate": certificate.encoded,
+            })))
+        }
+        Command::Token(TokenCommand::Sign {
+            agent,
+            action,
+            aud,
+            args,
+            ttl,
+            scope,
+            ed_alg,
+            json,
+        }) => {
+            let mut request = ActionRequest::new(action, aud, args.value()?);
+            request.ttl = ttl.unwrap_or(request.ttl);
+            request.scope = scope;
+            request.ed_alg = if ed_alg == "Ed25519" {
+                EdAlgName::Ed25519
+            } else {
+                EdAlgName::EdDsa
+            };
+            let signed = installation.sign_action(&agent, &request)?;
+            tracing::info!(agent = %agent, jti = %signed.jti, "action token signed");
+            Ok(if json {
+                Outcome::Json(json!(signed))
+            } else {
+                Outcome::Text(signed.token)
+            })
+        }
+        Command::Verify {
+            token,
+            aud,
+            action,
+            args,
+        } => {
+            let token = read_input(&token)?;
+            let expect = Expectations {
+                audience: aud,
+                action,
+                args: if args.given() {
+                    Some(args.value()?)
+                } else {
+                    None
+                },
+            };
+            Ok(match installation.verify_token(&token, &expect) {
+                Ok(verified) => Outcome::Json(json!({
+                    "valid": true,
+                    "claims": verified.claims,
+                    "certificate": verified.certificate.claims,
+                })),
+                Err(error) => Outcome::Invalid(rejection(&error)),
+            })
+        }
+        Command::Revoke(RevokeCommand::Token {
+            token_or_jti,
+            reason,
+        }) => {
+            let entry = installation.revoke_token(&read_input(&token_or_jti)?, &reason)?;
+            tracing::info!(jti = %entry.id, "token revoked");
+            Ok(Outcome::Json(json!({ "revoked": "token", "entry": entry })))
+        }
+        Command::Revoke(RevokeCommand::Cert {
+            serial_or_agent,
+            reason,
+        }) => {
+            let entries = installation.revoke_certificate(&serial_or_agent, &reason)?;
+            tracing::info!(count = entries.len(), "certificates revoked");
+            Ok(Outcome::Json(
+                json!({ "revoked": "certificate", "entries": entries }),
+            ))
+        }
+        Command::CheckRevocation { kind, subject } => {
+            let kind = match kind {
+                KindArg::Token => RevokedKind::Token,
+                KindArg::Certificate => RevokedKind::Certificate,
+            };
+            Ok(Outcome::Json(json!(
+                installation.check_revocation(kind, &read_input(&subject)?)?
+            )))
+        }
+        Command::Crl { validity } => Ok(Outcome::Text(installation.issue_crl(validity)?)),
+        Command::Jwks => Ok(Outcome::Json(json!(installation.jwks()?))),
+    }
+}

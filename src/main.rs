@@ -1,0 +1,8 @@
+//! The `agentseal` command: parses the command line and hands it to the CLI front-end.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::run()
+}

@@ -1,0 +1,782 @@
+//! The identity service of one installation: a data directory holding the SQLite database, with
+//! the CA's and agents' seeds in a key store. Every operation the product has is a method here;
+//! the CLI, MCP and HTTP front-ends only parse, call one of them, and shape the result.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
+use crate::clock;
+use crate::crypto::{Algorithm, CryptoError, PublicKey, Seed, SigningKey};
+use crate::jose::{Jwk, JwkSet};
+use crate::keystore::{self, KeyName, KeyStore, KeyStoreError, KeyStoreKind};
+use crate::reason::VerifyError;
+use crate::revocation::{
+    CrlClaims, Freshness, RevocationEntry, RevocationList, RevocationSource, RevokedKind,
+};
+use crate::store::{AgentRecord, CertificateRecord, Store, StoreError};
+use crate::token::{self, ActionRequest, Expectations, SignedAction};
+use crate::verify::{CertificateResolver, VerifiedAction, Verifier};
+
+/// Default certificate lifetime: 90 days.
+pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
+/// Default revocation list validity: one hour until `next_update`.
+pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
+/// Name of the database file in the data directory.
+pub const DATABASE_FILE: &str = "agentseal.db";
+
+/// Errors of service operations. Messages say what to do; none carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No installation in the data directory.
+    #[error("no agentseal installation in {0}: run `agentseal init` first")]
+    NotInitialized(PathBuf),
+    /// `init` on a directory that already holds one.
+    #[error("{0} already holds an agentseal installation")]
+    AlreadyInitialized(PathBuf),
+    /// The requested key store differs from the one the installation was created with.
+    #[error(
+        "this installation keeps its keys in {recorded}, not {requested}: drop --key-store or pass {recorded}"
+    )]
+    KeyStoreMismatch {
+        /// The store recorded at `init`.
+        recorded: KeyStoreKind,
+        /// The store asked for now.
+        requested: KeyStoreKind,
+    },
+    /// No such agent.
+    #[error("unknown agent {0:?}: see `agentseal agent list`")]
+    UnknownAgent(String),
+    /// The agent exists already.
+    #[error("agent {0:?} already exists")]
+    AgentExists(String),
+    /// Bad input from the caller.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Nothing to revoke matched.
+    #[error("no certificate or agent {0:?}")]
+    UnknownCertificate(String),
+    /// The agent's certificate cannot be used to sign.
+    #[error(
+        "agent {agent}'s certificate is not usable ({reason}): renew it with `agentseal cert renew`"
+    )]
+    CertificateUnusable {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: VerifyError,
+    },
+    /// The key store's seed does not match the certificate's key.
+    #[error(
+        "the key store's {0} key does not match the certificate: it was replaced or belongs to another installation"
+    )]
+    KeyMismatch(String),
+    /// The key store failed.
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A cryptographic primitive failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Creating the data directory failed.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Which keys an agent or CA holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyChoice {
+    /// Ed25519 only.
+    Ed25519,
+    /// ML-DSA-65 only.
+    MlDsa65,
+    /// Both; objects carry both signatures and verification requires both.
+    Hybrid,
+}
+
+impl KeyChoice {
+    /// The algorithms of this choice.
+    pub fn algorithms(self) -> Vec<Algorithm> {
+        match self {
+            KeyChoice::Ed25519 => vec![Algorithm::Ed25519],
+            KeyChoice::MlDsa65 => vec![Algorithm::MlDsa65],
+            KeyChoice::Hybrid => Algorithm::ALL.to_vec(),
+        }
+    }
+}
+
+impl std::str::FromStr for KeyChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ed25519" => Ok(KeyChoice::Ed25519),
+            "ml-dsa-65" => Ok(KeyChoice::MlDsa65),
+            "hybrid" => Ok(KeyChoice::Hybrid),
+            other => Err(format!(
+                "unknown algorithm {other:?}: use ed25519, ml-dsa-65 or hybrid"
+            )),
+        }
+    }
+}
+
+/// What `init` should create.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The CA id; a fresh `urn:agentseal:ca:<id>` by default.
+    pub ca_id: Option<String>,
+    /// The CA's keys; hybrid by default.
+    pub keys: KeyChoice,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            ca_id: None,
+            keys: KeyChoice::Hybrid,
+        }
+    }
+}
+
+/// A summary of the installation, for `init` and status output.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallationInfo {
+    /// The CA id.
+    pub ca_id: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The database file.
+    pub database: PathBuf,
+    /// The key store in use.
+    pub key_store: String,
+    /// The CA's algorithms.
+    pub algorithms: Vec<String>,
+    /// The CA's key thumbprints.
+    pub key_ids: Vec<String>,
+    /// A caveat about the key store, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
+}
+
+/// The answer to a revocation query.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevocationStatus {
+    /// `token` or `certificate`.
+    pub kind: RevokedKind,
+    /// The token id or certificate serial asked about.
+    pub id: String,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// When and why, if revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationEntry>,
+    /// How fresh the answer is.
+    pub freshness: Freshness,
+}
+
+/// One installation: database, key store, CA.
+pub struct Installation {
+    data_dir: PathBuf,
+    store: Store,
+    keys: Arc<dyn KeyStore>,
+    install_id: String,
+    anchor: TrustAnchor,
+    signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
+}
+
+impl std::fmt::Debug for Installation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installation")
+            .field("data_dir", &self.data_dir)
+            .field("ca_id", &self.anchor.ca_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The platform data directory (`$XDG_DATA_HOME/agentseal` on Linux).
+pub fn default_data_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "agentseal").map(|d| d.data_dir().to_owned())
+}
+
+/// Checks an agent id: a URI-like string (`scheme:rest`), printable, without spaces, at most
+/// 256 bytes. Example: `agent://acme.example/code-reviewer`.
+pub fn validate_agent_id(agent_id: &str) -> Result<(), ServiceError> {
+    let scheme_ok = agent_id.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if agent_id.len() > 256
+        || !scheme_ok
+        || agent_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ServiceError::InvalidInput(format!(
+            "invalid agent id {agent_id:?}: use a URI without spaces, at most 256 bytes, \
+             for example agent://acme.example/code-reviewer"
+        )));
+    }
+    Ok(())
+}
+
+impl Installation {
+    /// Creates a new installation in `data_dir`: the database, and the CA's keys in the key store.
+    pub fn init(
+        data_dir: &Path,
+        key_store: KeyStoreKind,
+        options: &InitOptions,
+    ) -> Result<Installation, ServiceError> {
+        crate::fsutil::create_private_dir(data_dir).map_err(|source| ServiceError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        if store.meta("ca_id")?.is_some() {
+            return Err(ServiceError::AlreadyInitialized(data_dir.to_owned()));
+        }
+        let keys = keystore::open(key_store, data_dir)?;
+        let install_id = clock::random_id()?;
+        let ca_id = options
+            .ca_id
+            .clone()
+            .unwrap_or_else(|| format!("urn:agentseal:ca:{install_id}"));
+        if ca_id.is_empty() || ca_id.len() > 256 || ca_id.chars().any(char::is_control) {
+            return Err(ServiceError::InvalidInput(format!(
+                "invalid CA id {ca_id:?}"
+            )));
+        }
+        let mut public = Vec::new();
+        let mut signers = Vec::new();
+        for algorithm in options.keys.algorithms() {
+            let name = KeyName::ca(&install_id, algorithm);
+            let key = create_key(keys.as_ref(), &name)?;
+            public.push(key.public_key().clone());
+            signers.push(key);
+        }
+        let jwks = JwkSet {
+            keys: public.iter().map(Jwk::from_public_key).collect(),
+        };
+        let jwks = serde_json::to_string(&jwks).expect("JWKS serializes");
+        store.set_meta(&[
+            ("install_id", &install_id),
+            ("key_store", keys.kind().name()),
+            ("ca_jwks", &jwks),
+            ("ca_id", &ca_id),
+        ])?;
+        let installation = Installation {
+            data_dir: data_dir.to_owned(),
+            store,
+            keys,
+            install_id,
+            anchor: TrustAnchor {
+                ca_id,
+                keys: public,
+            },
+            signers: Mutex::new(HashMap::new()),
+        };
+        installation.cache_signers("ca", signers);
+        Ok(installation)
+    }
+
+    /// Opens the installation in `data_dir`. `Auto` uses the key store recorded at `init`.
+    pub fn open(data_dir: &Path, key_store: KeyStoreKind) -> Result<Installation, ServiceError> {
+        let path = data_dir.join(DATABASE_FILE);
+        if !path.exists() {
+            return Err(ServiceError::NotInitialized(data_dir.to_owned()));
+        }
+        let store = Store::open(&path)?;
+        let corrupt =
+            |what: &str| StoreError::Corrupt(path.clone(), format!("missing or invalid {what}"));
+        let Some(ca_id) = store.meta("ca_id")? else {
+            return Err(ServiceError::NotInitialized(data_dir.to_owned()));
+        };
+        let install_id = store
+            .meta("install_id")?
+            .ok_or_else(|| corrupt("install_id"))?;
+        let recorded: KeyStoreKind = store
+            .meta("key_store")?
+            .and_then(|k| k.parse().ok())
+            .ok_or_else(|| corrupt("key_store"))?;
+        if key_store != KeyStoreKind::Auto && key_store != recorded {
+            return Err(ServiceError::KeyStoreMismatch {
+                recorded,
+                requested: key_store,
+            });
+        }
+        let jwks: JwkSet = store
+            .meta("ca_jwks")?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .ok_or_else(|| corrupt("ca_jwks"))?;
+        let ca_keys = jwks
+            .keys
+            .iter()
+            .map(Jwk::to_public_key)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| corrupt("ca_jwks"))?;
+        let keys = keystore::open(recorded, data_dir)?;
+        Ok(Installation {
+            data_dir: data_dir.to_owned(),
+            store,
+            keys,
+            install_id,
+            anchor: TrustAnchor {
+                ca_id,
+                keys: ca_keys,
+            },
+            signers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A summary of this installation.
+    pub fn info(&self) -> InstallationInfo {
+        InstallationInfo {
+            ca_id: self.anchor.ca_id.clone(),
+            data_dir: self.data_dir.clone(),
+            database: self.store.path().to_owned(),
+            key_store: self.keys.kind().name().to_owned(),
+            algorithms: self
+                .anchor
+                .keys
+                .iter()
+                .map(|k| k.algorithm().name().to_owned())
+                .collect(),
+            key_ids: self
+                .anchor
+                .keys
+                .iter()
+                .map(crate::jose::thumbprint)
+                .collect(),
+            caveat: self.keys.caveat().map(str::to_owned),
+        }
+    }
+
+    /// The CA's public keys and id.
+    pub fn trust_anchor(&self) -> &TrustAnchor {
+        &self.anchor
+    }
+
+    /// The database (public data only).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates an agent: its keys in the key store, and its first certificate.
+    pub fn create_agent(
+        &self,
+        agent_id: &str,
+        keys: KeyChoice,
+        meta: BTreeMap<String, String>,
+        ttl: Option<i64>,
+    ) -> Result<AgentCertificate, ServiceError> {
+        validate_agent_id(agent_id)?;
+        if self.store.agent(agent_id)?.is_some() {
+            return Err(ServiceError::AgentExists(agent_id.to_owned()));
+        }
+        let mut signers = Vec::new();
+        for algorithm in keys.algorithms() {
+            let name = KeyName::agent(&self.install_id, agent_id, algorithm);
+            signers.push(create_key(self.keys.as_ref(), &name)?);
+        }
+        let public: Vec<PublicKey> = signers.iter().map(|k| k.public_key().clone()).collect();
+        let now = clock::now();
+        let (certificate, record) =
+            self.issue_certificate(agent_id, &public, meta.clone(), ttl, now)?;
+        let agent = AgentRecord {
+            agent_id: agent_id.to_owned(),
+            algorithms: keys
+                .algorithms()
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect(),
+            meta,
+            created_at: now,
+            current_serial: None,
+        };
+        if !self.store.insert_agent(&agent, &record)? {
+            return Err(ServiceError::AgentExists(agent_id.to_owned()));
+        }
+        self.cache_signers(&format!("agent:{agent_id}"), signers);
+        Ok(certificate)
+    }
+
+    /// Issues a new certificate for an existing agent's keys (same keys, fresh serial and
+    /// validity), and makes it current.
+    pub fn renew_certificate(
+        &self,
+        agent_id: &str,
+        ttl: Option<i64>,
+    ) -> Result<AgentCertificate, ServiceError> {
+        let agent = self.agent(agent_id)?;
+        let current = self.current_certificate_record(&agent)?;
+        let (_, claims, keys) =
+            AgentCertificate::parse_unverified(&current.encoded).map_err(|e| {
+                StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
+            })?;
+        let (certificate, record) =
+            self.issue_certificate(agent_id, &keys, claims.meta, ttl, clock::now())?;
+        self.store.add_certificate(&record)?;
+        Ok(certificate)
+    }
+
+    fn issue_certificate(
+        &self,
+        agent_id: &str,
+        keys: &[PublicKey],
+        meta: BTreeMap<String, String>,
+        ttl: Option<i64>,
+        now: i64,
+    ) -> Result<(AgentCertificate, CertificateRecord), ServiceError> {
+        let ttl = ttl.unwrap_or(DEFAULT_CERT_TTL);
+        if ttl <= 0 {
+            return Err(ServiceError::InvalidInput(
+                "certificate TTL must be positive".into(),
+            ));
+        }
+        let claims = CertificateClaims {
+            iss: self.anchor.ca_id.clone(),
+            sub: agent_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+            jti: clock::random_id()?,
+            cnf: Confirmation::for_keys(keys),
+            meta,
+        };
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let ca_refs: Vec<&SigningKey> = ca.iter().collect();
+        let encoded = AgentCertificate::issue(&claims, &ca_refs)?;
+        let record = CertificateRecord {
+            serial: claims.jti.clone(),
+            agent_id: agent_id.to_owned(),
+            issued_at: now,
+            expires_at: claims.exp,
+            encoded: encoded.clone(),
+        };
+        Ok((
+            AgentCertificate {
+                claims,
+                keys: keys.to_vec(),
+                encoded,
+            },
+            record,
+        ))
+    }
+
+    /// One agent's record.
+    pub fn agent(&self, agent_id: &str) -> Result<AgentRecord, ServiceError> {
+        self.store
+            .agent(agent_id)?
+            .ok_or_else(|| ServiceError::UnknownAgent(agent_id.to_owned()))
+    }
+
+    /// All agents.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, ServiceError> {
+        Ok(self.store.agents()?)
+    }
+
+    fn current_certificate_record(
+        &self,
+        agent: &AgentRecord,
+    ) -> Result<CertificateRecord, ServiceError> {
+        let serial = agent
+            .current_serial
+            .as_deref()
+            .ok_or_else(|| ServiceError::UnknownCertificate(agent.agent_id.clone()))?;
+        self.store
+            .certificate(serial)?
+            .ok_or_else(|| ServiceError::UnknownCertificate(serial.to_owned()))
+    }
+
+    /// The agent's current certificate, as issued (not re-verified).
+    pub fn certificate(&self, agent_id: &str) -> Result<String, ServiceError> {
+        Ok(self
+            .current_certificate_record(&self.agent(agent_id)?)?
+            .encoded)
+    }
+
+    /// A certificate by agent id or serial.
+    pub fn find_certificate(&self, agent_or_serial: &str) -> Result<String, ServiceError> {
+        if let Some(agent) = self.store.agent(agent_or_serial)? {
+            return Ok(self.current_certificate_record(&agent)?.encoded);
+        }
+        self.store
+            .certificate(agent_or_serial)?
+            .map(|r| r.encoded)
+            .ok_or_else(|| ServiceError::UnknownCertificate(agent_or_serial.to_owned()))
+    }
+
+    /// Signs an action token as `agent_id`, with its current certificate, which must be valid.
+    pub fn sign_action(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+    ) -> Result<SignedAction, ServiceError> {
+        if request.ttl <= 0 || request.ttl > token::MAX_TTL {
+            return Err(ServiceError::InvalidInput(format!(
+                "token TTL must be between 1 and {} seconds",
+                token::MAX_TTL
+            )));
+        }
+        if request.action.is_empty() || request.audience.is_empty() {
+            return Err(ServiceError::InvalidInput(
+                "action and audience must not be empty".into(),
+            ));
+        }
+        let encoded = self.certificate(agent_id)?;
+        let now = clock::now();
+        let certificate = self
+            .verifier()
+            .verify_certificate(&encoded, now)
+            .map_err(|reason| ServiceError::CertificateUnusable {
+                agent: agent_id.to_owned(),
+                reason,
+            })?;
+        let keys = self.signers(&format!("agent:{agent_id}"), &certificate.keys, |alg| {
+            KeyName::agent(&self.install_id, agent_id, alg)
+        })?;
+        let refs: Vec<&SigningKey> = keys.iter().collect();
+        Ok(token::sign(&certificate, &refs, request, now)?)
+    }
+
+    /// A verifier over this installation's CA, certificates and revocations.
+    pub fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            anchor: &self.anchor,
+            certificates: self,
+            revocation: &self.store,
+            skew: clock::DEFAULT_SKEW,
+        }
+    }
+
+    /// Verifies an action token now.
+    pub fn verify_token(
+        &self,
+        token: &str,
+        expect: &Expectations,
+    ) -> Result<VerifiedAction, VerifyError> {
+        self.verifier().verify_token(token, expect, clock::now())
+    }
+
+    /// Verifies a certificate now.
+    pub fn verify_certificate(&self, encoded: &str) -> Result<AgentCertificate, VerifyError> {
+        self.verifier().verify_certificate(encoded, clock::now())
+    }
+
+    /// Revokes a token, given the token itself or its id. Durable before it returns.
+    pub fn revoke_token(
+        &self,
+        token_or_jti: &str,
+        reason: &str,
+    ) -> Result<RevocationEntry, ServiceError> {
+        let token_or_jti = token_or_jti.trim();
+        let jti = match token::parse_unverified(token_or_jti) {
+            Ok((_, claims)) => claims.jti,
+            Err(_) if is_plain_id(token_or_jti) => token_or_jti.to_owned(),
+            Err(e) => {
+                return Err(ServiceError::InvalidInput(format!(
+                    "not a token or token id ({e}); pass the token or its jti"
+                )));
+            }
+        };
+        let entry = RevocationEntry {
+            id: jti,
+            revoked_at: clock::now(),
+            reason: reason.to_owned(),
+        };
+        self.store
+            .revoke(RevokedKind::Token, std::slice::from_ref(&entry))?;
+        Ok(self
+            .store
+            .revocation(RevokedKind::Token, &entry.id)?
+            .unwrap_or(entry))
+    }
+
+    /// Revokes a certificate by serial, or every certificate of an agent by agent id.
+    pub fn revoke_certificate(
+        &self,
+        serial_or_agent: &str,
+        reason: &str,
+    ) -> Result<Vec<RevocationEntry>, ServiceError> {
+        let serials = if self.store.agent(serial_or_agent)?.is_some() {
+            self.store.serials_of(serial_or_agent)?
+        } else if self.store.certificate(serial_or_agent)?.is_some() {
+            vec![serial_or_agent.to_owned()]
+        } else {
+            return Err(ServiceError::UnknownCertificate(serial_or_agent.to_owned()));
+        };
+        let now = clock::now();
+        let entries: Vec<RevocationEntry> = serials
+            .into_iter()
+            .map(|id| RevocationEntry {
+                id,
+                revoked_at: now,
+                reason: reason.to_owned(),
+            })
+            .collect();
+        self.store.revoke(RevokedKind::Certificate, &entries)?;
+        Ok(entries)
+    }
+
+    /// Whether a token (given whole or by id) or a certificate (given whole, by serial, or by
+    /// agent id) is revoked.
+    pub fn check_revocation(
+        &self,
+        kind: RevokedKind,
+        subject: &str,
+    ) -> Result<RevocationStatus, ServiceError> {
+        let subject = subject.trim();
+        let id = match kind {
+            RevokedKind::Token => match token::parse_unverified(subject) {
+                Ok((_, claims)) => claims.jti,
+                Err(_) => subject.to_owned(),
+            },
+            RevokedKind::Certificate => match AgentCertificate::parse_unverified(subject) {
+                Ok((_, claims, _)) => claims.jti,
+                Err(_) => match self.store.agent(subject)? {
+                    Some(agent) => agent.current_serial.unwrap_or_default(),
+                    None => subject.to_owned(),
+                },
+            },
+        };
+        let now = clock::now();
+        let revocation = match kind {
+            RevokedKind::Token => self.store.token_revocation(&id, now),
+            RevokedKind::Certificate => self.store.certificate_revocation(&id, now),
+        }
+        .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+        Ok(RevocationStatus {
+            kind,
+            id,
+            revoked: revocation.is_some(),
+            revocation,
+            freshness: self.store.freshness(now),
+        })
+    }
+
+    /// Issues a signed revocation list with the next number, valid for `validity` seconds.
+    pub fn issue_crl(&self, validity: Option<i64>) -> Result<String, ServiceError> {
+        let validity = validity.unwrap_or(DEFAULT_CRL_VALIDITY);
+        if validity <= 0 {
+            return Err(ServiceError::InvalidInput(
+                "revocation list validity must be positive".into(),
+            ));
+        }
+        let now = clock::now();
+        let claims = CrlClaims {
+            iss: self.anchor.ca_id.clone(),
+            number: self.store.next_crl_number()?,
+            iat: now,
+            next_update: now.saturating_add(validity),
+            revoked_certificates: self.store.revocations(RevokedKind::Certificate)?,
+            revoked_tokens: self.store.revocations(RevokedKind::Token)?,
+        };
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let refs: Vec<&SigningKey> = ca.iter().collect();
+        Ok(RevocationList::issue(&claims, &refs)?)
+    }
+
+    /// The public keys peers need: the CA's, then every agent's current keys.
+    pub fn jwks(&self) -> Result<JwkSet, ServiceError> {
+        let mut set = self.anchor.jwks();
+        for agent in self.store.agents()? {
+            if let Ok(record) = self.current_certificate_record(&agent)
+                && let Ok((_, _, keys)) = AgentCertificate::parse_unverified(&record.encoded)
+            {
+                set.keys.extend(keys.iter().map(Jwk::from_public_key));
+            }
+        }
+        Ok(set)
+    }
+
+    fn cache_signers(&self, owner: &str, keys: Vec<SigningKey>) {
+        let mut cache = self.signers.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(owner.to_owned(), Arc::new(keys));
+    }
+
+    /// The signing keys of `owner` matching `expected`, loaded from the key store once per
+    /// process and checked against the public keys on record.
+    fn signers(
+        &self,
+        owner: &str,
+        expected: &[PublicKey],
+        name: impl Fn(Algorithm) -> KeyName,
+    ) -> Result<Arc<Vec<SigningKey>>, ServiceError> {
+        if let Some(keys) = self
+            .signers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(owner)
+            && keys.iter().map(SigningKey::public_key).eq(expected.iter())
+        {
+            return Ok(keys.clone());
+        }
+        let mut keys = Vec::with_capacity(expected.len());
+        for public in expected {
+            let name = name(public.algorithm());
+            let seed = self.keys.get(&name)?;
+            let key = SigningKey::from_seed(public.algorithm(), &seed);
+            if key.public_key() != public {
+                return Err(ServiceError::KeyMismatch(name.to_string()));
+            }
+            keys.push(key);
+        }
+        self.cache_signers(owner, keys);
+        Ok(self.signers.lock().unwrap_or_else(|p| p.into_inner())[owner].clone())
+    }
+}
+
+impl CertificateResolver for Installation {
+    fn certificate(&self, serial: &str) -> Option<String> {
+        self.store
+            .certificate(serial)
+            .ok()
+            .flatten()
+            .map(|r| r.encoded)
+    }
+}
+
+/// Generates a seed, stores it, and reads it back, so a store that silently drops writes is
+/// caught at creation rather than at the first signature.
+fn create_key(store: &dyn KeyStore, name: &KeyName) -> Result<SigningKey, ServiceError> {
+    let seed = Seed::generate()?;
+    store.put(name, &seed)?;
+    let stored = store.get(name)?;
+    if stored.expose() != seed.expose() {
+        return Err(ServiceError::KeyMismatch(name.to_string()));
+    }
+    Ok(SigningKey::from_seed(name.algorithm, &seed))
+}
+
+fn is_plain_id(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 128
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Parses arguments given as JSON text, strictly.
+pub fn parse_args_json(text: &str) -> Result<Value, ServiceError> {
+    crate::jose::parse_strict_json(text.as_bytes())
+        .map_err(|e| ServiceError::InvalidInput(format!("arguments are not valid JSON: {e}")))
+}

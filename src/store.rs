@@ -1,0 +1,397 @@
+//! The installation's database: agents, issued certificates, revocations and CA metadata in one
+//! SQLite file. Public data only: secret keys never enter it.
+//!
+//! Every write commits durably (WAL with `synchronous=FULL`) before the call returns, so an
+//! acknowledged revocation survives a crash or SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::reason::VerifyError;
+use crate::revocation::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
+
+/// Errors from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database holds data this version cannot read.
+    #[error("database {0}: {1}")]
+    Corrupt(PathBuf, String),
+}
+
+/// One agent as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentRecord {
+    /// The agent id.
+    pub agent_id: String,
+    /// Its algorithms (`ed25519`, `ml-dsa-65`, or both).
+    pub algorithms: Vec<String>,
+    /// Operator metadata.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// Serial of its current certificate.
+    pub current_serial: Option<String>,
+}
+
+/// One issued certificate as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateRecord {
+    /// Serial.
+    pub serial: String,
+    /// Subject.
+    pub agent_id: String,
+    /// Issued at.
+    pub issued_at: i64,
+    /// Expires at.
+    pub expires_at: i64,
+    /// The encoded certificate.
+    pub encoded: String,
+}
+
+/// The SQLite database of one installation.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id       TEXT PRIMARY KEY,
+    algorithms     TEXT NOT NULL,
+    meta           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    current_serial TEXT
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial     TEXT PRIMARY KEY,
+    agent_id   TEXT NOT NULL REFERENCES agents(agent_id),
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_by_agent ON certificates(agent_id);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Store {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Sets metadata values in one transaction.
+    pub fn set_meta(&self, values: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (key, value) in values {
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a new agent and its first certificate in one transaction. Returns `false` if the
+    /// agent already exists.
+    pub fn insert_agent(
+        &self,
+        agent: &AgentRecord,
+        cert: &CertificateRecord,
+    ) -> Result<bool, StoreError> {
+        let meta = serde_json::to_string(&agent.meta).expect("map serializes");
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO agents(agent_id, algorithms, meta, created_at, current_serial)
+                 VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT DO NOTHING",
+                params![
+                    agent.agent_id,
+                    agent.algorithms.join(","),
+                    meta,
+                    agent.created_at
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_certificate(&tx, cert)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Records a renewed certificate and makes it the agent's current one.
+    pub fn add_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            insert_certificate(&tx, cert)?;
+            tx.commit()
+        })
+    }
+
+    /// One agent.
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.query_agents("WHERE agent_id = ?1", [agent_id])
+            .map(|mut v| v.pop())
+    }
+
+    /// All agents, by id.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.query_agents("ORDER BY agent_id", [])
+    }
+
+    fn query_agents<P: rusqlite::Params>(
+        &self,
+        tail: &str,
+        p: P,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT agent_id, algorithms, meta, created_at, current_serial FROM agents {tail}"
+            ))?;
+            stmt.query_map(p, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(agent_id, algorithms, meta, created_at, current_serial)| {
+                let meta = serde_json::from_str(&meta).map_err(|e| {
+                    StoreError::Corrupt(self.path.clone(), format!("agent meta: {e}"))
+                })?;
+                Ok(AgentRecord {
+                    agent_id,
+                    algorithms: algorithms.split(',').map(str::to_owned).collect(),
+                    meta,
+                    created_at,
+                    current_serial,
+                })
+            })
+            .collect()
+    }
+
+    /// A certificate by serial.
+    pub fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT serial, agent_id, issued_at, expires_at, encoded FROM certificates WHERE serial = ?1",
+                [serial],
+                |r| {
+                    Ok(CertificateRecord {
+                        serial: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        issued_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        encoded: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Serials of every certificate issued to `agent_id`.
+    pub fn serials_of(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT serial FROM certificates WHERE agent_id = ?1 ORDER BY issued_at",
+            )?;
+            stmt.query_map([agent_id], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Records revocations durably. Already-revoked ids keep their first record. Returns how many
+    /// were new.
+    pub fn revoke(
+        &self,
+        kind: RevokedKind,
+        entries: &[RevocationEntry],
+    ) -> Result<usize, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut added = 0;
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )?;
+                for e in entries {
+                    added += stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])?;
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    /// The revocation of `id`, if any.
+    pub fn revocation(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+    ) -> Result<Option<RevocationEntry>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 AND id = ?2",
+            )?
+            .query_row(params![kind.name(), id], |r| {
+                Ok(RevocationEntry {
+                    id: r.get(0)?,
+                    revoked_at: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// Every revocation of `kind`, oldest first.
+    pub fn revocations(&self, kind: RevokedKind) -> Result<Vec<RevocationEntry>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 ORDER BY revoked_at, id")?;
+            stmt.query_map([kind.name()], |r| {
+                Ok(RevocationEntry {
+                    id: r.get(0)?,
+                    revoked_at: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Takes the next revocation list number (durably, so numbers never repeat).
+    pub fn next_crl_number(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let current: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let next = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [next.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(next)
+        })
+    }
+}
+
+fn insert_certificate(
+    tx: &rusqlite::Transaction,
+    cert: &CertificateRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO certificates(serial, agent_id, issued_at, expires_at, encoded) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cert.serial, cert.agent_id, cert.issued_at, cert.expires_at, cert.encoded],
+    )?;
+    tx.execute(
+        "UPDATE agents SET current_serial = ?1 WHERE agent_id = ?2",
+        params![cert.serial, cert.agent_id],
+    )?;
+    Ok(())
+}
+
+/// The local database is always current, so it never reports stale data; a database error fails
+/// closed as `revocation_unavailable`.
+impl RevocationSource for Store {
+    fn token_revocation(
+        &self,
+        jti: &str,
+        _now: i64,
+    ) -> Result<Option<RevocationEntry>, VerifyError> {
+        self.revocation(RevokedKind::Token, jti)
+            .map_err(|_| VerifyError::RevocationUnavailable)
+    }
+
+    fn certificate_revocation(
+        &self,
+        serial: &str,
+        _now: i64,
+    ) -> Result<Option<RevocationEntry>, VerifyError> {
+        self.revocation(RevokedKind::Certificate, serial)
+            .map_err(|_| VerifyError::RevocationUnavailable)
+    }
+
+    fn freshness(&self, now: i64) -> Freshness {
+        Freshness {
+            source: "local",
+            number: None,
+            issued_at: now,
+            next_update: None,
+        }
+    }
+}
