@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::certificate::{AgentCertificate, TrustAnchor};
-use crate::jose;
+use crate::jose::{self, Jws};
 use crate::reason::VerifyError;
 use crate::revocation::RevocationSource;
 use crate::token::{self, ActionClaims, Expectations, TOKEN_TYP};
@@ -71,8 +71,9 @@ impl Verifier<'_> {
         expect: &Expectations,
         now: i64,
     ) -> Result<VerifiedAction, VerifyError> {
-        let (jws, claims) = token::parse_unverified(token)?;
+        let jws = Jws::parse(token)?;
         jws.check_typ(TOKEN_TYP)?;
+        let claims: ActionClaims = jose::parse_strict_object(&jws.payload, "token claims")?;
         let encoded_cert = self
             .certificates
             .certificate(&claims.cert)

@@ -1,0 +1,174 @@
+//! Shared fixtures for integration tests: a CA, agents and tokens built directly from the core
+//! API with fixed seeds, so verification tests need no key store.
+#![allow(dead_code)]
+
+use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
+use agentseal::crypto::{Algorithm, Seed, SigningKey};
+use agentseal::jose::{self, EdAlgName};
+use agentseal::revocation::{CrlClaims, RevocationEntry, RevocationList};
+use agentseal::token::{self, ActionRequest, SignedAction};
+use agentseal::verify::{PresentedCertificates, Verifier};
+use serde_json::{Value, json};
+
+pub const CA_ID: &str = "urn:agentseal:ca:test";
+pub const AGENT: &str = "agent://acme.example/reviewer";
+pub const AUD: &str = "https://deploy.acme.example";
+
+pub fn now() -> i64 {
+    agentseal::clock::now()
+}
+
+pub fn key(alg: Algorithm, byte: u8) -> SigningKey {
+    SigningKey::from_seed(alg, &Seed::from_slice(&[byte; 32]).unwrap())
+}
+
+pub fn keys(algs: &[Algorithm], byte: u8) -> Vec<SigningKey> {
+    algs.iter().map(|&a| key(a, byte)).collect()
+}
+
+pub fn refs(keys: &[SigningKey]) -> Vec<&SigningKey> {
+    keys.iter().collect()
+}
+
+/// A CA, one agent with a certificate, and empty revocation data.
+pub struct World {
+    pub ca: Vec<SigningKey>,
+    pub anchor: TrustAnchor,
+    pub agent: Vec<SigningKey>,
+    pub certificate: AgentCertificate,
+    pub crl: RevocationList,
+    pub presented: PresentedCertificates,
+}
+
+pub fn cert_claims(
+    ca_id: &str,
+    agent_keys: &[SigningKey],
+    iat: i64,
+    ttl: i64,
+) -> CertificateClaims {
+    let public: Vec<_> = agent_keys.iter().map(|k| k.public_key().clone()).collect();
+    CertificateClaims {
+        iss: ca_id.to_owned(),
+        sub: AGENT.to_owned(),
+        iat,
+        nbf: iat,
+        exp: iat + ttl,
+        jti: format!("serial-{iat}-{}", public.len()),
+        cnf: Confirmation::for_keys(&public),
+        meta: Default::default(),
+    }
+}
+
+impl World {
+    /// A world whose agent holds keys of `agent_algs`, with a hybrid CA.
+    pub fn new(agent_algs: &[Algorithm]) -> World {
+        Self::with_certificate(agent_algs, |claims| claims)
+    }
+
+    /// As [`World::new`], with the certificate claims adjusted before the CA signs them.
+    pub fn with_certificate(
+        agent_algs: &[Algorithm],
+        adjust: impl FnOnce(CertificateClaims) -> CertificateClaims,
+    ) -> World {
+        let ca = keys(&Algorithm::ALL, 1);
+        let anchor = TrustAnchor {
+            ca_id: CA_ID.to_owned(),
+            keys: ca.iter().map(|k| k.public_key().clone()).collect(),
+        };
+        let agent = keys(agent_algs, 2);
+        let claims = adjust(cert_claims(CA_ID, &agent, now(), 86_400));
+        let encoded = AgentCertificate::issue(&claims, &refs(&ca)).unwrap();
+        let public = claims.cnf.keys().unwrap();
+        let certificate = AgentCertificate {
+            claims,
+            keys: public,
+            encoded: encoded.clone(),
+        };
+        World {
+            ca,
+            anchor,
+            agent,
+            certificate,
+            crl: revocations(&[], &[]),
+            presented: PresentedCertificates(vec![encoded]),
+        }
+    }
+
+    pub fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            anchor: &self.anchor,
+            certificates: &self.presented,
+            revocation: &self.crl,
+            skew: 60,
+        }
+    }
+
+    /// Signs a token for `AUD`, action `deploy`, args `{"repo":"web"}`, issued at `iat`.
+    pub fn sign_at(&self, iat: i64) -> SignedAction {
+        let request = ActionRequest::new("deploy", AUD, json!({"repo": "web"}));
+        token::sign(&self.certificate, &refs(&self.agent), &request, iat).unwrap()
+    }
+
+    pub fn sign(&self) -> String {
+        self.sign_at(now()).token
+    }
+
+    /// Signs arbitrary header and payload JSON with the agent's first key, compact form.
+    pub fn compact(&self, header: &Value, payload: &Value) -> String {
+        compact_with(&self.agent[0], header, payload)
+    }
+
+    /// The claims a valid token would carry.
+    pub fn claims(&self) -> Value {
+        let t = now();
+        json!({
+            "iss": AGENT, "sub": AGENT, "aud": AUD, "iat": t, "nbf": t, "exp": t + 300,
+            "jti": "jti-1", "action": "deploy",
+            "args_sha256": token::args_sha256(&json!({"repo": "web"})),
+            "cert": self.certificate.claims.jti,
+        })
+    }
+
+    pub fn header(&self, alg: &str) -> Value {
+        json!({"alg": alg, "typ": token::TOKEN_TYP})
+    }
+}
+
+/// Signs raw JSON texts (exactly as given) with `key`, compact form.
+pub fn compact_raw(key: &SigningKey, header: &str, payload: &str) -> String {
+    let h = jose::b64(header.as_bytes());
+    let p = jose::b64(payload.as_bytes());
+    let sig = key.sign(format!("{h}.{p}").as_bytes()).unwrap();
+    format!("{h}.{p}.{}", jose::b64(&sig))
+}
+
+pub fn compact_with(key: &SigningKey, header: &Value, payload: &Value) -> String {
+    compact_raw(key, &header.to_string(), &payload.to_string())
+}
+
+/// A revocation list (already trusted) with these revoked serials and token ids.
+pub fn revocations(certs: &[&str], tokens: &[&str]) -> RevocationList {
+    let entry = |id: &&str| RevocationEntry {
+        id: id.to_string(),
+        revoked_at: now(),
+        reason: "compromised".into(),
+    };
+    RevocationList::from_claims(
+        CrlClaims {
+            iss: CA_ID.into(),
+            number: 1,
+            iat: now(),
+            next_update: now() + 3600,
+            revoked_certificates: certs.iter().map(entry).collect(),
+            revoked_tokens: tokens.iter().map(entry).collect(),
+        },
+        0,
+    )
+}
+
+pub use agentseal::jose::b64;
+pub use agentseal::jose::b64_decode;
+
+pub fn ed_alg() -> EdAlgName {
+    EdAlgName::EdDsa
+}
