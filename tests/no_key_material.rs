@@ -1,0 +1,177 @@
+//! No key material anywhere: run every CLI flow with trace logging, then scan stdout, stderr and
+//! every file in the data directory for each seed and expanded secret key, as raw bytes and in
+//! hex, base64 and base64url at every byte alignment.
+
+use std::path::Path;
+use std::process::Command;
+
+use agentseal::crypto::Algorithm;
+use agentseal::keystore::{self, KeyName, KeyStoreKind};
+use agentseal::store::Store;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use fips204::traits::{KeyGen as _, SerDes as _};
+use sha2::{Digest, Sha512};
+
+const A: &str = "agent://acme.example/ed";
+const B: &str = "agent://acme.example/pq";
+const H: &str = "agent://acme.example/hybrid";
+
+fn cli(dir: &Path, args: &[&str], transcript: &mut Vec<u8>) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--key-store", "keyutils", "--log", "trace"])
+        .args(args)
+        .output()
+        .unwrap();
+    transcript.extend_from_slice(&out.stdout);
+    transcript.extend_from_slice(&out.stderr);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Needles that would appear if `secret` were printed or stored in any common encoding.
+fn needles(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![secret.to_vec()];
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    out.push(hex.clone().into_bytes());
+    out.push(hex.to_uppercase().into_bytes());
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(secret);
+        for encoded in [STANDARD.encode(&shifted), URL_SAFE_NO_PAD.encode(&shifted)] {
+            // Drop the first and last groups, which mix in neighbouring bytes.
+            let inner = &encoded[4..encoded.trim_end_matches('=').len() - 4];
+            out.push(inner.as_bytes().to_vec());
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn secrets_of(seed: &[u8; 32], algorithm: Algorithm) -> Vec<(String, Vec<u8>)> {
+    let mut secrets = vec![("seed".to_owned(), seed.to_vec())];
+    match algorithm {
+        Algorithm::Ed25519 => {
+            let expanded = Sha512::digest(seed);
+            secrets.push(("ed25519 expanded scalar".into(), expanded[..32].to_vec()));
+            secrets.push(("ed25519 nonce prefix".into(), expanded[32..].to_vec()));
+        }
+        Algorithm::MlDsa65 => {
+            let (_, sk) = fips204::ml_dsa_65::KG::keygen_from_seed(seed);
+            let sk = sk.into_bytes();
+            // Skip rho and tr, which are public; K, s1, s2 and t0 are secret.
+            secrets.push(("ml-dsa-65 K".into(), sk[32..64].to_vec()));
+            for at in [128usize, 640, 1280, 2000, 3000, 4000] {
+                secrets.push((format!("ml-dsa-65 sk[{at}..]"), sk[at..at + 32].to_vec()));
+            }
+        }
+    }
+    secrets
+}
+
+#[test]
+fn cli_flows_at_trace_level_never_reveal_key_material() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut t = Vec::new();
+    cli(&dir, &["init", "--alg", "hybrid"], &mut t);
+    cli(
+        &dir,
+        &[
+            "agent", "create", A, "--alg", "ed25519", "--meta", "role=ci",
+        ],
+        &mut t,
+    );
+    cli(&dir, &["agent", "create", B, "--alg", "ml-dsa-65"], &mut t);
+    cli(&dir, &["agent", "create", H, "--alg", "hybrid"], &mut t);
+    cli(&dir, &["agent", "create", A], &mut t); // error path: exists
+    cli(&dir, &["agent", "list"], &mut t);
+    cli(&dir, &["status"], &mut t);
+    let mut tokens = Vec::new();
+    for agent in [A, B, H] {
+        let token = cli(
+            &dir,
+            &[
+                "token", "sign", "--agent", agent, "--action", "deploy", "--aud", "svc", "--arg",
+                "n=1",
+            ],
+            &mut t,
+        );
+        assert!(
+            !token.is_empty(),
+            "no token for {agent}: {}",
+            String::from_utf8_lossy(&t)
+        );
+        cli(
+            &dir,
+            &["verify", &token, "--aud", "svc", "--arg", "n=1"],
+            &mut t,
+        );
+        cli(&dir, &["verify", &token, "--aud", "other"], &mut t);
+        cli(&dir, &["cert", "show", agent], &mut t);
+        cli(&dir, &["cert", "verify", agent], &mut t);
+        cli(&dir, &["cert", "renew", agent], &mut t);
+        tokens.push(token);
+    }
+    cli(
+        &dir,
+        &["revoke", "token", &tokens[0], "--reason", "test"],
+        &mut t,
+    );
+    cli(&dir, &["check-revocation", "token", &tokens[0]], &mut t);
+    cli(&dir, &["revoke", "cert", B, "--reason", "test"], &mut t);
+    cli(
+        &dir,
+        &["token", "sign", "--agent", B, "--action", "x", "--aud", "y"],
+        &mut t,
+    ); // refused
+    cli(&dir, &["crl"], &mut t);
+    cli(&dir, &["jwks"], &mut t);
+    cli(&dir, &["verify", "garbage"], &mut t);
+    assert!(
+        String::from_utf8_lossy(&t).contains("TRACE")
+            || String::from_utf8_lossy(&t).contains("DEBUG"),
+        "trace logging produced nothing: the scan would prove little"
+    );
+
+    let mut files = vec![("transcript".to_owned(), t)];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+    }
+
+    let store = Store::open(&dir.join("agentseal.db")).unwrap();
+    let install = store.meta("install_id").unwrap().unwrap();
+    let keys = keystore::open(KeyStoreKind::Keyutils, &dir).unwrap();
+    let mut names: Vec<KeyName> = Algorithm::ALL
+        .iter()
+        .map(|&a| KeyName::ca(&install, a))
+        .collect();
+    names.push(KeyName::agent(&install, A, Algorithm::Ed25519));
+    names.push(KeyName::agent(&install, B, Algorithm::MlDsa65));
+    names.extend(
+        Algorithm::ALL
+            .iter()
+            .map(|&a| KeyName::agent(&install, H, a)),
+    );
+    let mut scanned = 0;
+    for name in names {
+        let seed = keys.get(&name).unwrap();
+        for (what, secret) in secrets_of(seed.expose(), name.algorithm) {
+            for needle in needles(&secret) {
+                for (file, bytes) in &files {
+                    assert!(
+                        !contains(bytes, &needle),
+                        "{what} of {name} found in {file}"
+                    );
+                    scanned += 1;
+                }
+            }
+        }
+    }
+    assert!(scanned > 100);
+}
