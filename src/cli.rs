@@ -348,7 +348,18 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             ca_id: ca_id.clone(),
             keys: *alg,
         };
-        let installation = Installation::init(&dir, cli.global.key_store, &options)?;
+        let installation = match Installation::init(&dir, cli.global.key_store, &options) {
+            Err(ServiceError::AlreadyInitialized(_)) => {
+                // Re-running init is harmless: report the existing installation, change nothing.
+                let existing = Installation::open(&dir, cli.global.key_store)?;
+                eprintln!(
+                    "agentseal: {} already holds an installation; nothing changed",
+                    dir.display()
+                );
+                return Ok(Outcome::Json(json!(existing.info())));
+            }
+            other => other?,
+        };
         let info = installation.info();
         eprintln!(
             "agentseal: CA {} created; keys in the {} key store",
