@@ -1,0 +1,364 @@
+//! The operator's CLI end to end, with a real SQLite file and the kernel keyutils key store.
+#![cfg(target_os = "linux")]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use agentseal::certificate::TrustAnchor;
+use agentseal::jose::JwkSet;
+use agentseal::revocation::{RevocationList, RevocationSource};
+use serde_json::Value;
+
+const AGENT: &str = "agent://acme.example/reviewer";
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .env("AGENTSEAL_DATA_DIR", dir)
+        .env("AGENTSEAL_KEY_STORE", "keyutils")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = run(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    ok(&dir, &["init"]);
+    ok(
+        &dir,
+        &[
+            "agent",
+            "create",
+            AGENT,
+            "--meta",
+            "role=reviewer",
+            "--meta",
+            "team=infra",
+        ],
+    );
+    (tmp, dir)
+}
+
+fn sign(dir: &Path) -> String {
+    ok(
+        dir,
+        &[
+            "token", "sign", "--agent", AGENT, "--action", "deploy", "--aud", "svc", "--arg",
+            "repo=web", "--arg", "n=2",
+        ],
+    )
+}
+
+#[test]
+fn verify_exits_0_for_valid_1_for_invalid_and_2_for_errors() {
+    let (_tmp, dir) = setup();
+    let token = sign(&dir);
+    let valid = run(
+        &dir,
+        &[
+            "verify", &token, "--aud", "svc", "--action", "deploy", "--arg", "repo=web", "--arg",
+            "n=2",
+        ],
+    );
+    assert_eq!(valid.status.code(), Some(0));
+    let claims = json(&String::from_utf8_lossy(&valid.stdout));
+    assert_eq!(claims["valid"], true);
+    assert_eq!(claims["claims"]["iss"], AGENT);
+    assert_eq!(claims["certificate"]["meta"]["team"], "infra");
+
+    let wrong = run(
+        &dir,
+        &[
+            "verify", &token, "--aud", "svc", "--arg", "repo=api", "--arg", "n=2",
+        ],
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(
+        json(&String::from_utf8_lossy(&wrong.stdout))["reasons"][0],
+        "args_mismatch"
+    );
+
+    let garbage = run(&dir, &["verify", "not-a-token"]);
+    assert_eq!(garbage.status.code(), Some(1));
+    assert_eq!(
+        json(&String::from_utf8_lossy(&garbage.stdout))["reasons"][0],
+        "malformed"
+    );
+
+    let usage = run(&dir, &["verify"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn global_flags_work_before_and_after_the_subcommand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("flags");
+    let d = dir.to_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .args([
+            "--data-dir",
+            d,
+            "--key-store",
+            "keyutils",
+            "init",
+            "--alg",
+            "ed25519",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .args(["status", "--data-dir", d, "--key-store", "keyutils"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json(&String::from_utf8_lossy(&out.stdout))["algorithms"][0],
+        "ed25519"
+    );
+}
+
+#[test]
+fn init_is_idempotent_and_keeps_the_existing_ca() {
+    let (_tmp, dir) = setup();
+    let before = json(&ok(&dir, &["status"]));
+    let again = json(&ok(&dir, &["init", "--alg", "ed25519"]));
+    assert_eq!(before["ca_id"], again["ca_id"]);
+    assert_eq!(before["key_ids"], again["key_ids"]);
+}
+
+#[test]
+fn a_different_explicit_key_store_is_refused_with_a_clear_error() {
+    let (_tmp, dir) = setup();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .env("AGENTSEAL_DATA_DIR", &dir)
+        .env("AGENTSEAL_PASSPHRASE", "x")
+        .args(["--key-store", "file", "agent", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps its keys in keyutils"));
+}
+
+#[test]
+fn commands_on_a_missing_installation_say_to_run_init() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(&tmp.path().join("none"), &["agent", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("agentseal init"));
+}
+
+#[test]
+fn bad_agent_ids_and_unknown_agents_get_clear_errors() {
+    let (_tmp, dir) = setup();
+    for bad in ["", "no-scheme", "agent://has space", "1bad://x"] {
+        let out = run(&dir, &["agent", "create", bad]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("invalid agent id"),
+            "{bad:?}"
+        );
+    }
+    let out = run(&dir, &["agent", "create", AGENT]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = run(
+        &dir,
+        &[
+            "token",
+            "sign",
+            "--agent",
+            "agent://nobody",
+            "--action",
+            "a",
+            "--aud",
+            "b",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown agent"));
+    let out = run(
+        &dir,
+        &[
+            "token", "sign", "--agent", AGENT, "--action", "a", "--aud", "b", "--ttl", "2d",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agents_of_every_key_choice_sign_tokens_that_verify() {
+    let (_tmp, dir) = setup();
+    for alg in ["ml-dsa-65", "hybrid"] {
+        let agent = format!("agent://acme.example/{alg}");
+        ok(&dir, &["agent", "create", &agent, "--alg", alg]);
+        let token = ok(
+            &dir,
+            &[
+                "token", "sign", "--agent", &agent, "--action", "x", "--aud", "y",
+            ],
+        );
+        let out = json(&ok(&dir, &["verify", &token, "--aud", "y"]));
+        assert_eq!(out["claims"]["sub"], agent.as_str());
+    }
+    let list = json(&ok(&dir, &["agent", "list"]));
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn revoked_certificate_blocks_signing_and_renewal_restores_it() {
+    let (_tmp, dir) = setup();
+    let token = sign(&dir);
+    let shown = json(&ok(&dir, &["cert", "show", AGENT]));
+    let serial = shown["claims"]["jti"].as_str().unwrap().to_owned();
+    ok(
+        &dir,
+        &["revoke", "cert", &serial, "--reason", "key compromise"],
+    );
+    let out = run(&dir, &["verify", &token]);
+    assert_eq!(
+        json(&String::from_utf8_lossy(&out.stdout))["reasons"][0],
+        "certificate_revoked"
+    );
+    let out = run(&dir, &["cert", "verify", AGENT]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = run(
+        &dir,
+        &[
+            "token", "sign", "--agent", AGENT, "--action", "a", "--aud", "b",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate_revoked")
+            || String::from_utf8_lossy(&out.stderr).contains("revoked")
+    );
+
+    let renewed = json(&ok(&dir, &["cert", "renew", AGENT]));
+    assert_ne!(renewed["serial"].as_str().unwrap(), serial);
+    let token = sign(&dir);
+    ok(&dir, &["verify", &token]);
+    ok(&dir, &["cert", "verify", AGENT]);
+}
+
+#[test]
+fn revoking_a_token_by_jti_or_whole_token_is_reported_by_check_revocation() {
+    let (_tmp, dir) = setup();
+    let first = sign(&dir);
+    let second = json(&ok(
+        &dir,
+        &[
+            "token", "sign", "--agent", AGENT, "--action", "a", "--aud", "b", "--json",
+        ],
+    ));
+    ok(&dir, &["revoke", "token", &first]);
+    ok(
+        &dir,
+        &[
+            "revoke",
+            "token",
+            second["jti"].as_str().unwrap(),
+            "--reason",
+            "by id",
+        ],
+    );
+    for token in [first.as_str(), second["token"].as_str().unwrap()] {
+        let status = json(&ok(&dir, &["check-revocation", "token", token]));
+        assert_eq!(status["revoked"], true);
+        assert_eq!(status["freshness"]["source"], "local");
+        let out = run(&dir, &["verify", token]);
+        assert_eq!(
+            json(&String::from_utf8_lossy(&out.stdout))["reasons"][0],
+            "revoked"
+        );
+    }
+    let fresh = sign(&dir);
+    assert_eq!(
+        json(&ok(&dir, &["check-revocation", "token", &fresh]))["revoked"],
+        false
+    );
+    let out = run(&dir, &["revoke", "token", "not a token!"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn revocation_list_is_signed_numbered_and_verifiable_offline() {
+    let (_tmp, dir) = setup();
+    let token = json(&ok(
+        &dir,
+        &[
+            "token", "sign", "--agent", AGENT, "--action", "a", "--aud", "b", "--json",
+        ],
+    ));
+    let jti = token["jti"].as_str().unwrap();
+    ok(&dir, &["revoke", "token", jti, "--reason", "leaked"]);
+    ok(&dir, &["revoke", "cert", AGENT, "--reason", "retired"]);
+    let first = ok(&dir, &["crl"]);
+    let second = ok(&dir, &["crl", "--validity", "10m"]);
+
+    // A peer that has only the CA's public keys.
+    let status = json(&ok(&dir, &["status"]));
+    let jwks: JwkSet = serde_json::from_str(&ok(&dir, &["jwks"])).unwrap();
+    let ca_kids: Vec<&str> = status["key_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    let anchor = TrustAnchor {
+        ca_id: status["ca_id"].as_str().unwrap().to_owned(),
+        keys: jwks
+            .keys
+            .iter()
+            .filter(|k| ca_kids.contains(&k.kid.as_deref().unwrap()))
+            .map(|k| k.to_public_key().unwrap())
+            .collect(),
+    };
+    assert_eq!(anchor.keys.len(), 2);
+    let a = RevocationList::verify(&first, &anchor, 0).unwrap();
+    let b = RevocationList::verify(&second, &anchor, 0).unwrap();
+    assert!(b.claims.number > a.claims.number);
+    assert!(b.claims.next_update - b.claims.iat == 600);
+    let now = agentseal::clock::now();
+    assert_eq!(
+        b.token_revocation(jti, now).unwrap().unwrap().reason,
+        "leaked"
+    );
+    assert!(
+        b.certificate_revocation(token_serial(&dir).as_str(), now)
+            .unwrap()
+            .is_some()
+    );
+    // A tampered list is refused.
+    let mut tampered: Value = serde_json::from_str(&second).unwrap();
+    tampered["payload"] = Value::String(agentseal::jose::b64(br#"{"iss":"x"}"#));
+    assert!(RevocationList::verify(&tampered.to_string(), &anchor, 0).is_err());
+}
+
+fn token_serial(dir: &Path) -> String {
+    json(&ok(dir, &["cert", "show", AGENT]))["claims"]["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
