@@ -114,6 +114,12 @@ enum Command {
     },
     /// Print the public keys (CA and agents) as a JWK Set.
     Jwks,
+    /// Delete this installation: all its keys from the key store, and its database. Irreversible.
+    Destroy {
+        /// The installation's CA id (see `agentseal status`), to confirm.
+        #[arg(long, value_name = "CA_ID")]
+        confirm: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -503,5 +509,17 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
         }
         Command::Crl { validity } => Ok(Outcome::Text(installation.issue_crl(validity)?)),
         Command::Jwks => Ok(Outcome::Json(json!(installation.jwks()?))),
+        Command::Destroy { confirm } => {
+            if confirm != installation.trust_anchor().ca_id {
+                return Err(ServiceError::InvalidInput(format!(
+                    "--confirm must be this installation's CA id, {}",
+                    installation.trust_anchor().ca_id
+                )));
+            }
+            let deleted = installation.destroy()?;
+            Ok(Outcome::Json(
+                json!({ "destroyed": dir, "keys_deleted": deleted }),
+            ))
+        }
     }
 }

@@ -48,6 +48,16 @@ impl KeyStoreKind {
     }
 }
 
+impl KeyStoreKind {
+    /// A caveat to tell the operator when this store is chosen, if any.
+    pub fn caveat(self) -> Option<&'static str> {
+        (self == KeyStoreKind::Keyutils).then_some(
+            "kernel keyutils keeps keys in memory only: they do not survive a reboot. \
+             Use --key-store secret-service or file for keys that must persist.",
+        )
+    }
+}
+
 impl fmt::Display for KeyStoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -175,10 +185,6 @@ pub trait KeyStore: Send + Sync {
     fn get(&self, name: &KeyName) -> Result<Seed, KeyStoreError>;
     /// Removes `name`; succeeds if it was already absent.
     fn delete(&self, name: &KeyName) -> Result<(), KeyStoreError>;
-    /// A caveat to tell the operator when this store is chosen, if any.
-    fn caveat(&self) -> Option<&'static str> {
-        None
-    }
 }
 
 /// Opens the store of `kind` for the installation whose data lives in `data_dir`.
@@ -276,6 +282,12 @@ fn platform_store(kind: KeyStoreKind) -> Result<Arc<keyring_core::CredentialStor
     match kind {
         KeyStoreKind::Keyutils => {
             join_session_keyring()?;
+            // The store silently ignores a missing persistent keyring, which would leave keys in
+            // this process's session keyring only: lost when it exits. Refuse instead.
+            linux_keyutils::KeyRing::get_persistent(linux_keyutils::KeyRingIdentifier::Session)
+                .map_err(|e| {
+                    format!("the persistent keyring is unavailable ({e:?}); use --key-store file")
+                })?;
             let config = std::collections::HashMap::from([("service_no_divider", "true")]);
             let store = linux_keyutils_keyring_store::Store::new_with_configuration(&config)
                 .map_err(|e| describe_keyring_error(&e))?;
@@ -358,13 +370,6 @@ impl KeyStore for KeyringStore {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
             Err(e) => Err(self.platform_error(name, &e)),
         }
-    }
-
-    fn caveat(&self) -> Option<&'static str> {
-        (self.kind == KeyStoreKind::Keyutils).then_some(
-            "kernel keyutils keeps keys in memory only: they do not survive a reboot. \
-             Use --key-store secret-service or file for keys that must persist.",
-        )
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -188,7 +188,8 @@ pub struct RevocationStatus {
 pub struct Installation {
     data_dir: PathBuf,
     store: Store,
-    keys: Arc<dyn KeyStore>,
+    key_store: KeyStoreKind,
+    keys: OnceLock<Arc<dyn KeyStore>>,
     install_id: String,
     anchor: TrustAnchor,
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
@@ -282,7 +283,8 @@ impl Installation {
         let installation = Installation {
             data_dir: data_dir.to_owned(),
             store,
-            keys,
+            key_store: keys.kind(),
+            keys: OnceLock::from(keys),
             install_id,
             anchor: TrustAnchor {
                 ca_id,
@@ -329,11 +331,11 @@ impl Installation {
             .map(Jwk::to_public_key)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| corrupt("ca_jwks"))?;
-        let keys = keystore::open(recorded, data_dir)?;
         Ok(Installation {
             data_dir: data_dir.to_owned(),
             store,
-            keys,
+            key_store: recorded,
+            keys: OnceLock::new(),
             install_id,
             anchor: TrustAnchor {
                 ca_id,
@@ -349,7 +351,7 @@ impl Installation {
             ca_id: self.anchor.ca_id.clone(),
             data_dir: self.data_dir.clone(),
             database: self.store.path().to_owned(),
-            key_store: self.keys.kind().name().to_owned(),
+            key_store: self.key_store.name().to_owned(),
             algorithms: self
                 .anchor
                 .keys
@@ -362,7 +364,7 @@ impl Installation {
                 .iter()
                 .map(crate::jose::thumbprint)
                 .collect(),
-            caveat: self.keys.caveat().map(str::to_owned),
+            caveat: self.key_store.caveat().map(str::to_owned),
         }
     }
 
@@ -391,7 +393,7 @@ impl Installation {
         let mut signers = Vec::new();
         for algorithm in keys.algorithms() {
             let name = KeyName::agent(&self.install_id, agent_id, algorithm);
-            signers.push(create_key(self.keys.as_ref(), &name)?);
+            signers.push(create_key(self.key_store()?.as_ref(), &name)?);
         }
         let public: Vec<PublicKey> = signers.iter().map(|k| k.public_key().clone()).collect();
         let now = clock::now();
@@ -708,6 +710,59 @@ impl Installation {
         Ok(set)
     }
 
+    /// Deletes the installation: every CA and agent key from the key store, then the database
+    /// and key file. Irreversible; returns how many keys were deleted.
+    pub fn destroy(self) -> Result<usize, ServiceError> {
+        let mut names: Vec<KeyName> = self
+            .anchor
+            .keys
+            .iter()
+            .map(|k| KeyName::ca(&self.install_id, k.algorithm()))
+            .collect();
+        for agent in self.store.agents()? {
+            for algorithm in agent
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::from_name(a))
+            {
+                names.push(KeyName::agent(&self.install_id, &agent.agent_id, algorithm));
+            }
+        }
+        let keys = self.key_store()?;
+        for name in &names {
+            keys.delete(name)?;
+        }
+        let data_dir = self.data_dir.clone();
+        drop(self);
+        for file in [
+            DATABASE_FILE,
+            "agentseal.db-wal",
+            "agentseal.db-shm",
+            "keys.age",
+        ] {
+            match std::fs::remove_file(data_dir.join(file)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(ServiceError::Io {
+                        path: data_dir.join(file),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(names.len())
+    }
+
+    /// The key store, opened on first use: verification never needs it, so a verifier works
+    /// without a keyring session or a file-store passphrase.
+    fn key_store(&self) -> Result<&Arc<dyn KeyStore>, ServiceError> {
+        if let Some(keys) = self.keys.get() {
+            return Ok(keys);
+        }
+        let opened = keystore::open(self.key_store, &self.data_dir)?;
+        Ok(self.keys.get_or_init(|| opened))
+    }
+
     fn cache_signers(&self, owner: &str, keys: Vec<SigningKey>) {
         let mut cache = self.signers.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(owner.to_owned(), Arc::new(keys));
@@ -733,7 +788,7 @@ impl Installation {
         let mut keys = Vec::with_capacity(expected.len());
         for public in expected {
             let name = name(public.algorithm());
-            let seed = self.keys.get(&name)?;
+            let seed = self.key_store()?.get(&name)?;
             let key = SigningKey::from_seed(public.algorithm(), &seed);
             if key.public_key() != public {
                 return Err(ServiceError::KeyMismatch(name.to_string()));

@@ -34,23 +34,27 @@ fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap()
 }
 
-fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
+/// Destroys the installation (its keyutils keys included) when the test ends, pass or fail, so
+/// runs do not fill the user's persistent keyring.
+struct Cleanup(#[allow(dead_code)] tempfile::TempDir, std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let status = run(&self.1, &["status"]);
+        if let Ok(status) = serde_json::from_slice::<Value>(&status.stdout) {
+            let ca_id = status["ca_id"].as_str().unwrap_or("");
+            run(&self.1, &["destroy", "--confirm", ca_id]);
+        }
+    }
+}
+
+fn setup() -> (Cleanup, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     ok(&dir, &["init"]);
-    ok(
-        &dir,
-        &[
-            "agent",
-            "create",
-            AGENT,
-            "--meta",
-            "role=reviewer",
-            "--meta",
-            "team=infra",
-        ],
-    );
-    (tmp, dir)
+    let meta = ["--meta", "role=reviewer", "--meta", "team=infra"];
+    ok(&dir, &[&["agent", "create", AGENT][..], &meta].concat());
+    (Cleanup(tmp, dir.clone()), dir)
 }
 
 fn sign(dir: &Path) -> String {
@@ -107,6 +111,7 @@ fn verify_exits_0_for_valid_1_for_invalid_and_2_for_errors() {
 fn global_flags_work_before_and_after_the_subcommand() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("flags");
+    let _cleanup = Cleanup(tmp, dir.clone());
     let d = dir.to_str().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
         .args([
@@ -361,4 +366,32 @@ fn token_serial(dir: &Path) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn destroy_needs_the_ca_id_and_removes_keys_and_database() {
+    let (_cleanup, dir) = setup();
+    let status = json(&ok(&dir, &["status"]));
+    let wrong = run(&dir, &["destroy", "--confirm", "urn:wrong"]);
+    assert_eq!(wrong.status.code(), Some(2));
+    ok(&dir, &["status"]);
+
+    let store = agentseal::store::Store::open(&dir.join("agentseal.db")).unwrap();
+    let install = store.meta("install_id").unwrap().unwrap();
+    drop(store);
+    let out = json(&ok(
+        &dir,
+        &["destroy", "--confirm", status["ca_id"].as_str().unwrap()],
+    ));
+    assert_eq!(out["keys_deleted"], 3); // CA hybrid + one Ed25519 agent
+    let keys =
+        agentseal::keystore::open(agentseal::keystore::KeyStoreKind::Keyutils, &dir).unwrap();
+    let name =
+        agentseal::keystore::KeyName::agent(&install, AGENT, agentseal::crypto::Algorithm::Ed25519);
+    assert!(matches!(
+        keys.get(&name),
+        Err(agentseal::keystore::KeyStoreError::NotFound(_))
+    ));
+    let gone = run(&dir, &["status"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("agentseal init"));
 }

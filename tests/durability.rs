@@ -71,6 +71,7 @@ fn revocation_survives_sigkill() {
         .verify_token(&signed.token, &Default::default())
         .unwrap_err();
     assert_eq!(err.code(), "certificate_revoked");
+    reopened.destroy().unwrap(); // leave no keys behind in the OS key store
 }
 
 fn main() {

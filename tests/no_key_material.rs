@@ -174,4 +174,8 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
         }
     }
     assert!(scanned > 100);
+    drop(keys);
+    let ca_id = store.meta("ca_id").unwrap().unwrap();
+    drop(store);
+    cli(&dir, &["destroy", "--confirm", &ca_id], &mut Vec::new());
 }
