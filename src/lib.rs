@@ -7,6 +7,61 @@
 //! This crate is the transport-free core. [`service::Installation`] holds every operation; a
 //! service that only verifies uses [`verify::Verifier`] with a [`certificate::TrustAnchor`] and a
 //! [`revocation::RevocationList`].
+//!
+//! # Verifying offline
+//!
+//! A peer holds the CA's public keys, the certificate the agent presented, and the latest
+//! revocation list; nothing else, and no network:
+//!
+//! ```
+//! use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
+//! use agentseal::crypto::{Algorithm, Seed, SigningKey};
+//! use agentseal::revocation::{CrlClaims, RevocationList};
+//! use agentseal::token::{self, ActionRequest, Expectations};
+//! use agentseal::verify::{PresentedCertificates, Verifier};
+//! use serde_json::json;
+//!
+//! let now = agentseal::clock::now();
+//! // The operator's CA (normally its seed lives in the OS keyring).
+//! let ca = SigningKey::from_seed(Algorithm::Ed25519, &Seed::generate().unwrap());
+//! let agent = SigningKey::from_seed(Algorithm::Ed25519, &Seed::generate().unwrap());
+//! let claims = CertificateClaims {
+//!     iss: "urn:agentseal:ca:example".into(),
+//!     sub: "agent://acme.example/reviewer".into(),
+//!     iat: now, nbf: now, exp: now + 3600,
+//!     jti: "serial-1".into(),
+//!     cnf: Confirmation::for_keys(&[agent.public_key().clone()]),
+//!     meta: Default::default(),
+//! };
+//! let cert = AgentCertificate::issue(&claims, &[&ca]).unwrap();
+//! let crl = RevocationList::issue(&CrlClaims {
+//!     iss: claims.iss.clone(), number: 1, iat: now, next_update: now + 3600,
+//!     revoked_certificates: vec![], revoked_tokens: vec![],
+//! }, &[&ca]).unwrap();
+//!
+//! // The agent signs an action token.
+//! let certificate = AgentCertificate { claims, keys: vec![agent.public_key().clone()], encoded: cert.clone() };
+//! let request = ActionRequest::new("deploy", "https://deploy.acme.example", json!({"repo": "web"}));
+//! let signed = token::sign(&certificate, &[&agent], &request, now).unwrap();
+//!
+//! // The peer verifies it.
+//! let anchor = TrustAnchor { ca_id: "urn:agentseal:ca:example".into(), keys: vec![ca.public_key().clone()] };
+//! let crl = RevocationList::verify(&crl, &anchor, 300).unwrap();
+//! let presented = PresentedCertificates(vec![cert]);
+//! let verifier = Verifier { anchor: &anchor, certificates: &presented, revocation: &crl, skew: 60 };
+//! let expect = Expectations {
+//!     audience: Some("https://deploy.acme.example".into()),
+//!     action: Some("deploy".into()),
+//!     args: Some(json!({"repo": "web"})),
+//! };
+//! let verified = verifier.verify_token(&signed.token, &expect, now).unwrap();
+//! assert_eq!(verified.claims.sub, "agent://acme.example/reviewer");
+//!
+//! // Other arguments than the ones authorized are refused with a stable reason code.
+//! let other = Expectations { args: Some(json!({"repo": "prod"})), ..expect };
+//! let error = verifier.verify_token(&signed.token, &other, now).unwrap_err();
+//! assert_eq!(error.code(), "args_mismatch");
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
