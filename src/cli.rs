@@ -113,7 +113,11 @@ enum Command {
         validity: Option<i64>,
     },
     /// Print the public keys (CA and agents) as a JWK Set.
-    Jwks,
+    Jwks {
+        /// Only the CA's keys: the trust anchor a verifier is configured with.
+        #[arg(long)]
+        ca: bool,
+    },
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy {
         /// The installation's CA id (see `agentseal status`), to confirm.
@@ -508,7 +512,8 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             )))
         }
         Command::Crl { validity } => Ok(Outcome::Text(installation.issue_crl(validity)?)),
-        Command::Jwks => Ok(Outcome::Json(json!(installation.jwks()?))),
+        Command::Jwks { ca: true } => Ok(Outcome::Json(json!(installation.trust_anchor().jwks()))),
+        Command::Jwks { ca: false } => Ok(Outcome::Json(json!(installation.jwks()?))),
         Command::Destroy { confirm } => {
             if confirm != installation.trust_anchor().ca_id {
                 return Err(ServiceError::InvalidInput(format!(

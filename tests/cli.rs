@@ -395,3 +395,62 @@ fn destroy_needs_the_ca_id_and_removes_keys_and_database() {
     let gone = run(&dir, &["status"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("agentseal init"));
 }
+
+/// The `verify_offline` example, which `cargo test` builds alongside the tests.
+fn example(name: &str) -> std::path::PathBuf {
+    let mut path = std::env::current_exe().unwrap();
+    path.pop();
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.join("examples").join(name)
+}
+
+#[test]
+fn a_verify_only_service_decides_offline_from_published_files() {
+    let (_cleanup, dir) = setup();
+    let files = dir.parent().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = files.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ca_id = json(&ok(&dir, &["status"]))["ca_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ca_jwks = write("ca.json", &ok(&dir, &["jwks", "--ca"]));
+    let cert = json(&ok(&dir, &["cert", "show", AGENT]))["certificate"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cert = write("cert.jwt", &cert);
+    let token = write("token.jwt", &sign(&dir));
+    let decide = |crl: &str, args: &str| {
+        let out = Command::new(example("verify_offline"))
+            .args([&ca_id, &ca_jwks, crl, &cert, &token, "svc", "deploy", args])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let crl = write("crl.jwt", &ok(&dir, &["crl"]));
+    let (code, out) = decide(&crl, r#"{"n":2,"repo":"web"}"#);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = decide(&crl, r#"{"n":3,"repo":"web"}"#);
+    assert_eq!(
+        (code, out.contains("args_mismatch")),
+        (Some(1), true),
+        "{out}"
+    );
+    ok(&dir, &["revoke", "cert", AGENT]);
+    let crl = write("crl2.jwt", &ok(&dir, &["crl"]));
+    let (code, out) = decide(&crl, r#"{"n":2,"repo":"web"}"#);
+    assert_eq!(
+        (code, out.contains("certificate_revoked")),
+        (Some(1), true),
+        "{out}"
+    );
+}
