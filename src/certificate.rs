@@ -166,10 +166,10 @@ impl AgentCertificate {
             jose::parse_strict_object(&jws.payload, "certificate claims")?;
         anchor.verify_issued(&jws, &claims.iss)?;
         let keys = claims.cnf.keys()?;
-        if now > claims.exp + skew {
+        if now > claims.exp.saturating_add(skew) {
             return Err(VerifyError::CertificateExpired(claims.exp));
         }
-        if now + skew < claims.nbf {
+        if now.saturating_add(skew) < claims.nbf {
             return Err(VerifyError::CertificateNotYetValid(claims.nbf));
         }
         if let Some(entry) = revocation.certificate_revocation(&claims.jti, now)? {

@@ -138,7 +138,7 @@ impl RevocationList {
     }
 
     fn fresh(&self, now: i64) -> Result<(), VerifyError> {
-        if now > self.claims.next_update + self.grace {
+        if now > self.claims.next_update.saturating_add(self.grace) {
             return Err(VerifyError::RevocationUnavailable);
         }
         Ok(())

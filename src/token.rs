@@ -115,7 +115,7 @@ pub fn sign(
         aud: request.audience.clone(),
         iat: now,
         nbf: now,
-        exp: now + request.ttl,
+        exp: now.saturating_add(request.ttl),
         jti: jti.clone(),
         action: request.action.clone(),
         args_sha256: args_sha256(&request.args),

@@ -97,10 +97,10 @@ impl Verifier<'_> {
                 found: claims.aud.clone(),
             });
         }
-        if now > claims.exp + self.skew {
+        if now > claims.exp.saturating_add(self.skew) {
             return Err(VerifyError::Expired(claims.exp));
         }
-        if now + self.skew < claims.nbf.max(claims.iat) {
+        if now.saturating_add(self.skew) < claims.nbf.max(claims.iat) {
             return Err(VerifyError::NotYetValid(claims.nbf));
         }
         let certificate = self.verify_certificate(&encoded_cert, now)?;

@@ -468,3 +468,24 @@ fn hybrid_tokens_fit_in_an_8_kb_http_header() {
     let token = world.sign();
     assert!(token.len() < 8 * 1024, "{} bytes", token.len());
 }
+
+#[test]
+fn extreme_times_never_overflow() {
+    let world = World::new(&[Ed25519]);
+    for (nbf, exp) in [
+        (i64::MIN, i64::MAX),
+        (i64::MAX, i64::MAX),
+        (i64::MIN, i64::MIN),
+    ] {
+        let mut claims = world.claims();
+        claims["iat"] = json!(nbf);
+        claims["nbf"] = json!(nbf);
+        claims["exp"] = json!(exp);
+        let token = world.compact(&world.header("EdDSA"), &claims);
+        let code = reason(&world, &token);
+        assert!(
+            matches!(code, "valid" | "expired" | "not_yet_valid"),
+            "{code}"
+        );
+    }
+}
