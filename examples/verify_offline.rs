@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! agentseal status | jq -r .ca_id > ca_id.txt
-//! agentseal jwks --ca > ca-jwks.json
+//! agentseal jwks > ca-jwks.json
 //! agentseal crl > crl.jwt
 //! agentseal cert show agent://acme.example/reviewer | jq -r .certificate > cert.jwt
 //! agentseal token sign --agent agent://acme.example/reviewer --action deploy \

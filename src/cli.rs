@@ -86,9 +86,12 @@ enum Command {
     Verify {
         /// The token ("-" reads it from stdin).
         token: String,
-        /// The audience you are: the token's `aud` must match.
-        #[arg(long)]
+        /// The audience you are: the token's `aud` must match (RFC 8725 §3.9).
+        #[arg(long, required_unless_present = "any_audience")]
         aud: Option<String>,
+        /// Accept a token for any audience (inspection only: a service must pass --aud).
+        #[arg(long, conflicts_with = "aud")]
+        any_audience: bool,
         /// The action about to be performed: the token's `action` must match.
         #[arg(long)]
         action: Option<String>,
@@ -112,11 +115,12 @@ enum Command {
         #[arg(long, value_parser = parse_duration)]
         validity: Option<i64>,
     },
-    /// Print the public keys (CA and agents) as a JWK Set.
+    /// Print the CA's public keys as a JWK Set: the trust anchor verifiers are configured with.
     Jwks {
-        /// Only the CA's keys: the trust anchor a verifier is configured with.
+        /// Also list every agent's current keys. Never use that set as a trust anchor: any
+        /// agent could then sign certificates.
         #[arg(long)]
-        ca: bool,
+        with_agents: bool,
     },
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy {
@@ -464,6 +468,7 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             aud,
             action,
             args,
+            any_audience: _,
         } => {
             let token = read_input(&token)?;
             let expect = Expectations {
@@ -512,8 +517,10 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             )))
         }
         Command::Crl { validity } => Ok(Outcome::Text(installation.issue_crl(validity)?)),
-        Command::Jwks { ca: true } => Ok(Outcome::Json(json!(installation.trust_anchor().jwks()))),
-        Command::Jwks { ca: false } => Ok(Outcome::Json(json!(installation.jwks()?))),
+        Command::Jwks { with_agents: false } => {
+            Ok(Outcome::Json(json!(installation.trust_anchor().jwks())))
+        }
+        Command::Jwks { with_agents: true } => Ok(Outcome::Json(json!(installation.jwks()?))),
         Command::Destroy { confirm } => {
             if confirm != installation.trust_anchor().ca_id {
                 return Err(ServiceError::InvalidInput(format!(

@@ -17,9 +17,12 @@ use sha2::{Digest, Sha256};
 use crate::crypto::{Algorithm, CryptoError, PublicKey, SigningKey};
 use crate::reason::VerifyError;
 
-/// The largest JWS agentseal accepts. A hybrid certificate (two public keys, two signatures) is
-/// about 10 KB; anything far larger is refused before any parsing work.
+/// The largest token or certificate agentseal accepts. A hybrid certificate (two public keys, two
+/// signatures) is about 10 KB; anything far larger is refused before any parsing work.
 pub const MAX_JWS_LEN: usize = 32 * 1024;
+/// The largest revocation list accepted: lists grow with revocations (about 100 bytes each,
+/// expired entries are dropped), so they get their own, larger bound.
+pub const MAX_CRL_LEN: usize = 64 * 1024 * 1024;
 
 /// Encodes bytes as base64url without padding.
 pub fn b64(bytes: &[u8]) -> String {
@@ -229,10 +232,15 @@ pub fn sign(
 impl Jws {
     /// Parses a compact or general-JSON JWS without verifying it.
     pub fn parse(input: &str) -> Result<Jws, VerifyError> {
-        if input.len() > MAX_JWS_LEN {
+        Self::parse_limited(input, MAX_JWS_LEN)
+    }
+
+    /// As [`Jws::parse`], with another size limit.
+    pub fn parse_limited(input: &str, limit: usize) -> Result<Jws, VerifyError> {
+        if input.len() > limit {
             return Err(VerifyError::Oversized {
                 len: input.len(),
-                limit: MAX_JWS_LEN,
+                limit,
             });
         }
         let input = input.trim();
@@ -327,10 +335,13 @@ impl JwsSignature {
         if protected_b64.is_empty() {
             return Err(VerifyError::malformed("empty protected header"));
         }
-        let header: Header = parse_strict_object(&b64_decode(&protected_b64)?, "JWS header")?;
-        if header.crit.is_some() {
+        let header = parse_strict_json(&b64_decode(&protected_b64)?)?;
+        // Any `crit` member, even null, names extensions we do not implement (RFC 7515 §4.1.11).
+        if header.get("crit").is_some() {
             return Err(VerifyError::malformed("unsupported critical header"));
         }
+        let header: Header = serde_json::from_value(header)
+            .map_err(|e| VerifyError::malformed(format!("JWS header: {e}")))?;
         let signature = b64_decode(signature_b64)?;
         Ok(JwsSignature {
             protected_b64,
@@ -451,8 +462,20 @@ mod tests {
 
     #[test]
     fn critical_headers_are_refused() {
-        let header = b64(br#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#);
-        let err = Jws::parse(&format!("{header}.e30.AA")).unwrap_err();
-        assert_eq!(err.code(), "malformed");
+        for header in [
+            r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"EdDSA","crit":null}"#,
+        ] {
+            let err = Jws::parse(&format!("{}.e30.AA", b64(header.as_bytes()))).unwrap_err();
+            assert_eq!(err.code(), "malformed", "{header}");
+        }
+    }
+
+    #[test]
+    fn headers_that_are_not_objects_are_refused() {
+        for header in ["[]", "1", "\"x\"", r#"{"alg":1}"#] {
+            let err = Jws::parse(&format!("{}.e30.AA", b64(header.as_bytes()))).unwrap_err();
+            assert_eq!(err.code(), "malformed", "{header}");
+        }
     }
 }

@@ -479,20 +479,41 @@ impl FileKeyStore {
         crate::fsutil::write_atomically(&self.path, &cipher).map_err(|e| self.io(e))
     }
 
-    fn with_seeds<T>(
+    /// Applies `change` to the file's current content under an exclusive lock on a sibling
+    /// lock file, re-reading the file inside the lock, so concurrent writers (two CLI runs, a
+    /// server and the CLI) never overwrite each other's keys.
+    fn modify(
         &self,
-        f: impl FnOnce(&mut BTreeMap<String, Seed>) -> Result<(T, bool), KeyStoreError>,
-    ) -> Result<T, KeyStoreError> {
+        change: impl FnOnce(&mut BTreeMap<String, Seed>) -> bool,
+    ) -> Result<(), KeyStoreError> {
+        let lock_path = self.path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.io(e))?;
+        lock.lock().map_err(|e| self.io(e))?;
+        let mut seeds = self.load()?;
+        if change(&mut seeds) {
+            self.save(&seeds)?;
+        }
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(seeds);
+        drop(lock);
+        Ok(())
+    }
+
+    /// The seed named `entry`, from the cache, re-reading the file once on a miss (another
+    /// process may have added it since).
+    fn lookup(&self, entry: &str) -> Result<Option<Seed>, KeyStoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.is_none() {
-            *cache = Some(self.load()?);
+        if let Some(seed) = cache.as_ref().and_then(|seeds| seeds.get(entry)) {
+            return Ok(Some(seed.clone()));
         }
-        let seeds = cache.as_mut().expect("loaded above");
-        let (value, changed) = f(seeds)?;
-        if changed {
-            self.save(seeds)?;
-        }
-        Ok(value)
+        let seeds = self.load()?;
+        let found = seeds.get(entry).cloned();
+        *cache = Some(seeds);
+        Ok(found)
     }
 
     fn entry_name(name: &KeyName) -> String {
@@ -506,27 +527,19 @@ impl KeyStore for FileKeyStore {
     }
 
     fn put(&self, name: &KeyName, seed: &Seed) -> Result<(), KeyStoreError> {
-        self.with_seeds(|seeds| {
+        self.modify(|seeds| {
             seeds.insert(Self::entry_name(name), seed.clone());
-            Ok(((), true))
+            true
         })
     }
 
     fn get(&self, name: &KeyName) -> Result<Seed, KeyStoreError> {
-        self.with_seeds(|seeds| {
-            let seed = seeds
-                .get(&Self::entry_name(name))
-                .cloned()
-                .ok_or_else(|| KeyStoreError::NotFound(name.to_string()))?;
-            Ok((seed, false))
-        })
+        self.lookup(&Self::entry_name(name))?
+            .ok_or_else(|| KeyStoreError::NotFound(name.to_string()))
     }
 
     fn delete(&self, name: &KeyName) -> Result<(), KeyStoreError> {
-        self.with_seeds(|seeds| {
-            let removed = seeds.remove(&Self::entry_name(name)).is_some();
-            Ok(((), removed))
-        })
+        self.modify(|seeds| seeds.remove(&Self::entry_name(name)).is_some())
     }
 }
 
@@ -539,5 +552,55 @@ impl Drop for EncodedSeeds {
         for value in self.0.values_mut() {
             value.zeroize();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(path: &Path) -> FileKeyStore {
+        FileKeyStore::open(path.to_owned(), Passphrase::new("correct horse".into())).unwrap()
+    }
+
+    #[test]
+    fn file_store_writers_with_stale_caches_never_drop_each_others_keys() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys.age");
+        let (a, b) = (store(&path), store(&path));
+        let x = KeyName::agent("inst", "agent://x", Algorithm::Ed25519);
+        let y = KeyName::agent("inst", "agent://y", Algorithm::Ed25519);
+        // b reads (and caches) the file before a writes x; then b writes y.
+        assert!(matches!(b.get(&x), Err(KeyStoreError::NotFound(_))));
+        let (sx, sy) = (Seed::generate().unwrap(), Seed::generate().unwrap());
+        a.put(&x, &sx).unwrap();
+        b.put(&y, &sy).unwrap();
+        // A stale cache also finds keys added by another writer.
+        assert_eq!(b.get(&x).unwrap().expose(), sx.expose());
+        let fresh = store(&path);
+        assert_eq!(fresh.get(&x).unwrap().expose(), sx.expose());
+        assert_eq!(fresh.get(&y).unwrap().expose(), sy.expose());
+        let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains("tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn file_store_with_a_wrong_passphrase_fails_without_touching_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("keys.age");
+        let name = KeyName::ca("inst", Algorithm::MlDsa65);
+        store(&path).put(&name, &Seed::generate().unwrap()).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let wrong = FileKeyStore::open(path.clone(), Passphrase::new("wrong".into())).unwrap();
+        assert!(matches!(wrong.get(&name), Err(KeyStoreError::Decrypt(_))));
+        assert!(matches!(
+            wrong.put(&name, &Seed::generate().unwrap()),
+            Err(KeyStoreError::Decrypt(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 }

@@ -113,11 +113,31 @@ impl RevocationList {
     /// Verifies a list's `typ`, issuer and CA signatures, and indexes it. Staleness is checked
     /// at each lookup, so a cached list turns unusable once it is older than `grace` allows.
     pub fn verify(encoded: &str, anchor: &TrustAnchor, grace: i64) -> Result<Self, VerifyError> {
-        let jws = Jws::parse(encoded)?;
+        let jws = Jws::parse_limited(encoded, jose::MAX_CRL_LEN)?;
         jws.check_typ(CRL_TYP)?;
         let claims: CrlClaims = jose::parse_strict_object(&jws.payload, "revocation list")?;
         anchor.verify_issued(&jws, &claims.iss)?;
         Ok(Self::from_claims(claims, grace))
+    }
+
+    /// As [`RevocationList::verify`], and refuses a list older than one already seen (a replayed
+    /// list would hide later revocations while still looking fresh).
+    pub fn verify_newer(
+        encoded: &str,
+        anchor: &TrustAnchor,
+        grace: i64,
+        last_seen: Option<u64>,
+    ) -> Result<Self, VerifyError> {
+        let list = Self::verify(encoded, anchor, grace)?;
+        if let Some(last) = last_seen
+            && list.claims.number < last
+        {
+            return Err(VerifyError::malformed(format!(
+                "revocation list {} is older than list {last} already seen",
+                list.claims.number
+            )));
+        }
+        Ok(list)
     }
 
     /// Indexes already-trusted claims (for the CA's own use).

@@ -61,9 +61,7 @@ pub enum ServiceError {
     #[error("no certificate or agent {0:?}")]
     UnknownCertificate(String),
     /// The agent's certificate cannot be used to sign.
-    #[error(
-        "agent {agent}'s certificate is not usable ({reason}): renew it with `agentseal cert renew`"
-    )]
+    #[error("agent {agent}'s certificate is not usable ({reason}){}", renewal_hint(.reason))]
     CertificateUnusable {
         /// The agent.
         agent: String,
@@ -92,6 +90,16 @@ pub enum ServiceError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+fn renewal_hint(reason: &VerifyError) -> &'static str {
+    match reason {
+        VerifyError::CertificateExpired(_) | VerifyError::CertificateNotYetValid(_) => {
+            ": renew it with `agentseal cert renew`"
+        }
+        VerifyError::CertificateRevoked { .. } => ": its keys are revoked; create a new agent",
+        _ => "",
+    }
 }
 
 /// Which keys an agent or CA holds.
@@ -426,6 +434,17 @@ impl Installation {
     ) -> Result<AgentCertificate, ServiceError> {
         let agent = self.agent(agent_id)?;
         let current = self.current_certificate_record(&agent)?;
+        // A revoked certificate means its keys are not to be trusted: renewing would re-certify
+        // them. The agent needs new keys (a new agent id, for now).
+        if let Some(entry) = self
+            .store
+            .revocation(RevokedKind::Certificate, &current.serial)?
+        {
+            return Err(ServiceError::InvalidInput(format!(
+                "agent {agent_id}'s certificate {} was revoked ({}): its keys cannot be re-certified; create a new agent",
+                current.serial, entry.reason
+            )));
+        }
         let (_, claims, keys) =
             AgentCertificate::parse_unverified(&current.encoded).map_err(|e| {
                 StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
@@ -542,6 +561,7 @@ impl Installation {
                 "action and audience must not be empty".into(),
             ));
         }
+        token::check_args(&request.args).map_err(ServiceError::InvalidInput)?;
         let encoded = self.certificate(agent_id)?;
         let now = clock::now();
         let certificate = self
@@ -588,6 +608,7 @@ impl Installation {
         token_or_jti: &str,
         reason: &str,
     ) -> Result<RevocationEntry, ServiceError> {
+        check_reason(reason)?;
         let token_or_jti = token_or_jti.trim();
         let jti = match token::parse_unverified(token_or_jti) {
             Ok((_, claims)) => claims.jti,
@@ -617,6 +638,7 @@ impl Installation {
         serial_or_agent: &str,
         reason: &str,
     ) -> Result<Vec<RevocationEntry>, ServiceError> {
+        check_reason(reason)?;
         let serials = if self.store.agent(serial_or_agent)?.is_some() {
             self.store.serials_of(serial_or_agent)?
         } else if self.store.certificate(serial_or_agent)?.is_some() {
@@ -682,13 +704,19 @@ impl Installation {
             ));
         }
         let now = clock::now();
+        // Entries are kept until every token or certificate they could match has expired
+        // (plus clock skew): keeps the list small without un-revoking anything still usable.
+        let (number, revoked_certificates, revoked_tokens) = self.store.crl_snapshot(
+            now - clock::DEFAULT_SKEW,
+            token::MAX_TTL + 2 * clock::DEFAULT_SKEW,
+        )?;
         let claims = CrlClaims {
             iss: self.anchor.ca_id.clone(),
-            number: self.store.next_crl_number()?,
+            number,
             iat: now,
             next_update: now.saturating_add(validity),
-            revoked_certificates: self.store.revocations(RevokedKind::Certificate)?,
-            revoked_tokens: self.store.revocations(RevokedKind::Token)?,
+            revoked_certificates,
+            revoked_tokens,
         };
         let ca = self.signers("ca", &self.anchor.keys, |alg| {
             KeyName::ca(&self.install_id, alg)
@@ -820,6 +848,18 @@ fn create_key(store: &dyn KeyStore, name: &KeyName) -> Result<SigningKey, Servic
         return Err(ServiceError::KeyMismatch(name.to_string()));
     }
     Ok(SigningKey::from_seed(name.algorithm, &seed))
+}
+
+/// Longest revocation reason accepted: reasons are published in every revocation list.
+pub const MAX_REASON_LEN: usize = 256;
+
+fn check_reason(reason: &str) -> Result<(), ServiceError> {
+    if reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidInput(format!(
+            "revocation reason must be at most {MAX_REASON_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn is_plain_id(text: &str) -> bool {

@@ -329,24 +329,71 @@ impl Store {
         })
     }
 
-    /// Takes the next revocation list number (durably, so numbers never repeat).
-    pub fn next_crl_number(&self) -> Result<u64, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let current: Option<String> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
-                    r.get(0)
+    /// Takes the next revocation list number and, in the same transaction, the revocations a
+    /// list issued at `now` must carry: certificates not yet expired, and tokens revoked within
+    /// `token_horizon` seconds (no token outlives that, so older entries protect nothing).
+    pub fn crl_snapshot(
+        &self,
+        now: i64,
+        token_horizon: i64,
+    ) -> Result<(u64, Vec<RevocationEntry>, Vec<RevocationEntry>), StoreError> {
+        let path = self.path.clone();
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let current: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sqlite)?;
+        let current = match current {
+            None => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(path.clone(), format!("crl_number {v:?}")))?,
+        };
+        let next = current
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt(path.clone(), "crl_number exhausted".into()))?;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [next.to_string()],
+        )
+        .map_err(sqlite)?;
+        let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
+            let mut stmt = tx.prepare(sql)?;
+            stmt.query_map([bound], |r| {
+                Ok(RevocationEntry {
+                    id: r.get(0)?,
+                    revoked_at: r.get(1)?,
+                    reason: r.get(2)?,
                 })
-                .optional()?;
-            let next = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
-            tx.execute(
-                "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [next.to_string()],
-            )?;
-            tx.commit()?;
-            Ok(next)
-        })
+            })?
+            .collect()
+        };
+        let certificates = entries(
+            "SELECT r.id, r.revoked_at, r.reason FROM revocations r
+             LEFT JOIN certificates c ON c.serial = r.id
+             WHERE r.kind = 'certificate' AND (c.expires_at IS NULL OR c.expires_at >= ?1)
+             ORDER BY r.revoked_at, r.id",
+            now,
+        )
+        .map_err(sqlite)?;
+        let tokens = entries(
+            "SELECT id, revoked_at, reason FROM revocations
+             WHERE kind = 'token' AND revoked_at >= ?1 ORDER BY revoked_at, id",
+            now.saturating_sub(token_horizon),
+        )
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok((next, certificates, tokens))
     }
 }
 
@@ -393,5 +440,76 @@ impl RevocationSource for Store {
             issued_at: now,
             next_update: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, revoked_at: i64) -> RevocationEntry {
+        RevocationEntry {
+            id: id.into(),
+            revoked_at,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn revocation_lists_drop_entries_that_can_no_longer_match() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("t.db")).unwrap();
+        let agent = AgentRecord {
+            agent_id: "agent://a".into(),
+            algorithms: vec!["ed25519".into()],
+            meta: Default::default(),
+            created_at: 0,
+            current_serial: None,
+        };
+        let cert = |serial: &str, expires_at| CertificateRecord {
+            serial: serial.into(),
+            agent_id: "agent://a".into(),
+            issued_at: 0,
+            expires_at,
+            encoded: String::new(),
+        };
+        store.insert_agent(&agent, &cert("old", 1_000)).unwrap();
+        store.add_certificate(&cert("live", 10_000)).unwrap();
+        store
+            .revoke(
+                RevokedKind::Certificate,
+                &[entry("old", 500), entry("live", 600)],
+            )
+            .unwrap();
+        store
+            .revoke(
+                RevokedKind::Token,
+                &[entry("stale", 100), entry("recent", 4_900)],
+            )
+            .unwrap();
+        let (first, certs, tokens) = store.crl_snapshot(5_000, 1_000).unwrap();
+        let ids = |v: &[RevocationEntry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&certs), ["live"]);
+        assert_eq!(ids(&tokens), ["recent"]);
+        let (second, _, _) = store.crl_snapshot(5_000, 1_000).unwrap();
+        assert_eq!((first, second), (1, 2));
+        // The database keeps every revocation; only the published list is pruned.
+        assert!(
+            store
+                .revocation(RevokedKind::Token, "stale")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_list_counter_is_an_error_not_a_reset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("t.db")).unwrap();
+        store.set_meta(&[("crl_number", "banana")]).unwrap();
+        assert!(matches!(
+            store.crl_snapshot(0, 0),
+            Err(StoreError::Corrupt(..))
+        ));
     }
 }

@@ -58,6 +58,33 @@ pub fn args_sha256(args: &Value) -> String {
     jose::b64(&Sha256::digest(&canonical))
 }
 
+/// The largest integer magnitude that RFC 8785 canonicalization (IEEE 754 doubles) keeps exact.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Checks that `args` can be bound exactly: RFC 8785 reads numbers as doubles, so two integers
+/// beyond 2^53 could hash alike and a token would authorize both. Such values must be strings.
+pub fn check_args(args: &Value) -> Result<(), String> {
+    match args {
+        Value::Number(n) => {
+            let exact = n
+                .as_u64()
+                .map(|v| v <= MAX_SAFE_INTEGER)
+                .or_else(|| n.as_i64().map(|v| v.unsigned_abs() <= MAX_SAFE_INTEGER))
+                .unwrap_or(true);
+            if exact {
+                Ok(())
+            } else {
+                Err(format!(
+                    "argument number {n} is beyond 2^53 and cannot be bound exactly: pass it as a string"
+                ))
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(check_args),
+        Value::Object(map) => map.values().try_for_each(check_args),
+        _ => Ok(()),
+    }
+}
+
 /// What an agent asks to be authorized.
 #[derive(Debug, Clone)]
 pub struct ActionRequest {

@@ -97,6 +97,12 @@ impl Verifier<'_> {
                 found: claims.aud.clone(),
             });
         }
+        if claims.exp < claims.nbf || claims.exp.saturating_sub(claims.iat) > token::MAX_TTL {
+            return Err(VerifyError::malformed(format!(
+                "token lifetime is not between nbf and iat + {} s",
+                token::MAX_TTL
+            )));
+        }
         if now > claims.exp.saturating_add(self.skew) {
             return Err(VerifyError::Expired(claims.exp));
         }
@@ -118,10 +124,11 @@ impl Verifier<'_> {
                 found: claims.action.clone(),
             });
         }
-        if let Some(args) = &expect.args
-            && token::args_sha256(args) != claims.args_sha256
-        {
-            return Err(VerifyError::ArgsMismatch);
+        if let Some(args) = &expect.args {
+            token::check_args(args).map_err(VerifyError::Malformed)?;
+            if token::args_sha256(args) != claims.args_sha256 {
+                return Err(VerifyError::ArgsMismatch);
+            }
         }
         Ok(VerifiedAction {
             claims,

@@ -96,7 +96,7 @@ fn verify_exits_0_for_valid_1_for_invalid_and_2_for_errors() {
         "args_mismatch"
     );
 
-    let garbage = run(&dir, &["verify", "not-a-token"]);
+    let garbage = run(&dir, &["verify", "not-a-token", "--any-audience"]);
     assert_eq!(garbage.status.code(), Some(1));
     assert_eq!(
         json(&String::from_utf8_lossy(&garbage.stdout))["reasons"][0],
@@ -232,7 +232,7 @@ fn agents_of_every_key_choice_sign_tokens_that_verify() {
 }
 
 #[test]
-fn revoked_certificate_blocks_signing_and_renewal_restores_it() {
+fn revoked_certificate_blocks_signing_and_cannot_be_renewed() {
     let (_tmp, dir) = setup();
     let token = sign(&dir);
     let shown = json(&ok(&dir, &["cert", "show", AGENT]));
@@ -241,11 +241,9 @@ fn revoked_certificate_blocks_signing_and_renewal_restores_it() {
         &dir,
         &["revoke", "cert", &serial, "--reason", "key compromise"],
     );
-    let out = run(&dir, &["verify", &token]);
-    assert_eq!(
-        json(&String::from_utf8_lossy(&out.stdout))["reasons"][0],
-        "certificate_revoked"
-    );
+    let out = run(&dir, &["verify", &token, "--any-audience"]);
+    let answer = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(answer["reasons"][0], "certificate_revoked");
     let out = run(&dir, &["cert", "verify", AGENT]);
     assert_eq!(out.status.code(), Some(1));
     let out = run(
@@ -255,16 +253,78 @@ fn revoked_certificate_blocks_signing_and_renewal_restores_it() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("certificate_revoked")
-            || String::from_utf8_lossy(&out.stderr).contains("revoked")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create a new agent"));
+    // Renewal would re-certify keys the operator declared compromised.
+    let out = run(&dir, &["cert", "renew", AGENT]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be re-certified"));
+}
 
-    let renewed = json(&ok(&dir, &["cert", "renew", AGENT]));
-    assert_ne!(renewed["serial"].as_str().unwrap(), serial);
+#[test]
+fn renewal_issues_a_new_serial_for_the_same_keys() {
+    let (_tmp, dir) = setup();
+    let before = json(&ok(&dir, &["cert", "show", AGENT]));
+    let old_token = sign(&dir);
+    let renewed = json(&ok(&dir, &["cert", "renew", AGENT, "--ttl", "10d"]));
+    assert_ne!(renewed["serial"], before["claims"]["jti"]);
+    let after = json(&ok(&dir, &["cert", "show", AGENT]));
+    assert_eq!(after["claims"]["jti"], renewed["serial"]);
+    assert_eq!(after["claims"]["cnf"], before["claims"]["cnf"]);
+    assert_eq!(
+        after["claims"]["exp"].as_i64().unwrap() - after["claims"]["iat"].as_i64().unwrap(),
+        864_000
+    );
+    // Tokens under the previous certificate stay valid until it expires or is revoked.
+    ok(&dir, &["verify", &old_token, "--any-audience"]);
     let token = sign(&dir);
-    ok(&dir, &["verify", &token]);
-    ok(&dir, &["cert", "verify", AGENT]);
+    let verified = json(&ok(&dir, &["verify", &token, "--aud", "svc"]));
+    assert_eq!(verified["claims"]["cert"], renewed["serial"]);
+}
+
+#[test]
+fn unsafe_inputs_are_refused_with_clear_errors() {
+    let (_tmp, dir) = setup();
+    // Integers beyond 2^53 cannot be bound exactly by RFC 8785.
+    let out = run(
+        &dir,
+        &[
+            "token",
+            "sign",
+            "--agent",
+            AGENT,
+            "--action",
+            "pay",
+            "--aud",
+            "b",
+            "--arg",
+            "amount=9007199254740993",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("as a string"));
+    ok(
+        &dir,
+        &[
+            "token",
+            "sign",
+            "--agent",
+            AGENT,
+            "--action",
+            "pay",
+            "--aud",
+            "b",
+            "--arg",
+            "amount=\"9007199254740993\"",
+        ],
+    );
+    // Revocation reasons are published in every list: bounded.
+    let long = "x".repeat(300);
+    let out = run(&dir, &["revoke", "cert", AGENT, "--reason", &long]);
+    assert_eq!(out.status.code(), Some(2));
+    // A service must say who it is.
+    let out = run(&dir, &["verify", &sign(&dir)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--aud"));
 }
 
 #[test]
@@ -292,7 +352,7 @@ fn revoking_a_token_by_jti_or_whole_token_is_reported_by_check_revocation() {
         let status = json(&ok(&dir, &["check-revocation", "token", token]));
         assert_eq!(status["revoked"], true);
         assert_eq!(status["freshness"]["source"], "local");
-        let out = run(&dir, &["verify", token]);
+        let out = run(&dir, &["verify", token, "--any-audience"]);
         assert_eq!(
             json(&String::from_utf8_lossy(&out.stdout))["reasons"][0],
             "revoked"
@@ -324,7 +384,7 @@ fn revocation_list_is_signed_numbered_and_verifiable_offline() {
 
     // A peer that has only the CA's public keys.
     let status = json(&ok(&dir, &["status"]));
-    let jwks: JwkSet = serde_json::from_str(&ok(&dir, &["jwks"])).unwrap();
+    let jwks: JwkSet = serde_json::from_str(&ok(&dir, &["jwks", "--with-agents"])).unwrap();
     let ca_kids: Vec<&str> = status["key_ids"]
         .as_array()
         .unwrap()
@@ -344,6 +404,9 @@ fn revocation_list_is_signed_numbered_and_verifiable_offline() {
     let a = RevocationList::verify(&first, &anchor, 0).unwrap();
     let b = RevocationList::verify(&second, &anchor, 0).unwrap();
     assert!(b.claims.number > a.claims.number);
+    // A replayed older list is refused by a verifier that saw a newer one.
+    assert!(RevocationList::verify_newer(&first, &anchor, 0, Some(b.claims.number)).is_err());
+    assert!(RevocationList::verify_newer(&second, &anchor, 0, Some(a.claims.number)).is_ok());
     assert!(b.claims.next_update - b.claims.iat == 600);
     let now = agentseal::clock::now();
     assert_eq!(
@@ -419,7 +482,7 @@ fn a_verify_only_service_decides_offline_from_published_files() {
         .as_str()
         .unwrap()
         .to_owned();
-    let ca_jwks = write("ca.json", &ok(&dir, &["jwks", "--ca"]));
+    let ca_jwks = write("ca.json", &ok(&dir, &["jwks"]));
     let cert = json(&ok(&dir, &["cert", "show", AGENT]))["certificate"]
         .as_str()
         .unwrap()

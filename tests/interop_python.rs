@@ -128,7 +128,7 @@ fn issued() -> &'static Issued {
         Issued {
             ed25519_token: sign(ED_AGENT),
             ml_dsa_65_token: sign(PQ_AGENT),
-            jwks: cli(&["jwks"]),
+            jwks: cli(&["jwks", "--with-agents"]),
         }
     })
 }

@@ -819,7 +819,11 @@ fn file_store_keys_survive_and_stay_encrypted() {
     command.env("AGENTSEAL_PASSPHRASE_FILE", &passphrase_file);
     let token = run("token sign with AGENTSEAL_PASSPHRASE_FILE", command).success();
     // (Opening an installation opens its key store, so even `verify` needs the passphrase.)
-    let mut command = cli_command(&dir, "file", &["verify", token.stdout.trim()]);
+    let mut command = cli_command(
+        &dir,
+        "file",
+        &["verify", token.stdout.trim(), "--any-audience"],
+    );
     command.env("AGENTSEAL_PASSPHRASE_FILE", &passphrase_file);
     let verify = run("verify with AGENTSEAL_PASSPHRASE_FILE", command).success();
     assert_eq!(verify.json()["valid"], true);
@@ -938,6 +942,11 @@ fn two_keyutils_installations_never_share_keys() {
     let gone = cli(&dirs[0], "keyutils", &sign);
     assert_eq!(gone.code(), Some(2), "signed without its keys: {gone}");
     let token = cli(&dirs[1], "keyutils", &sign).success();
-    let verify = cli(&dirs[1], "keyutils", &["verify", token.stdout.trim()]).success();
+    let verify = cli(
+        &dirs[1],
+        "keyutils",
+        &["verify", token.stdout.trim(), "--any-audience"],
+    )
+    .success();
     assert_eq!(verify.json()["valid"], true);
 }

@@ -131,7 +131,8 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     ); // refused
     cli(&dir, &["crl"], &mut t);
     cli(&dir, &["jwks"], &mut t);
-    cli(&dir, &["verify", "garbage"], &mut t);
+    cli(&dir, &["jwks", "--with-agents"], &mut t);
+    cli(&dir, &["verify", "garbage", "--any-audience"], &mut t);
     assert!(
         String::from_utf8_lossy(&t).contains("TRACE")
             || String::from_utf8_lossy(&t).contains("DEBUG"),

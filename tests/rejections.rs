@@ -484,8 +484,36 @@ fn extreme_times_never_overflow() {
         let token = world.compact(&world.header("EdDSA"), &claims);
         let code = reason(&world, &token);
         assert!(
-            matches!(code, "valid" | "expired" | "not_yet_valid"),
+            matches!(code, "malformed" | "expired" | "not_yet_valid"),
             "{code}"
         );
     }
+}
+
+#[test]
+fn token_with_a_lifetime_beyond_one_day_is_rejected_with_reason_malformed() {
+    let world = World::new(&[Ed25519]);
+    let mut claims = world.claims();
+    claims["exp"] = json!(now() + 2 * 86_400);
+    let token = world.compact(&world.header("EdDSA"), &claims);
+    assert_eq!(reason(&world, &token), "malformed");
+    let mut claims = world.claims();
+    claims["exp"] = json!(claims["nbf"].as_i64().unwrap() - 1);
+    let token = world.compact(&world.header("EdDSA"), &claims);
+    assert_eq!(reason(&world, &token), "malformed");
+}
+
+#[test]
+fn expected_arguments_with_integers_beyond_2_pow_53_are_refused() {
+    let world = World::new(&[Ed25519]);
+    let token = world.sign();
+    let other = Expectations {
+        args: Some(json!({"repo": "web", "amount": 9_007_199_254_740_993u64})),
+        ..expect()
+    };
+    let err = world
+        .verifier()
+        .verify_token(&token, &other, now())
+        .unwrap_err();
+    assert_eq!(err.code(), "malformed");
 }
