@@ -302,13 +302,7 @@ impl Store {
             c.prepare_cached(
                 "SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 AND id = ?2",
             )?
-            .query_row(params![kind.name(), id], |r| {
-                Ok(RevocationEntry {
-                    id: r.get(0)?,
-                    revoked_at: r.get(1)?,
-                    reason: r.get(2)?,
-                })
-            })
+            .query_row(params![kind.name(), id], revocation_entry)
             .optional()
         })
     }
@@ -318,13 +312,7 @@ impl Store {
         self.with(|c| {
             let mut stmt =
                 c.prepare("SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 ORDER BY revoked_at, id")?;
-            stmt.query_map([kind.name()], |r| {
-                Ok(RevocationEntry {
-                    id: r.get(0)?,
-                    revoked_at: r.get(1)?,
-                    reason: r.get(2)?,
-                })
-            })?
+            stmt.query_map([kind.name()], revocation_entry)?
             .collect()
         })
     }
@@ -369,14 +357,7 @@ impl Store {
         .map_err(sqlite)?;
         let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
             let mut stmt = tx.prepare(sql)?;
-            stmt.query_map([bound], |r| {
-                Ok(RevocationEntry {
-                    id: r.get(0)?,
-                    revoked_at: r.get(1)?,
-                    reason: r.get(2)?,
-                })
-            })?
-            .collect()
+            stmt.query_map([bound], revocation_entry)?.collect()
         };
         let certificates = entries(
             "SELECT r.id, r.revoked_at, r.reason FROM revocations r
@@ -395,6 +376,15 @@ impl Store {
         tx.commit().map_err(sqlite)?;
         Ok((next, certificates, tokens))
     }
+}
+
+/// Reads `id, revoked_at, reason` columns.
+fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
+    Ok(RevocationEntry {
+        id: row.get(0)?,
+        revoked_at: row.get(1)?,
+        reason: row.get(2)?,
+    })
 }
 
 fn insert_certificate(

@@ -15,6 +15,8 @@
 //! pointer to `tools/install-test-deps.sh`; nothing is skipped.
 #![cfg(unix)]
 
+mod common;
+
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,6 @@ use std::time::{Duration, Instant};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
 use agentseal::keystore::{self, KeyName, KeyStoreError, KeyStoreKind};
 use agentseal::store::Store;
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -252,34 +252,9 @@ fn thumbprint_of(seed: &[u8], algorithm: Algorithm) -> String {
     agentseal::jose::thumbprint(SigningKey::from_seed(algorithm, &seed).public_key())
 }
 
-/// Byte strings that would appear if `secret` were written in a common encoding: raw, hex, and
-/// base64 / base64url at each of the three byte alignments (edge groups dropped, since they mix
-/// in neighbouring bytes).
-fn needles(secret: &[u8]) -> Vec<Vec<u8>> {
-    let hex = hex(secret);
-    let mut out = vec![
-        secret.to_vec(),
-        hex.clone().into_bytes(),
-        hex.to_uppercase().into_bytes(),
-    ];
-    for shift in 0..3 {
-        let mut shifted = vec![0u8; shift];
-        shifted.extend_from_slice(secret);
-        for encoded in [STANDARD.encode(&shifted), URL_SAFE_NO_PAD.encode(&shifted)] {
-            let inner = &encoded[4..encoded.trim_end_matches('=').len() - 4];
-            out.push(inner.as_bytes().to_vec());
-        }
-    }
-    out
-}
-
 fn assert_no_secret(haystack: &[u8], secret: &[u8], place: &str) {
-    for needle in needles(secret) {
-        assert!(
-            !haystack.windows(needle.len()).any(|w| w == needle),
-            "{place} contains the seed (as {:?})",
-            String::from_utf8_lossy(&needle)
-        );
+    if let Some(found) = common::find_secret(haystack, secret) {
+        panic!("{place} contains the seed (as {found:?})");
     }
 }
 

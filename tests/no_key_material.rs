@@ -2,14 +2,14 @@
 //! every file in the data directory for each seed and expanded secret key, as raw bytes and in
 //! hex, base64 and base64url at every byte alignment.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use agentseal::crypto::Algorithm;
 use agentseal::keystore::{self, KeyName, KeyStoreKind};
 use agentseal::store::Store;
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use fips204::traits::{KeyGen as _, SerDes as _};
 use sha2::{Digest, Sha512};
 
@@ -28,28 +28,6 @@ fn cli(dir: &Path, args: &[&str], transcript: &mut Vec<u8>) -> String {
     transcript.extend_from_slice(&out.stdout);
     transcript.extend_from_slice(&out.stderr);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Needles that would appear if `secret` were printed or stored in any common encoding.
-fn needles(secret: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = vec![secret.to_vec()];
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    out.push(hex.clone().into_bytes());
-    out.push(hex.to_uppercase().into_bytes());
-    for shift in 0..3 {
-        let mut shifted = vec![0u8; shift];
-        shifted.extend_from_slice(secret);
-        for encoded in [STANDARD.encode(&shifted), URL_SAFE_NO_PAD.encode(&shifted)] {
-            // Drop the first and last groups, which mix in neighbouring bytes.
-            let inner = &encoded[4..encoded.trim_end_matches('=').len() - 4];
-            out.push(inner.as_bytes().to_vec());
-        }
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn secrets_of(seed: &[u8; 32], algorithm: Algorithm) -> Vec<(String, Vec<u8>)> {
@@ -163,18 +141,15 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     for name in names {
         let seed = keys.get(&name).unwrap();
         for (what, secret) in secrets_of(seed.expose(), name.algorithm) {
-            for needle in needles(&secret) {
-                for (file, bytes) in &files {
-                    assert!(
-                        !contains(bytes, &needle),
-                        "{what} of {name} found in {file}"
-                    );
-                    scanned += 1;
+            for (file, bytes) in &files {
+                if let Some(found) = common::find_secret(bytes, &secret) {
+                    panic!("{what} of {name} found in {file} as {found:?}");
                 }
+                scanned += 1;
             }
         }
     }
-    assert!(scanned > 100);
+    assert!(scanned > 20);
     drop(keys);
     let ca_id = store.meta("ca_id").unwrap().unwrap();
     drop(store);

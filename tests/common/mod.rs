@@ -1,6 +1,6 @@
 //! Shared fixtures for integration tests: a CA, agents and tokens built directly from the core
 //! API with fixed seeds, so verification tests need no key store.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
@@ -9,6 +9,9 @@ use agentseal::revocation::{CrlClaims, RevocationEntry, RevocationList};
 use agentseal::token::{self, ActionRequest, SignedAction};
 use agentseal::verify::{PresentedCertificates, Verifier};
 use serde_json::{Value, json};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
 pub const CA_ID: &str = "urn:agentseal:ca:test";
 pub const AGENT: &str = "agent://acme.example/reviewer";
@@ -171,4 +174,37 @@ pub use agentseal::jose::b64_decode;
 
 pub fn ed_alg() -> EdAlgName {
     EdAlgName::EdDsa
+}
+
+/// Byte strings that would appear if `secret` were written in a common encoding: raw, hex, and
+/// base64 / base64url at each of the three byte alignments (edge groups dropped, since they mix
+/// in neighbouring bytes).
+pub fn secret_needles(secret: &[u8]) -> Vec<Vec<u8>> {
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut out = vec![
+        secret.to_vec(),
+        hex.to_uppercase().into_bytes(),
+        hex.into_bytes(),
+    ];
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(secret);
+        for encoded in [STANDARD.encode(&shifted), URL_SAFE_NO_PAD.encode(&shifted)] {
+            let inner = &encoded[4..encoded.trim_end_matches('=').len() - 4];
+            out.push(inner.as_bytes().to_vec());
+        }
+    }
+    out
+}
+
+/// The encoding of `secret` found in `haystack`, if any.
+pub fn find_secret(haystack: &[u8], secret: &[u8]) -> Option<String> {
+    secret_needles(secret)
+        .into_iter()
+        .find(|needle| {
+            haystack
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        })
+        .map(|needle| String::from_utf8_lossy(&needle).into_owned())
 }
