@@ -167,10 +167,32 @@ enum CertCommand {
         /// Agent id or certificate serial.
         agent_or_serial: String,
     },
-    /// Verify a certificate against this CA; exits 1 if it is not valid.
+    /// Verify a certificate against this CA (and its proof of possession, if given); exits 1 if
+    /// it is not valid.
     Verify {
         /// The certificate, an agent id, a serial, or "-" for stdin.
         certificate: String,
+        /// A proof of possession (from `cert present --challenge`) to check as well.
+        #[arg(long, requires_all = ["challenge", "aud"])]
+        proof: Option<String>,
+        /// The challenge you issued.
+        #[arg(long)]
+        challenge: Option<String>,
+        /// Your identity: the proof's audience.
+        #[arg(long)]
+        aud: Option<String>,
+    },
+    /// Present an agent's certificate, with a proof of possession over a peer's challenge.
+    Present {
+        /// The presenting agent.
+        #[arg(long)]
+        agent: String,
+        /// The peer's fresh challenge (16-256 printable characters).
+        #[arg(long, requires = "aud")]
+        challenge: Option<String>,
+        /// The peer the proof is for.
+        #[arg(long)]
+        aud: Option<String>,
     },
     /// Issue a fresh certificate for an agent's existing keys.
     Renew {
@@ -417,16 +439,41 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
                 json!({ "claims": claims, "certificate": encoded }),
             ))
         }
-        Command::Cert(CertCommand::Verify { certificate }) => {
+        Command::Cert(CertCommand::Verify {
+            certificate,
+            proof,
+            challenge,
+            aud,
+        }) => {
             let input = read_input(&certificate)?;
             let encoded = match installation.find_certificate(&input) {
                 Ok(found) => found,
                 Err(_) => input,
             };
-            Ok(match installation.verify_certificate(&encoded) {
-                Ok(cert) => Outcome::Json(json!({ "valid": true, "claims": cert.claims })),
+            let verifier = installation.verifier();
+            let now = agentseal::clock::now();
+            let outcome = match (proof, challenge, aud) {
+                (Some(proof), Some(challenge), Some(aud)) => verifier
+                    .verify_presentation(&encoded, &proof, &challenge, &aud, now)
+                    .map(|(cert, proof)| json!({ "valid": true, "claims": cert.claims, "proof": proof })),
+                _ => verifier
+                    .verify_certificate(&encoded, now)
+                    .map(|cert| json!({ "valid": true, "claims": cert.claims })),
+            };
+            Ok(match outcome {
+                Ok(value) => Outcome::Json(value),
                 Err(error) => Outcome::Invalid(rejection(&error)),
             })
+        }
+        Command::Cert(CertCommand::Present {
+            agent,
+            challenge,
+            aud,
+        }) => {
+            let audience = aud.unwrap_or_default();
+            let presentation =
+                installation.present_certificate(&agent, challenge.as_deref(), &audience)?;
+            Ok(Outcome::Json(json!(presentation)))
         }
         Command::Cert(CertCommand::Renew { agent_id, ttl }) => {
             let certificate = installation.renew_certificate(&agent_id, ttl)?;

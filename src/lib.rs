@@ -71,6 +71,7 @@ pub mod crypto;
 pub mod fsutil;
 pub mod jose;
 pub mod keystore;
+pub mod presentation;
 pub mod reason;
 pub mod revocation;
 pub mod service;

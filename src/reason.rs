@@ -100,6 +100,9 @@ pub enum VerifyError {
     /// The arguments presented do not hash to the token's `args_sha256`.
     #[error("arguments do not match args_sha256")]
     ArgsMismatch,
+    /// A proof of possession answers another challenge than the one the verifier issued.
+    #[error("proof of possession answers another challenge")]
+    WrongChallenge,
     /// No fresh revocation data is available, so the verifier fails closed.
     #[error("revocation data unavailable or stale")]
     RevocationUnavailable,
@@ -127,6 +130,7 @@ impl VerifyError {
             VerifyError::WrongAction { .. } => "wrong_action",
             VerifyError::Revoked { .. } => "revoked",
             VerifyError::ArgsMismatch => "args_mismatch",
+            VerifyError::WrongChallenge => "wrong_challenge",
             VerifyError::RevocationUnavailable => "revocation_unavailable",
         }
     }

@@ -192,6 +192,16 @@ pub struct RevocationStatus {
     pub freshness: Freshness,
 }
 
+/// A certificate as presented to a peer, with a proof of possession when a challenge was given.
+#[derive(Debug, Clone, Serialize)]
+pub struct Presentation {
+    /// The encoded certificate.
+    pub certificate: String,
+    /// The proof of possession (`agent-pop+jwt`), if a challenge was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
 /// One installation: database, key store, CA.
 pub struct Installation {
     data_dir: PathBuf,
@@ -562,11 +572,51 @@ impl Installation {
             ));
         }
         token::check_args(&request.args).map_err(ServiceError::InvalidInput)?;
+        let (certificate, keys) = self.usable_signer(agent_id)?;
+        let refs: Vec<&SigningKey> = keys.iter().collect();
+        Ok(token::sign(&certificate, &refs, request, clock::now())?)
+    }
+
+    /// The agent's current certificate and, given a peer's challenge and identity, a proof of
+    /// possession of its keys. The certificate must be valid.
+    pub fn present_certificate(
+        &self,
+        agent_id: &str,
+        challenge: Option<&str>,
+        audience: &str,
+    ) -> Result<Presentation, ServiceError> {
+        if let Some(challenge) = challenge {
+            crate::presentation::check_challenge(challenge).map_err(ServiceError::InvalidInput)?;
+        }
+        let (certificate, keys) = self.usable_signer(agent_id)?;
+        let proof = match challenge {
+            Some(challenge) => {
+                let refs: Vec<&SigningKey> = keys.iter().collect();
+                Some(crate::presentation::prove(
+                    &certificate,
+                    &refs,
+                    challenge,
+                    audience,
+                    clock::now(),
+                )?)
+            }
+            None => None,
+        };
+        Ok(Presentation {
+            certificate: certificate.encoded,
+            proof,
+        })
+    }
+
+    /// The agent's current certificate, verified, and its signing keys.
+    fn usable_signer(
+        &self,
+        agent_id: &str,
+    ) -> Result<(AgentCertificate, Arc<Vec<SigningKey>>), ServiceError> {
         let encoded = self.certificate(agent_id)?;
-        let now = clock::now();
         let certificate = self
             .verifier()
-            .verify_certificate(&encoded, now)
+            .verify_certificate(&encoded, clock::now())
             .map_err(|reason| ServiceError::CertificateUnusable {
                 agent: agent_id.to_owned(),
                 reason,
@@ -574,8 +624,7 @@ impl Installation {
         let keys = self.signers(&format!("agent:{agent_id}"), &certificate.keys, |alg| {
             KeyName::agent(&self.install_id, agent_id, alg)
         })?;
-        let refs: Vec<&SigningKey> = keys.iter().collect();
-        Ok(token::sign(&certificate, &refs, request, now)?)
+        Ok((certificate, keys))
     }
 
     /// A verifier over this installation's CA, certificates and revocations.

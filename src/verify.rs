@@ -64,6 +64,28 @@ impl Verifier<'_> {
         AgentCertificate::verify(encoded, self.anchor, self.revocation, now, self.skew)
     }
 
+    /// Verifies a presented certificate and its proof of possession over `challenge` (which the
+    /// verifier issued) for `audience` (the verifier itself).
+    pub fn verify_presentation(
+        &self,
+        certificate: &str,
+        proof: &str,
+        challenge: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<(AgentCertificate, crate::presentation::ProofClaims), VerifyError> {
+        let certificate = self.verify_certificate(certificate, now)?;
+        let claims = crate::presentation::verify_proof(
+            proof,
+            &certificate,
+            challenge,
+            audience,
+            now,
+            self.skew,
+        )?;
+        Ok((certificate, claims))
+    }
+
     /// Verifies an action token and what it is bound to.
     pub fn verify_token(
         &self,

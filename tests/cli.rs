@@ -517,3 +517,60 @@ fn a_verify_only_service_decides_offline_from_published_files() {
         "{out}"
     );
 }
+
+#[test]
+fn a_presented_certificate_proves_possession_over_a_fresh_challenge() {
+    let (_cleanup, dir) = setup();
+    let challenge = "peer-challenge-0123456789";
+    let presented = json(&ok(
+        &dir,
+        &[
+            "cert",
+            "present",
+            "--agent",
+            AGENT,
+            "--challenge",
+            challenge,
+            "--aud",
+            "agent://peer",
+        ],
+    ));
+    let cert = presented["certificate"].as_str().unwrap();
+    let proof = presented["proof"].as_str().unwrap();
+    let verified = json(&ok(
+        &dir,
+        &[
+            "cert",
+            "verify",
+            cert,
+            "--proof",
+            proof,
+            "--challenge",
+            challenge,
+            "--aud",
+            "agent://peer",
+        ],
+    ));
+    assert_eq!(verified["proof"]["nonce"], challenge);
+    let replay = run(
+        &dir,
+        &[
+            "cert",
+            "verify",
+            cert,
+            "--proof",
+            proof,
+            "--challenge",
+            "another-challenge-98765",
+            "--aud",
+            "agent://peer",
+        ],
+    );
+    assert_eq!(replay.status.code(), Some(1));
+    assert_eq!(
+        json(&String::from_utf8_lossy(&replay.stdout))["reasons"][0],
+        "wrong_challenge"
+    );
+    let bare = json(&ok(&dir, &["cert", "present", "--agent", AGENT]));
+    assert!(bare.get("proof").is_none());
+}
