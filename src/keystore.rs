@@ -52,7 +52,9 @@ impl KeyStoreKind {
     /// A caveat to tell the operator when this store is chosen, if any.
     pub fn caveat(self) -> Option<&'static str> {
         (self == KeyStoreKind::Keyutils).then_some(
-            "kernel keyutils keeps keys in memory only: they do not survive a reboot. \
+            "kernel keyutils keeps keys in memory only: they do not survive a reboot, and the \
+             kernel drops the persistent keyring after it goes unused for \
+             /proc/sys/kernel/keys/persistent_keyring_expiry seconds (3 days by default). \
              Use --key-store secret-service or file for keys that must persist.",
         )
     }
