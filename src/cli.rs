@@ -73,6 +73,13 @@ enum Command {
     },
     /// Show the installation: CA id, key store, database.
     Status,
+    /// Serve one agent's identity as an MCP server on stdio (for Claude Desktop, Cursor, ...).
+    /// stdout carries only the protocol; logs go to stderr.
+    Serve {
+        /// The agent to act as [default: the only agent, if there is exactly one].
+        #[arg(long, env = "AGENTSEAL_AGENT")]
+        agent: Option<String>,
+    },
     /// Manage agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -309,6 +316,8 @@ enum Outcome {
     Json(Value),
     Text(String),
     Invalid(Value),
+    /// Nothing to print (stdout belonged to a protocol).
+    Quiet,
 }
 
 pub fn run() -> ExitCode {
@@ -333,6 +342,7 @@ pub fn run() -> ExitCode {
             );
             ExitCode::from(1)
         }
+        Ok(Outcome::Quiet) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::from(2)
@@ -412,6 +422,34 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Status => Ok(Outcome::Json(json!(installation.info()))),
+        Command::Serve { agent } => {
+            let agent = match agent {
+                Some(agent) => agent,
+                None => {
+                    let agents = installation.agents()?;
+                    match agents.as_slice() {
+                        [only] => only.agent_id.clone(),
+                        _ => {
+                            return Err(ServiceError::InvalidInput(format!(
+                                "choose the agent to serve with --agent (or AGENTSEAL_AGENT): {}",
+                                if agents.is_empty() {
+                                    "no agents yet; create one with `agentseal agent create`"
+                                        .to_owned()
+                                } else {
+                                    agents
+                                        .iter()
+                                        .map(|a| a.agent_id.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                }
+                            )));
+                        }
+                    }
+                }
+            };
+            crate::mcp::serve_stdio(installation, agent)?;
+            Ok(Outcome::Quiet)
+        }
         Command::Agent(AgentCommand::Create {
             agent_id,
             alg,

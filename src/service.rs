@@ -20,7 +20,7 @@ use crate::revocation::{
 };
 use crate::store::{AgentRecord, CertificateRecord, Store, StoreError};
 use crate::token::{self, ActionRequest, Expectations, SignedAction};
-use crate::verify::{CertificateResolver, VerifiedAction, Verifier};
+use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, Verifier};
 
 /// Default certificate lifetime: 90 days.
 pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
@@ -73,6 +73,9 @@ pub enum ServiceError {
         "the key store's {0} key does not match the certificate: it was replaced or belongs to another installation"
     )]
     KeyMismatch(String),
+    /// The caller may not do this.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
     /// The key store failed.
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
@@ -190,6 +193,61 @@ pub struct RevocationStatus {
     pub revocation: Option<RevocationEntry>,
     /// How fresh the answer is.
     pub freshness: Freshness,
+}
+
+/// What a peer presented for verification.
+#[derive(Debug, Clone, Default)]
+pub struct PeerEvidence {
+    /// An action token.
+    pub token: Option<String>,
+    /// A certificate.
+    pub certificate: Option<String>,
+    /// A proof of possession for the certificate.
+    pub proof: Option<String>,
+    /// The challenge this side issued for the proof.
+    pub challenge: Option<String>,
+    /// This side's identity: the audience tokens and proofs must name.
+    pub audience: String,
+    /// The action about to be performed, if known.
+    pub action: Option<String>,
+    /// The arguments about to be used, if known.
+    pub args: Option<Value>,
+}
+
+/// The outcome of [`Installation::verify_peer`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerVerdict {
+    /// Whether everything presented verified.
+    pub valid: bool,
+    /// Reason codes when not valid (see docs/reason-codes.md).
+    pub reasons: Vec<String>,
+    /// A human-readable explanation when not valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The verified agent id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The verified certificate's claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateClaims>,
+    /// The verified token's claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<token::ActionClaims>,
+    /// Whether a proof of possession was verified.
+    pub proof_verified: bool,
+    /// How fresh the revocation data used is.
+    pub revocation: Freshness,
+}
+
+/// Certificates the peer presented first, then the installation's own records.
+struct Fallback<'a>(&'a PresentedCertificates, &'a Installation);
+
+impl CertificateResolver for Fallback<'_> {
+    fn certificate(&self, serial: &str) -> Option<String> {
+        self.0
+            .certificate(serial)
+            .or_else(|| CertificateResolver::certificate(self.1, serial))
+    }
 }
 
 /// A certificate as presented to a peer, with a proof of possession when a challenge was given.
@@ -627,6 +685,98 @@ impl Installation {
         Ok((certificate, keys))
     }
 
+    /// Verifies what a peer presented: an action token, a certificate (with its proof of
+    /// possession over a challenge this side issued), or both. Rejections are a normal result
+    /// (`valid: false` with the reason code); only unusable requests are errors.
+    pub fn verify_peer(&self, evidence: &PeerEvidence) -> Result<PeerVerdict, ServiceError> {
+        if evidence.token.is_none() && evidence.certificate.is_none() {
+            return Err(ServiceError::InvalidInput(
+                "give a token, a certificate, or both".into(),
+            ));
+        }
+        if evidence.proof.is_some()
+            && (evidence.challenge.is_none() || evidence.certificate.is_none())
+        {
+            return Err(ServiceError::InvalidInput(
+                "a proof needs the certificate it proves and the challenge you issued".into(),
+            ));
+        }
+        if let Some(args) = &evidence.args {
+            token::check_args(args).map_err(ServiceError::InvalidInput)?;
+        }
+        let now = clock::now();
+        let presented = PresentedCertificates(evidence.certificate.iter().cloned().collect());
+        let resolver = Fallback(&presented, self);
+        let verifier = Verifier {
+            certificates: &resolver,
+            ..self.verifier()
+        };
+        let mut verdict = PeerVerdict {
+            valid: false,
+            reasons: Vec::new(),
+            message: None,
+            agent_id: None,
+            certificate: None,
+            token: None,
+            proof_verified: false,
+            revocation: self.store.freshness(now),
+        };
+        let outcome = (|| {
+            if let Some(certificate) = &evidence.certificate {
+                let cert = match (&evidence.proof, &evidence.challenge) {
+                    (Some(proof), Some(challenge)) => {
+                        let (cert, _) = verifier.verify_presentation(
+                            certificate,
+                            proof,
+                            challenge,
+                            &evidence.audience,
+                            now,
+                        )?;
+                        verdict.proof_verified = true;
+                        cert
+                    }
+                    _ => verifier.verify_certificate(certificate, now)?,
+                };
+                verdict.agent_id = Some(cert.claims.sub.clone());
+                verdict.certificate = Some(cert.claims);
+            }
+            if let Some(token) = &evidence.token {
+                let expect = Expectations {
+                    audience: Some(evidence.audience.clone()),
+                    action: evidence.action.clone(),
+                    args: evidence.args.clone(),
+                };
+                let verified = verifier.verify_token(token, &expect, now)?;
+                if verdict
+                    .agent_id
+                    .as_ref()
+                    .is_some_and(|a| a != &verified.claims.sub)
+                {
+                    return Err(VerifyError::SubjectMismatch {
+                        token: verified.claims.sub.clone(),
+                        certificate: verdict.agent_id.clone().unwrap_or_default(),
+                    });
+                }
+                verdict.agent_id = Some(verified.claims.sub.clone());
+                verdict.certificate = Some(verified.certificate.claims);
+                verdict.token = Some(verified.claims);
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => verdict.valid = true,
+            Err(error) => {
+                verdict.reasons.push(error.code().to_owned());
+                verdict.message = Some(error.to_string());
+                verdict.agent_id = None;
+                verdict.certificate = None;
+                verdict.token = None;
+                verdict.proof_verified = false;
+            }
+        }
+        Ok(verdict)
+    }
+
     /// A verifier over this installation's CA, certificates and revocations.
     pub fn verifier(&self) -> Verifier<'_> {
         Verifier {
@@ -679,6 +829,58 @@ impl Installation {
             .store
             .revocation(RevokedKind::Token, &entry.id)?
             .unwrap_or(entry))
+    }
+
+    /// Revokes a token on behalf of `agent_id`, who may revoke only tokens it signed itself:
+    /// the token must name one of the agent's certificates and carry that certificate's valid
+    /// signatures (it may be expired or its certificate revoked: revoking stays harmless).
+    pub fn revoke_own_token(
+        &self,
+        agent_id: &str,
+        token: &str,
+        reason: &str,
+    ) -> Result<RevocationEntry, ServiceError> {
+        let (jws, claims) = token::parse_unverified(token.trim())
+            .map_err(|e| ServiceError::InvalidInput(format!("not an action token: {e}")))?;
+        let record = self
+            .store
+            .certificate(&claims.cert)?
+            .filter(|record| record.agent_id == agent_id && claims.iss == agent_id)
+            .ok_or_else(|| {
+                ServiceError::NotPermitted(format!("{agent_id} may revoke only tokens it signed"))
+            })?;
+        let (_, _, keys) = AgentCertificate::parse_unverified(&record.encoded).map_err(|e| {
+            StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
+        })?;
+        jws.check_typ(token::TOKEN_TYP)
+            .and_then(|()| jws.verify(&keys))
+            .map_err(|e| {
+                ServiceError::NotPermitted(format!(
+                    "the token's signature does not check out ({})",
+                    e.code()
+                ))
+            })?;
+        self.revoke_token(&claims.jti, reason)
+    }
+
+    /// Revokes one of `agent_id`'s own certificates (its current one by default).
+    pub fn revoke_own_certificate(
+        &self,
+        agent_id: &str,
+        serial: Option<&str>,
+        reason: &str,
+    ) -> Result<Vec<RevocationEntry>, ServiceError> {
+        let agent = self.agent(agent_id)?;
+        let serial = match serial {
+            Some(serial) => serial.to_owned(),
+            None => self.current_certificate_record(&agent)?.serial,
+        };
+        if !self.store.serials_of(agent_id)?.contains(&serial) {
+            return Err(ServiceError::NotPermitted(format!(
+                "{agent_id} may revoke only its own certificates"
+            )));
+        }
+        self.revoke_certificate(&serial, reason)
     }
 
     /// Revokes a certificate by serial, or every certificate of an agent by agent id.

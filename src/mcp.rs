@@ -1,0 +1,617 @@
+//! The MCP front-end: one agent's identity as MCP tools and resources (rmcp 3.x).
+//!
+//! Each tool parses its typed parameters, runs one core operation off the async runtime
+//! (`spawn_blocking`: SQLite and keyring calls block) and shapes the result. No security logic
+//! lives here: every check is in `agentseal::service` and below.
+
+use std::sync::Arc;
+
+use agentseal::jose::JwkSet;
+use agentseal::revocation::{RevocationEntry, RevokedKind};
+use agentseal::service::{
+    Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus, ServiceError,
+};
+use agentseal::token::ActionRequest;
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::schemars::JsonSchema;
+use rmcp::service::RequestContext;
+use rmcp::{
+    ErrorData as McpError, Json, RoleServer, ServerHandler, tool, tool_handler, tool_router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+const CERTIFICATE_URI: &str = "agentseal://agent/certificate";
+const JWKS_URI: &str = "agentseal://ca/jwks";
+const CRL_URI: &str = "agentseal://ca/crl";
+
+/// The MCP server of one agent.
+#[derive(Clone)]
+pub struct AgentServer {
+    installation: Arc<Installation>,
+    agent_id: Arc<str>,
+    tool_router: ToolRouter<Self>,
+}
+
+/// Runs a blocking core call off the runtime and maps its errors to MCP errors.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, McpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?
+        .map_err(to_mcp_error)
+}
+
+/// Bad input is the caller's to fix (invalid params); everything else is an internal error whose
+/// message never holds key material (service errors carry none).
+fn to_mcp_error(error: ServiceError) -> McpError {
+    match error {
+        ServiceError::InvalidInput(_)
+        | ServiceError::UnknownAgent(_)
+        | ServiceError::UnknownCertificate(_)
+        | ServiceError::NotPermitted(_) => McpError::invalid_params(error.to_string(), None),
+        other => McpError::internal_error(other.to_string(), None),
+    }
+}
+
+/// Who this agent is.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WhoAmI {
+    /// The agent id (a URI).
+    pub agent_id: String,
+    /// The CA that certified it.
+    pub ca_id: String,
+    /// Serial of the current certificate.
+    pub certificate_serial: String,
+    /// Certificate validity start (seconds since the epoch).
+    pub certificate_not_before: i64,
+    /// Certificate expiry (seconds since the epoch).
+    pub certificate_expires_at: i64,
+    /// Signature algorithms this agent signs with (both for a hybrid agent).
+    pub algorithms: Vec<String>,
+    /// RFC 7638 thumbprints of the agent's public keys.
+    pub key_ids: Vec<String>,
+    /// Operator-set attributes (role, team, ...).
+    pub meta: std::collections::BTreeMap<String, String>,
+}
+
+/// Parameters of `sign_action`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignActionParams {
+    /// The action to authorize, e.g. "deploy" or "payments.refund".
+    pub action: String,
+    /// Who will act on the token: the service or peer agent id you will send it to.
+    pub audience: String,
+    /// The exact arguments of the action (a JSON object). The token binds their SHA-256, so the
+    /// receiver can check it acts on exactly these. Integers beyond 2^53 must be strings.
+    #[serde(default)]
+    pub arguments: Option<serde_json::Map<String, Value>>,
+    /// Lifetime in seconds (default 300, at most 86400). Keep it short.
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+    /// Space-separated scopes to record in the token.
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+/// A signed action token.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SignedToken {
+    /// The token: send it with the request to the audience.
+    pub token: String,
+    /// The token id (jti), to revoke or look it up later.
+    pub token_id: String,
+    /// Expiry (seconds since the epoch).
+    pub expires_at: i64,
+}
+
+/// Parameters of `present_certificate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresentParams {
+    /// The fresh challenge the peer sent you (16-256 printable characters). With it, the result
+    /// includes a proof that you hold the certified keys.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// The peer's agent id or URL: the proof is valid only for it. Required with `challenge`.
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+/// Parameters of `verify_peer`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyPeerParams {
+    /// An action token the peer sent you.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A certificate the peer presented.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// The peer's proof of possession (from its `present_certificate` with your challenge).
+    #[serde(default)]
+    pub proof: Option<String>,
+    /// The challenge you sent the peer for `proof`.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// Who the token/proof must be addressed to; defaults to your own agent id.
+    #[serde(default)]
+    pub expected_audience: Option<String>,
+    /// The action you are about to perform; the token must authorize exactly it.
+    #[serde(default)]
+    pub expected_action: Option<String>,
+    /// The arguments you are about to use; they must match the token's digest.
+    #[serde(default)]
+    pub arguments: Option<serde_json::Map<String, Value>>,
+}
+
+/// The verdict of `verify_peer`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PeerResult {
+    /// True only if everything presented verified.
+    pub valid: bool,
+    /// Stable reason codes when not valid (expired, revoked, bad_signature, wrong_audience, ...).
+    pub reasons: Vec<String>,
+    /// Explanation when not valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The verified agent id of the peer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The verified certificate claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Value>,
+    /// The verified token claims (action, audience, expiry, args_sha256, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Value>,
+    /// Whether a proof of possession over your challenge was verified.
+    pub proof_verified: bool,
+    /// Where the revocation data came from and how fresh it is.
+    pub revocation_freshness: Value,
+}
+
+impl From<PeerVerdict> for PeerResult {
+    fn from(v: PeerVerdict) -> Self {
+        PeerResult {
+            valid: v.valid,
+            reasons: v.reasons,
+            message: v.message,
+            agent_id: v.agent_id,
+            certificate: v
+                .certificate
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+            token: v
+                .token
+                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null)),
+            proof_verified: v.proof_verified,
+            revocation_freshness: serde_json::to_value(v.revocation).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Parameters of `check_revocation`: give exactly one.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRevocationParams {
+    /// An action token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A token id (jti).
+    #[serde(default)]
+    pub token_id: Option<String>,
+    /// A certificate.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// A certificate serial or an agent id.
+    #[serde(default)]
+    pub serial: Option<String>,
+}
+
+/// Revocation status.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RevocationResult {
+    /// "token" or "certificate".
+    pub kind: String,
+    /// The token id or serial looked up.
+    pub id: String,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// When it was revoked (seconds since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Where the revocation data came from and how fresh it is.
+    pub freshness: Value,
+}
+
+impl From<RevocationStatus> for RevocationResult {
+    fn from(s: RevocationStatus) -> Self {
+        RevocationResult {
+            kind: s.kind.name().to_owned(),
+            id: s.id,
+            revoked: s.revoked,
+            revoked_at: s.revocation.as_ref().map(|r| r.revoked_at),
+            reason: s.revocation.map(|r| r.reason),
+            freshness: serde_json::to_value(s.freshness).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// Parameters of `revoke`: give `token` or `certificate_serial` (or `own_certificate`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeParams {
+    /// A token you signed that must no longer be honoured (for example, it leaked).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// The serial of one of your own certificates.
+    #[serde(default)]
+    pub certificate_serial: Option<String>,
+    /// Revoke your own current certificate: you will not be able to sign until the operator
+    /// issues a new identity.
+    #[serde(default)]
+    pub own_certificate: bool,
+    /// Why (published in the revocation list; at most 256 characters).
+    pub reason: String,
+}
+
+/// What was revoked.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RevokeResult {
+    /// "token" or "certificate".
+    pub kind: String,
+    /// The ids revoked (token id or certificate serials).
+    pub ids: Vec<String>,
+    /// When (seconds since the epoch).
+    pub revoked_at: i64,
+}
+
+fn revoke_result(kind: RevokedKind, entries: Vec<RevocationEntry>) -> RevokeResult {
+    RevokeResult {
+        kind: kind.name().to_owned(),
+        revoked_at: entries.first().map_or(0, |e| e.revoked_at),
+        ids: entries.into_iter().map(|e| e.id).collect(),
+    }
+}
+
+/// A presented certificate.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PresentedCertificate {
+    /// Your certificate: send it to the peer.
+    pub certificate: String,
+    /// Proof of possession over the peer's challenge, if one was given: send it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+impl From<Presentation> for PresentedCertificate {
+    fn from(p: Presentation) -> Self {
+        PresentedCertificate {
+            certificate: p.certificate,
+            proof: p.proof,
+        }
+    }
+}
+
+fn one_of(values: &[(&str, bool)]) -> Result<(), McpError> {
+    let given: Vec<&str> = values
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() != 1 {
+        let names: Vec<&str> = values.iter().map(|(name, _)| *name).collect();
+        return Err(McpError::invalid_params(
+            format!("give exactly one of {}", names.join(", ")),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+#[tool_router]
+impl AgentServer {
+    /// A server acting as `agent_id` of `installation`.
+    pub fn new(installation: Arc<Installation>, agent_id: &str) -> Self {
+        AgentServer {
+            installation,
+            agent_id: agent_id.into(),
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Tells you who you are: your agent id, the CA that certified you, your certificate's serial
+    /// and validity, your signature algorithms and key ids. Call it first, or whenever you need
+    /// to state your identity. Never returns key material.
+    #[tool(annotations(
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn whoami(&self) -> Result<Json<WhoAmI>, McpError> {
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        blocking(move || {
+            let record = installation.agent(&agent)?;
+            let encoded = installation.certificate(&agent)?;
+            let (_, claims, keys) =
+                agentseal::certificate::AgentCertificate::parse_unverified(&encoded)
+                    .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+            Ok(Json(WhoAmI {
+                agent_id: agent.to_string(),
+                ca_id: installation.trust_anchor().ca_id.clone(),
+                certificate_serial: claims.jti,
+                certificate_not_before: claims.nbf,
+                certificate_expires_at: claims.exp,
+                algorithms: record.algorithms,
+                key_ids: keys.iter().map(agentseal::jose::thumbprint).collect(),
+                meta: claims.meta,
+            }))
+        })
+        .await
+    }
+
+    /// Signs a short-lived action token that authorizes ONE action, for ONE audience, with
+    /// EXACTLY the given arguments. Call it right before asking another agent or service to do
+    /// something on your behalf, and send the token along; the receiver verifies it offline.
+    /// Never reuse a token for another action or other arguments.
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn sign_action(
+        &self,
+        Parameters(p): Parameters<SignActionParams>,
+    ) -> Result<Json<SignedToken>, McpError> {
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let mut request = ActionRequest::new(
+            p.action,
+            p.audience,
+            Value::Object(p.arguments.unwrap_or_default()),
+        );
+        if let Some(ttl) = p.ttl_seconds {
+            request.ttl = ttl;
+        }
+        request.scope = p.scope;
+        blocking(move || {
+            let signed = installation.sign_action(&agent, &request)?;
+            Ok(Json(SignedToken {
+                token: signed.token,
+                token_id: signed.jti,
+                expires_at: signed.exp,
+            }))
+        })
+        .await
+    }
+
+    /// Presents your certificate so a peer can check who you are. If the peer gave you a
+    /// challenge, pass it with the peer's id as `audience`: the result then includes a proof
+    /// that you hold the certified keys (a certificate alone proves nothing). Send both back.
+    #[tool(annotations(
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn present_certificate(
+        &self,
+        Parameters(p): Parameters<PresentParams>,
+    ) -> Result<Json<PresentedCertificate>, McpError> {
+        if p.challenge.is_some() && p.audience.is_none() {
+            return Err(McpError::invalid_params(
+                "a challenge needs the peer's id as `audience`",
+                None,
+            ));
+        }
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        blocking(move || {
+            let audience = p.audience.unwrap_or_default();
+            Ok(Json(
+                installation
+                    .present_certificate(&agent, p.challenge.as_deref(), &audience)?
+                    .into(),
+            ))
+        })
+        .await
+    }
+
+    /// Verifies what another agent sent you, offline: an action token, a certificate with its
+    /// proof of possession over your challenge, or both. Call it before acting on a peer's
+    /// request. A failed check is a normal answer: `valid: false` with reason codes (expired,
+    /// revoked, bad_signature, wrong_audience, args_mismatch, malformed, ...). Act only on
+    /// `valid: true`.
+    #[tool(annotations(
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn verify_peer(
+        &self,
+        Parameters(p): Parameters<VerifyPeerParams>,
+    ) -> Result<Json<PeerResult>, McpError> {
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let evidence = PeerEvidence {
+            token: p.token,
+            certificate: p.certificate,
+            proof: p.proof,
+            challenge: p.challenge,
+            audience: p.expected_audience.unwrap_or_else(|| agent.to_string()),
+            action: p.expected_action,
+            args: p.arguments.map(Value::Object),
+        };
+        blocking(move || Ok(Json(installation.verify_peer(&evidence)?.into()))).await
+    }
+
+    /// Checks whether a token or certificate has been revoked, and how fresh that answer is.
+    /// Give exactly one of `token`, `token_id`, `certificate`, `serial` (serial or agent id).
+    #[tool(annotations(
+        read_only_hint = true,
+        destructive_hint = false,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn check_revocation(
+        &self,
+        Parameters(p): Parameters<CheckRevocationParams>,
+    ) -> Result<Json<RevocationResult>, McpError> {
+        one_of(&[
+            ("token", p.token.is_some()),
+            ("token_id", p.token_id.is_some()),
+            ("certificate", p.certificate.is_some()),
+            ("serial", p.serial.is_some()),
+        ])?;
+        let installation = self.installation.clone();
+        blocking(move || {
+            let (kind, subject) = match (p.token.or(p.token_id), p.certificate.or(p.serial)) {
+                (Some(token), _) => (RevokedKind::Token, token),
+                (None, Some(cert)) => (RevokedKind::Certificate, cert),
+                (None, None) => unreachable!("one_of checked"),
+            };
+            Ok(Json(installation.check_revocation(kind, &subject)?.into()))
+        })
+        .await
+    }
+
+    /// Revokes a token you signed (for example one that leaked), or your own certificate if
+    /// your keys may be compromised. Irreversible: a revoked certificate stops you signing
+    /// anything until the operator gives you a new identity. You cannot revoke other agents'
+    /// tokens or certificates.
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = true,
+        idempotent_hint = true,
+        open_world_hint = false
+    ))]
+    async fn revoke(
+        &self,
+        Parameters(p): Parameters<RevokeParams>,
+    ) -> Result<Json<RevokeResult>, McpError> {
+        one_of(&[
+            ("token", p.token.is_some()),
+            ("certificate_serial", p.certificate_serial.is_some()),
+            ("own_certificate", p.own_certificate),
+        ])?;
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        blocking(move || {
+            if let Some(token) = p.token {
+                let entry = installation.revoke_own_token(&agent, &token, &p.reason)?;
+                return Ok(Json(revoke_result(RevokedKind::Token, vec![entry])));
+            }
+            let entries = installation.revoke_own_certificate(
+                &agent,
+                p.certificate_serial.as_deref(),
+                &p.reason,
+            )?;
+            Ok(Json(revoke_result(RevokedKind::Certificate, entries)))
+        })
+        .await
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for AgentServer {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_resources()
+                .enable_tools()
+                .build(),
+        )
+        .with_server_info(Implementation::new("agentseal", env!("CARGO_PKG_VERSION")))
+        .with_instructions(format!(
+            "You are {}. Use sign_action before asking others to act for you, \
+                 present_certificate to prove who you are, verify_peer before acting on another \
+                 agent's request, check_revocation to check a token or certificate, and revoke \
+                 for tokens that leaked. Secret keys never leave the keyring.",
+            self.agent_id
+        ))
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(CERTIFICATE_URI, "certificate")
+                .with_description("This agent's current certificate (a JWS signed by the CA)")
+                .with_mime_type("application/jwt"),
+            Resource::new(JWKS_URI, "ca-jwks")
+                .with_description("The CA's public keys (JWK Set): the trust anchor for verifying")
+                .with_mime_type("application/jwk-set+json"),
+            Resource::new(CRL_URI, "revocation-list")
+                .with_description("A freshly signed revocation list of the CA")
+                .with_mime_type("application/jwt"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let uri = request.uri.clone();
+        let contents = match uri.as_str() {
+            CERTIFICATE_URI => {
+                let cert = blocking(move || installation.certificate(&agent)).await?;
+                ResourceContents::text(cert, CERTIFICATE_URI).with_mime_type("application/jwt")
+            }
+            JWKS_URI => {
+                let jwks: JwkSet = installation.trust_anchor().jwks();
+                let text = serde_json::to_string(&jwks).unwrap_or_default();
+                ResourceContents::text(text, JWKS_URI).with_mime_type("application/jwk-set+json")
+            }
+            CRL_URI => {
+                let crl = blocking(move || installation.issue_crl(None)).await?;
+                ResourceContents::text(crl, CRL_URI).with_mime_type("application/jwt")
+            }
+            other => {
+                return Err(McpError::resource_not_found(
+                    format!("unknown resource {other}: see resources/list"),
+                    Some(serde_json::json!({ "uri": other })),
+                ));
+            }
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// Serves `agent_id` over stdio until the client closes the connection.
+pub fn serve_stdio(installation: Installation, agent_id: String) -> Result<(), ServiceError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServiceError::InvalidInput(format!("cannot start the async runtime: {e}")))?;
+    // Load the agent's keys (once per process) and check its certificate before accepting
+    // requests, so a broken identity fails at start, not at the first call.
+    installation.present_certificate(&agent_id, None, "")?;
+    let installation = Arc::new(installation);
+    runtime.block_on(async move {
+        use rmcp::ServiceExt as _;
+        let server = AgentServer::new(installation, &agent_id);
+        let running = server
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| ServiceError::InvalidInput(format!("MCP start-up failed: {e}")))?;
+        tracing::info!(agent = %agent_id, "serving MCP on stdio");
+        running
+            .waiting()
+            .await
+            .map_err(|e| ServiceError::InvalidInput(format!("MCP service failed: {e}")))?;
+        Ok(())
+    })
+}
