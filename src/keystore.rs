@@ -245,6 +245,17 @@ impl KeyringStore {
     }
 
     fn entry(&self, name: &KeyName) -> Result<keyring_core::Entry, KeyStoreError> {
+        // Keyrings belong to a thread's credentials: a thread started before this process joined
+        // its session keyring (a runtime's worker or blocking thread) would not possess the keys.
+        // Join on the calling thread before every access; the entry then resolves this thread's
+        // session keyring, with the persistent keyring linked in.
+        #[cfg(target_os = "linux")]
+        if self.kind == KeyStoreKind::Keyutils {
+            join_session_keyring().map_err(|detail| KeyStoreError::Unavailable {
+                kind: self.kind,
+                detail,
+            })?;
+        }
         self.store
             .build(&name.service(), &name.user(), None)
             .map_err(|e| self.platform_error(name, &e))

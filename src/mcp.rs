@@ -12,8 +12,9 @@ use agentseal::service::{
     Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus, ServiceError,
 };
 use agentseal::token::ActionRequest;
+use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::wrapper::Parameters;
+use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
     Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
     ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
@@ -59,6 +60,37 @@ fn to_mcp_error(error: ServiceError) -> McpError {
         | ServiceError::NotPermitted(_) => McpError::invalid_params(error.to_string(), None),
         other => McpError::internal_error(other.to_string(), None),
     }
+}
+
+/// Tool arguments, parsed strictly. Unlike rmcp's `Parameters`, whose parse failures become an
+/// in-band tool error, a malformed call here is a JSON-RPC invalid-params error (-32602) whose
+/// message names the field to fix.
+pub struct Args<T>(pub T);
+
+impl<S, T: serde::de::DeserializeOwned> FromContextPart<ToolCallContext<'_, S>> for Args<T> {
+    fn from_context_part(context: &mut ToolCallContext<S>) -> Result<Self, McpError> {
+        let arguments = context.arguments.take().unwrap_or_default();
+        serde_path_to_error::deserialize(Value::Object(arguments))
+            .map(Args)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    format!(" at `{path}`")
+                };
+                McpError::invalid_params(
+                    format!("invalid arguments{field}: {}", e.into_inner()),
+                    None,
+                )
+            })
+    }
+}
+
+/// The input schema of `T`, for tools that take [`Args<T>`].
+fn input_schema<T: JsonSchema + 'static>() -> Arc<rmcp::model::JsonObject> {
+    rmcp::handler::server::common::schema_for_input::<T>()
+        .expect("parameter types are JSON objects")
 }
 
 /// Who this agent is.
@@ -365,7 +397,7 @@ impl AgentServer {
     /// EXACTLY the given arguments. Call it right before asking another agent or service to do
     /// something on your behalf, and send the token along; the receiver verifies it offline.
     /// Never reuse a token for another action or other arguments.
-    #[tool(annotations(
+    #[tool(input_schema = input_schema::<SignActionParams>(), annotations(
         read_only_hint = false,
         destructive_hint = false,
         idempotent_hint = false,
@@ -373,7 +405,7 @@ impl AgentServer {
     ))]
     async fn sign_action(
         &self,
-        Parameters(p): Parameters<SignActionParams>,
+        Args(p): Args<SignActionParams>,
     ) -> Result<Json<SignedToken>, McpError> {
         let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
         let mut request = ActionRequest::new(
@@ -399,7 +431,7 @@ impl AgentServer {
     /// Presents your certificate so a peer can check who you are. If the peer gave you a
     /// challenge, pass it with the peer's id as `audience`: the result then includes a proof
     /// that you hold the certified keys (a certificate alone proves nothing). Send both back.
-    #[tool(annotations(
+    #[tool(input_schema = input_schema::<PresentParams>(), annotations(
         read_only_hint = true,
         destructive_hint = false,
         idempotent_hint = false,
@@ -407,7 +439,7 @@ impl AgentServer {
     ))]
     async fn present_certificate(
         &self,
-        Parameters(p): Parameters<PresentParams>,
+        Args(p): Args<PresentParams>,
     ) -> Result<Json<PresentedCertificate>, McpError> {
         if p.challenge.is_some() && p.audience.is_none() {
             return Err(McpError::invalid_params(
@@ -432,7 +464,7 @@ impl AgentServer {
     /// request. A failed check is a normal answer: `valid: false` with reason codes (expired,
     /// revoked, bad_signature, wrong_audience, args_mismatch, malformed, ...). Act only on
     /// `valid: true`.
-    #[tool(annotations(
+    #[tool(input_schema = input_schema::<VerifyPeerParams>(), annotations(
         read_only_hint = true,
         destructive_hint = false,
         idempotent_hint = true,
@@ -440,7 +472,7 @@ impl AgentServer {
     ))]
     async fn verify_peer(
         &self,
-        Parameters(p): Parameters<VerifyPeerParams>,
+        Args(p): Args<VerifyPeerParams>,
     ) -> Result<Json<PeerResult>, McpError> {
         let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
         let evidence = PeerEvidence {
@@ -457,7 +489,7 @@ impl AgentServer {
 
     /// Checks whether a token or certificate has been revoked, and how fresh that answer is.
     /// Give exactly one of `token`, `token_id`, `certificate`, `serial` (serial or agent id).
-    #[tool(annotations(
+    #[tool(input_schema = input_schema::<CheckRevocationParams>(), annotations(
         read_only_hint = true,
         destructive_hint = false,
         idempotent_hint = true,
@@ -465,7 +497,7 @@ impl AgentServer {
     ))]
     async fn check_revocation(
         &self,
-        Parameters(p): Parameters<CheckRevocationParams>,
+        Args(p): Args<CheckRevocationParams>,
     ) -> Result<Json<RevocationResult>, McpError> {
         one_of(&[
             ("token", p.token.is_some()),
@@ -489,16 +521,13 @@ impl AgentServer {
     /// your keys may be compromised. Irreversible: a revoked certificate stops you signing
     /// anything until the operator gives you a new identity. You cannot revoke other agents'
     /// tokens or certificates.
-    #[tool(annotations(
+    #[tool(input_schema = input_schema::<RevokeParams>(), annotations(
         read_only_hint = false,
         destructive_hint = true,
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn revoke(
-        &self,
-        Parameters(p): Parameters<RevokeParams>,
-    ) -> Result<Json<RevokeResult>, McpError> {
+    async fn revoke(&self, Args(p): Args<RevokeParams>) -> Result<Json<RevokeResult>, McpError> {
         one_of(&[
             ("token", p.token.is_some()),
             ("certificate_serial", p.certificate_serial.is_some()),

@@ -629,6 +629,18 @@ impl Installation {
                 "action and audience must not be empty".into(),
             ));
         }
+        // Bounds keep even a hybrid token inside an 8 KB HTTP header.
+        for (field, value, limit) in [
+            ("action", request.action.as_str(), 128),
+            ("audience", request.audience.as_str(), 512),
+            ("scope", request.scope.as_deref().unwrap_or(""), 512),
+        ] {
+            if value.len() > limit || value.chars().any(char::is_control) {
+                return Err(ServiceError::InvalidInput(format!(
+                    "{field} must be at most {limit} bytes without control characters"
+                )));
+            }
+        }
         token::check_args(&request.args).map_err(ServiceError::InvalidInput)?;
         let (certificate, keys) = self.usable_signer(agent_id)?;
         let refs: Vec<&SigningKey> = keys.iter().collect();
