@@ -1,0 +1,2 @@
+//! Placeholder: the stdio benchmark harness is being written.
+fn main() {}
