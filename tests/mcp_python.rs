@@ -1,0 +1,228 @@
+//! Interop: the official Python MCP SDK (2.x, `mcp` on PyPI) drives the MCP server over real stdio
+//! pipes, in both protocol revisions: 2025-11-25 (`Client(mode="legacy")`, the initialize
+//! handshake) and 2026-07-28 (`Client(mode="auto")`, `server/discover` and the per-request
+//! envelope).
+//!
+//! A fresh installation (kernel keyutils key store) gets agents A (hybrid) and B (Ed25519); the
+//! script `tools/interop/mcp_client.py` spawns `agentseal serve --agent A` and `--agent B` through
+//! the SDK's stdio transport, lists the tools, calls every one of them (A signs and presents, B
+//! verifies, A revokes, B sees the revocation), reads every resource and checks that bad arguments
+//! are a JSON-RPC -32602 error. The SDK is installed into `<repo>/.venv` from
+//! `tools/interop/requirements.txt` on first use, as `tests/interop_python.rs` does (needs
+//! `python3` and PyPI access once).
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const A: &str = "agent://acme.example/alice";
+const B: &str = "agent://acme.example/bob";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn run_ok(command: &mut Command) -> String {
+    let output = run(command);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// Checks that the venv's interpreter has every `name==version` of the requirements file.
+const HAS_REQUIREMENTS: &str = r##"
+import sys
+from importlib.metadata import version, PackageNotFoundError
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if not line:
+        continue
+    name, wanted = line.split("==")
+    try:
+        found = version(name)
+    except PackageNotFoundError:
+        sys.exit(f"{name} missing")
+    if found != wanted:
+        sys.exit(f"{name} {found} != {wanted}")
+"##;
+
+/// The venv interpreter, creating `<repo>/.venv` and installing the pinned packages if needed.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = repo().join(".venv");
+        let python = venv.join("bin").join("python");
+        let requirements = repo().join("tools/interop/requirements.txt");
+        if !python.exists() {
+            run_ok(
+                Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv)
+                    .current_dir(repo()),
+            );
+        }
+        let satisfied = run(Command::new(&python)
+            .args(["-c", HAS_REQUIREMENTS])
+            .arg(&requirements))
+        .status
+        .success();
+        if !satisfied {
+            run_ok(
+                Command::new(venv.join("bin").join("pip"))
+                    .args(["install", "-q", "-r"])
+                    .arg(&requirements)
+                    .current_dir(repo()),
+            );
+        }
+        python
+    })
+}
+
+/// The CLI on `dir` with the keyutils key store, ignoring the caller's environment.
+fn agentseal(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentseal"));
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--key-store", "keyutils"])
+        .env_remove("AGENTSEAL_DATA_DIR")
+        .env_remove("AGENTSEAL_KEY_STORE");
+    command
+}
+
+/// An installation with agents A (hybrid) and B (Ed25519); its keys and database are destroyed
+/// when dropped, also when the test fails.
+struct Fleet {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let fleet = Fleet {
+            dir: tmp.path().join("data"),
+            _tmp: tmp,
+        };
+        run_ok(agentseal(&fleet.dir).arg("init"));
+        run_ok(agentseal(&fleet.dir).args(["agent", "create", A, "--alg", "hybrid"]));
+        run_ok(agentseal(&fleet.dir).args(["agent", "create", B]));
+        fleet
+    }
+
+    /// Runs `tools/interop/mcp_client.py` with A and `agent_b`; returns its output and stdout.
+    /// (The SDK starts the servers with a minimal environment, not this process's: the data
+    /// directory and key store reach them as flags.)
+    fn python_client(&self, agent_b: &str) -> (Output, String) {
+        let output = run(Command::new(python())
+            .arg(repo().join("tools/interop/mcp_client.py"))
+            .arg("--agentseal")
+            .arg(env!("CARGO_BIN_EXE_agentseal"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--agent-a", A, "--agent-b", agent_b]));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        eprintln!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+        (output, stdout)
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let Ok(status) = agentseal(&self.dir).arg("status").output() else {
+            return;
+        };
+        if let Ok(status) = serde_json::from_slice::<Value>(&status.stdout)
+            && let Some(ca_id) = status["ca_id"].as_str()
+        {
+            let _ = agentseal(&self.dir)
+                .args(["destroy", "--confirm", ca_id])
+                .output();
+        }
+    }
+}
+
+fn passed_lines<'a>(stdout: &'a str, revision: &str) -> Vec<&'a str> {
+    let tag = format!("PASS  [{revision}] ");
+    stdout.lines().filter(|l| l.starts_with(&tag)).collect()
+}
+
+#[test]
+fn python_mcp_sdk_drives_every_tool_over_stdio_in_both_protocol_revisions() {
+    let fleet = Fleet::new();
+    let (output, stdout) = fleet.python_client(B);
+    assert!(
+        output.status.success(),
+        "the Python MCP client reported failures ({}):\n{stdout}",
+        output.status
+    );
+    assert!(!stdout.contains("FAIL  "), "{stdout}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    for (revision, negotiated_via) in [
+        ("2025-11-25", "protocol=2025-11-25 via=initialize"),
+        ("2026-07-28", "protocol=2026-07-28 via=server/discover"),
+    ] {
+        assert!(
+            stdout.contains(&format!("DONE  [{revision}] mode ran to the end")),
+            "{revision} did not run to the end:\n{stdout}"
+        );
+        for agent in ["A", "B"] {
+            let line = format!("INFO  [{revision}] agent {agent} negotiated {negotiated_via}");
+            assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+        }
+        let passed = passed_lines(&stdout, revision);
+        for check in [
+            "tools/list lists 6 tools",
+            "every tool has an output schema",
+            "A whoami",
+            "B whoami",
+            "A sign_action for audience B",
+            "A present_certificate with challenge for B",
+            "B verify_peer: valid",
+            "B check_revocation: not revoked",
+            "A revoke own token",
+            "B verify_peer after revoke: reasons [\"revoked\"]",
+            "B check_revocation after revoke: revoked",
+            "resources/list lists the 3 resources",
+            "resources/read agentseal://agent/certificate",
+            "resources/read agentseal://ca/jwks",
+            "resources/read agentseal://ca/crl",
+            "sign_action without audience is JSON-RPC error -32602",
+            "A still serves after the error",
+        ] {
+            let tag = format!("PASS  [{revision}] {check}");
+            assert!(
+                passed.iter().any(|l| l.starts_with(&tag)),
+                "{revision}: no passing {check:?} in:\n{stdout}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_python_client_exits_non_zero_when_an_agent_server_cannot_start() {
+    let fleet = Fleet::new();
+    let (output, stdout) = fleet.python_client("agent://acme.example/nobody");
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    for revision in ["2025-11-25", "2026-07-28"] {
+        assert!(
+            stdout.contains(&format!("FAIL  [{revision}] run: ")),
+            "{revision} should fail:\n{stdout}"
+        );
+        assert!(passed_lines(&stdout, revision).is_empty(), "{stdout}");
+    }
+}
