@@ -576,14 +576,12 @@ impl ServerHandler for AgentServer {
     ) -> Result<ListResourcesResult, McpError> {
         Ok(ListResourcesResult::with_all_items(vec![
             Resource::new(CERTIFICATE_URI, "certificate")
-                .with_description("This agent's current certificate (a JWS signed by the CA)")
-                .with_mime_type("application/jwt"),
+                .with_description("This agent's current certificate (a JWS signed by the CA)"),
             Resource::new(JWKS_URI, "ca-jwks")
                 .with_description("The CA's public keys (JWK Set): the trust anchor for verifying")
                 .with_mime_type("application/jwk-set+json"),
             Resource::new(CRL_URI, "revocation-list")
-                .with_description("A freshly signed revocation list of the CA")
-                .with_mime_type("application/jwt"),
+                .with_description("A freshly signed revocation list of the CA"),
         ]))
     }
 
@@ -597,7 +595,8 @@ impl ServerHandler for AgentServer {
         let contents = match uri.as_str() {
             CERTIFICATE_URI => {
                 let cert = blocking(move || installation.certificate(&agent)).await?;
-                ResourceContents::text(cert, CERTIFICATE_URI).with_mime_type("application/jwt")
+                let mime = jose_media_type(&cert);
+                ResourceContents::text(cert, CERTIFICATE_URI).with_mime_type(mime)
             }
             JWKS_URI => {
                 let jwks: JwkSet = installation.trust_anchor().jwks();
@@ -606,7 +605,8 @@ impl ServerHandler for AgentServer {
             }
             CRL_URI => {
                 let crl = blocking(move || installation.issue_crl(None)).await?;
-                ResourceContents::text(crl, CRL_URI).with_mime_type("application/jwt")
+                let mime = jose_media_type(&crl);
+                ResourceContents::text(crl, CRL_URI).with_mime_type(mime)
             }
             other => {
                 return Err(McpError::resource_not_found(
@@ -616,6 +616,16 @@ impl ServerHandler for AgentServer {
             }
         };
         Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// The media type of a signed object: compact JWTs are `application/jwt`; hybrid objects use the
+/// JWS JSON serialization, `application/jose+json` (RFC 7515 §9.2).
+fn jose_media_type(encoded: &str) -> &'static str {
+    if encoded.trim_start().starts_with('{') {
+        "application/jose+json"
+    } else {
+        "application/jwt"
     }
 }
 
@@ -632,10 +642,20 @@ pub fn serve_stdio(installation: Installation, agent_id: String) -> Result<(), S
     runtime.block_on(async move {
         use rmcp::ServiceExt as _;
         let server = AgentServer::new(installation, &agent_id);
-        let running = server
-            .serve(rmcp::transport::stdio())
-            .await
-            .map_err(|e| ServiceError::InvalidInput(format!("MCP start-up failed: {e}")))?;
+        let running = match server.serve(rmcp::transport::stdio()).await {
+            Ok(running) => running,
+            // A client that only probed (server/discover) and left, or closed before the
+            // handshake, is a normal end of a stdio session, not a failure.
+            Err(rmcp::service::ServerInitializeError::ConnectionClosed(context)) => {
+                tracing::debug!(%context, "client closed the connection before any request");
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(ServiceError::InvalidInput(format!(
+                    "MCP start-up failed: {e}"
+                )));
+            }
+        };
         tracing::info!(agent = %agent_id, "serving MCP on stdio");
         running
             .waiting()
