@@ -593,8 +593,10 @@ async fn nothing_the_model_sees_contains_key_material() {
     assert!(seen.len() > 10_000, "too little output to prove anything");
     for name in names {
         let seed = keys.get(&name).unwrap();
-        if let Some(found) = common::find_secret(seen.as_bytes(), seed.expose()) {
-            panic!("seed of {name} visible to the model as {found:?}");
+        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm) {
+            if let Some(found) = common::find_secret(seen.as_bytes(), &secret) {
+                panic!("{what} of {name} visible to the model as {found:?}");
+            }
         }
     }
 }

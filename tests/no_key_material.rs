@@ -10,8 +10,6 @@ use std::process::Command;
 use agentseal::crypto::Algorithm;
 use agentseal::keystore::{self, KeyName, KeyStoreKind};
 use agentseal::store::Store;
-use fips204::traits::{KeyGen as _, SerDes as _};
-use sha2::{Digest, Sha512};
 
 const A: &str = "agent://acme.example/ed";
 const B: &str = "agent://acme.example/pq";
@@ -28,27 +26,6 @@ fn cli(dir: &Path, args: &[&str], transcript: &mut Vec<u8>) -> String {
     transcript.extend_from_slice(&out.stdout);
     transcript.extend_from_slice(&out.stderr);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn secrets_of(seed: &[u8; 32], algorithm: Algorithm) -> Vec<(String, Vec<u8>)> {
-    let mut secrets = vec![("seed".to_owned(), seed.to_vec())];
-    match algorithm {
-        Algorithm::Ed25519 => {
-            let expanded = Sha512::digest(seed);
-            secrets.push(("ed25519 expanded scalar".into(), expanded[..32].to_vec()));
-            secrets.push(("ed25519 nonce prefix".into(), expanded[32..].to_vec()));
-        }
-        Algorithm::MlDsa65 => {
-            let (_, sk) = fips204::ml_dsa_65::KG::keygen_from_seed(seed);
-            let sk = sk.into_bytes();
-            // Skip rho and tr, which are public; K, s1, s2 and t0 are secret.
-            secrets.push(("ml-dsa-65 K".into(), sk[32..64].to_vec()));
-            for at in [128usize, 640, 1280, 2000, 3000, 4000] {
-                secrets.push((format!("ml-dsa-65 sk[{at}..]"), sk[at..at + 32].to_vec()));
-            }
-        }
-    }
-    secrets
 }
 
 #[test]
@@ -140,7 +117,7 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     let mut scanned = 0;
     for name in names {
         let seed = keys.get(&name).unwrap();
-        for (what, secret) in secrets_of(seed.expose(), name.algorithm) {
+        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm) {
             for (file, bytes) in &files {
                 if let Some(found) = common::find_secret(bytes, &secret) {
                     panic!("{what} of {name} found in {file} as {found:?}");

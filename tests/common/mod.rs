@@ -208,3 +208,27 @@ pub fn find_secret(haystack: &[u8], secret: &[u8]) -> Option<String> {
         })
         .map(|needle| String::from_utf8_lossy(&needle).into_owned())
 }
+
+/// Every secret derived from `seed` that must never leak: the seed, the Ed25519 expanded key
+/// halves, and windows of the ML-DSA-65 secret key (K, s1, s2, t0; rho and tr are public).
+pub fn secrets_of(seed: &[u8; 32], algorithm: Algorithm) -> Vec<(String, Vec<u8>)> {
+    use fips204::traits::{KeyGen as _, SerDes as _};
+    use sha2::{Digest, Sha512};
+    let mut secrets = vec![("seed".to_owned(), seed.to_vec())];
+    match algorithm {
+        Algorithm::Ed25519 => {
+            let expanded = Sha512::digest(seed);
+            secrets.push(("ed25519 expanded scalar".into(), expanded[..32].to_vec()));
+            secrets.push(("ed25519 nonce prefix".into(), expanded[32..].to_vec()));
+        }
+        Algorithm::MlDsa65 => {
+            let (_, sk) = fips204::ml_dsa_65::KG::keygen_from_seed(seed);
+            let sk = sk.into_bytes();
+            secrets.push(("ml-dsa-65 K".into(), sk[32..64].to_vec()));
+            for at in [128usize, 640, 1280, 2000, 3000, 4000] {
+                secrets.push((format!("ml-dsa-65 sk[{at}..]"), sk[at..at + 32].to_vec()));
+            }
+        }
+    }
+    secrets
+}
