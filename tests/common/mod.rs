@@ -2,6 +2,8 @@
 //! API with fixed seeds, so verification tests need no key store.
 #![allow(dead_code, unused_imports)]
 
+pub mod python;
+
 use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
 use agentseal::jose::{self, EdAlgName};
