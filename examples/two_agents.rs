@@ -168,9 +168,10 @@ async fn run(bin: PathBuf, dir: PathBuf) {
 
     step(
         4,
-        "Bob challenges Alice; she presents her certificate with a proof of possession.",
+        "Bob issues a fresh challenge; Alice presents her certificate with a proof over it.",
     );
-    let challenge = "demo-challenge-from-bob-7d41c9";
+    let challenge = call(&bob, "new_challenge", json!({})).await["challenge"].clone();
+    println!("   Bob's single-use challenge: {challenge}");
     let presented = call(
         &alice,
         "present_certificate",
@@ -198,12 +199,24 @@ async fn run(bin: PathBuf, dir: PathBuf) {
     );
     assert_eq!(verdict["valid"], true);
 
-    step(6, "Someone alters the arguments: Bob refuses.");
-    let mut altered = evidence.clone();
+    step(
+        6,
+        "Someone replays Alice's proof, then alters the arguments: Bob refuses both.",
+    );
+    let verdict = call(&bob, "verify_peer", evidence.clone()).await;
+    println!(
+        "   replayed proof — valid: {}, reasons {}",
+        verdict["valid"], verdict["reasons"]
+    );
+    let token_only = json!({
+        "token": signed["token"], "certificate": presented["certificate"],
+        "expected_action": "deploy", "arguments": args,
+    });
+    let mut altered = token_only.clone();
     altered["arguments"] = json!({"service": "web", "version": "6.6.6"});
     let verdict = call(&bob, "verify_peer", altered).await;
     println!(
-        "   valid: {}, reasons {}",
+        "   altered arguments — valid: {}, reasons {}",
         verdict["valid"], verdict["reasons"]
     );
 
@@ -218,8 +231,11 @@ async fn run(bin: PathBuf, dir: PathBuf) {
     );
     println!("   revoked; durable before the command returned");
 
-    step(8, "Bob verifies the same token again: rejected.");
-    let verdict = call(&bob, "verify_peer", evidence).await;
+    step(
+        8,
+        "Bob verifies Alice's token and certificate again: rejected.",
+    );
+    let verdict = call(&bob, "verify_peer", token_only).await;
     println!(
         "   valid: {}, reasons {}: {}",
         verdict["valid"], verdict["reasons"], verdict["message"]

@@ -66,6 +66,7 @@
 #![warn(missing_docs)]
 
 pub mod certificate;
+pub mod challenge;
 pub mod clock;
 pub mod crypto;
 pub mod fsutil;

@@ -145,6 +145,15 @@ pub struct SignedToken {
     pub expires_at: i64,
 }
 
+/// A fresh challenge.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NewChallenge {
+    /// Send this to the peer; it answers with `present_certificate` using it.
+    pub challenge: String,
+    /// After this time (seconds since the epoch) the challenge is no longer accepted.
+    pub expires_at: i64,
+}
+
 /// Parameters of `present_certificate`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -171,7 +180,7 @@ pub struct VerifyPeerParams {
     /// The peer's proof of possession (from its `present_certificate` with your challenge).
     #[serde(default)]
     pub proof: Option<String>,
-    /// The challenge you sent the peer for `proof`.
+    /// The challenge you sent the peer for `proof`: one from your `new_challenge`, usable once.
     #[serde(default)]
     pub challenge: Option<String>,
     /// Who the token/proof must be addressed to; defaults to your own agent id.
@@ -459,6 +468,27 @@ impl AgentServer {
         .await
     }
 
+    /// Creates a fresh, single-use challenge (valid 5 minutes) to send to a peer whose identity
+    /// you want proven. The peer answers with `present_certificate` using it; pass the answer to
+    /// `verify_peer`. Always use a new challenge: never invent one or reuse one.
+    #[tool(annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn new_challenge(&self) -> Result<Json<NewChallenge>, McpError> {
+        let installation = self.installation.clone();
+        blocking(move || {
+            let (challenge, expires_at) = installation.issue_challenge()?;
+            Ok(Json(NewChallenge {
+                challenge,
+                expires_at,
+            }))
+        })
+        .await
+    }
+
     /// Verifies what another agent sent you, offline: an action token, a certificate with its
     /// proof of possession over your challenge, or both. Call it before acting on a peer's
     /// request. A failed check is a normal answer: `valid: false` with reason codes (expired,
@@ -483,6 +513,7 @@ impl AgentServer {
             audience: p.expected_audience.unwrap_or_else(|| agent.to_string()),
             action: p.expected_action,
             args: p.arguments.map(Value::Object),
+            require_issued_challenge: true,
         };
         blocking(move || Ok(Json(installation.verify_peer(&evidence)?.into()))).await
     }
@@ -562,8 +593,8 @@ impl ServerHandler for AgentServer {
         .with_server_info(Implementation::new("agentseal", env!("CARGO_PKG_VERSION")))
         .with_instructions(format!(
             "You are {}. Use sign_action before asking others to act for you, \
-                 present_certificate to prove who you are, verify_peer before acting on another \
-                 agent's request, check_revocation to check a token or certificate, and revoke \
+                 present_certificate to prove who you are, new_challenge then verify_peer before \
+                 acting on another agent's request, check_revocation to check a token or certificate, and revoke \
                  for tokens that leaked. Secret keys never leave the keyring.",
             self.agent_id
         ))

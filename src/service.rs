@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
+use crate::challenge::ChallengeBook;
 use crate::clock;
 use crate::crypto::{Algorithm, CryptoError, PublicKey, Seed, SigningKey};
 use crate::jose::{Jwk, JwkSet};
@@ -212,6 +213,9 @@ pub struct PeerEvidence {
     pub action: Option<String>,
     /// The arguments about to be used, if known.
     pub args: Option<Value>,
+    /// Accept a proof only over a challenge this installation issued ([`Installation::issue_challenge`])
+    /// and has not seen used; the challenge is consumed.
+    pub require_issued_challenge: bool,
 }
 
 /// The outcome of [`Installation::verify_peer`].
@@ -269,6 +273,7 @@ pub struct Installation {
     install_id: String,
     anchor: TrustAnchor,
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
+    challenges: ChallengeBook,
 }
 
 impl std::fmt::Debug for Installation {
@@ -367,6 +372,7 @@ impl Installation {
                 keys: public,
             },
             signers: Mutex::new(HashMap::new()),
+            challenges: ChallengeBook::default(),
         };
         installation.cache_signers("ca", signers);
         Ok(installation)
@@ -418,6 +424,7 @@ impl Installation {
                 keys: ca_keys,
             },
             signers: Mutex::new(HashMap::new()),
+            challenges: ChallengeBook::default(),
         })
     }
 
@@ -647,6 +654,12 @@ impl Installation {
         Ok(token::sign(&certificate, &refs, request, clock::now())?)
     }
 
+    /// Issues a fresh single-use challenge for a peer's proof of possession; returns it and its
+    /// expiry. Held in this process's memory.
+    pub fn issue_challenge(&self) -> Result<(String, i64), ServiceError> {
+        Ok(self.challenges.issue(clock::now())?)
+    }
+
     /// The agent's current certificate and, given a peer's challenge and identity, a proof of
     /// possession of its keys. The certificate must be valid.
     pub fn present_certificate(
@@ -737,6 +750,9 @@ impl Installation {
             if let Some(certificate) = &evidence.certificate {
                 let cert = match (&evidence.proof, &evidence.challenge) {
                     (Some(proof), Some(challenge)) => {
+                        if evidence.require_issued_challenge {
+                            self.challenges.consume(challenge, now)?;
+                        }
                         let (cert, _) = verifier.verify_presentation(
                             certificate,
                             proof,

@@ -17,13 +17,14 @@ use serde_json::{Value, json};
 const AGENT: &str = "agent://acme.example/alice";
 const PEER: &str = "agent://acme.example/bob";
 const CHALLENGE: &str = "bob-challenge-6f1d2e3c4b5a";
-const TOOLS: [&str; 6] = [
+const TOOLS: [&str; 7] = [
     "whoami",
     "sign_action",
     "present_certificate",
     "verify_peer",
     "check_revocation",
     "revoke",
+    "new_challenge",
 ];
 /// One Inspector run (Node start-up, server start-up, one request) takes about a second.
 const INSPECTOR_TIMEOUT: Duration = Duration::from_secs(120);
@@ -241,7 +242,7 @@ fn run_with_timeout(
 }
 
 #[test]
-fn the_inspector_lists_the_six_tools_and_the_three_resources() {
+fn the_inspector_lists_the_seven_tools_and_the_three_resources() {
     let installation = Installation::new();
 
     let listed = installation.inspect("tools/list", &[]);
@@ -287,6 +288,12 @@ fn the_inspector_calls_every_tool_with_tool_args() {
 
     let me = installation.call("whoami", &[]);
     assert_eq!(me["agent_id"], AGENT);
+    let challenge = installation.call("new_challenge", &[]);
+    assert!(
+        challenge["challenge"]
+            .as_str()
+            .is_some_and(|c| c.len() >= 16)
+    );
     assert_eq!(me["algorithms"], json!(["ed25519"]));
     let serial = me["certificate_serial"].as_str().unwrap().to_owned();
 

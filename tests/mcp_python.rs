@@ -118,7 +118,7 @@ fn python_mcp_sdk_drives_every_tool_over_stdio_in_both_protocol_revisions() {
         }
         let passed = passed_lines(&stdout, revision);
         for check in [
-            "tools/list lists 6 tools",
+            "tools/list lists 7 tools",
             "every tool has an output schema",
             "A whoami",
             "B whoami",

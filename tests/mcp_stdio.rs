@@ -140,6 +140,7 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
         "verify_peer",
         "check_revocation",
         "revoke",
+        "new_challenge",
     ] {
         let tool = tools
             .iter()
@@ -166,6 +167,7 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
         );
         assert_eq!(annotations.open_world_hint, Some(false), "{expected}");
     }
+    assert_eq!(tools.len(), 7);
     let sign = tools.iter().find(|t| t.name == "sign_action").unwrap();
     let props = &sign.input_schema["properties"];
     assert!(
@@ -174,7 +176,6 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
             .unwrap()
             .contains("send")
     );
-    assert_eq!(tools.len(), 6);
     client.cancel().await.unwrap();
 }
 
@@ -197,17 +198,19 @@ async fn two_agents_sign_present_verify_and_see_a_revocation() {
     )
     .await
     .unwrap();
+    // Bob issues a fresh challenge; Alice answers it.
+    let challenge = call(&bob, "new_challenge", json!({})).await.unwrap()["challenge"].clone();
     let presented = call(
         &alice,
         "present_certificate",
-        json!({"challenge": CHALLENGE, "audience": B}),
+        json!({"challenge": challenge, "audience": B}),
     )
     .await
     .unwrap();
 
     let evidence = json!({
         "token": signed["token"], "certificate": presented["certificate"], "proof": presented["proof"],
-        "challenge": CHALLENGE, "expected_action": "deploy", "arguments": args,
+        "challenge": challenge, "expected_action": "deploy", "arguments": args,
     });
     let verdict = call(&bob, "verify_peer", evidence.clone()).await.unwrap();
     assert_eq!(verdict["valid"], true, "{verdict}");
@@ -215,18 +218,39 @@ async fn two_agents_sign_present_verify_and_see_a_revocation() {
     assert_eq!(verdict["proof_verified"], true);
     assert_eq!(verdict["token"]["action"], "deploy");
 
-    // Tampered arguments, a replayed proof, a token for someone else: each a normal `valid: false`.
-    let mut other_args = evidence.clone();
+    // A replayed proof, a made-up challenge, tampered arguments, a token for someone else:
+    // each a normal `valid: false`.
+    assert_eq!(
+        call(&bob, "verify_peer", evidence.clone()).await.unwrap()["reasons"],
+        json!(["wrong_challenge"])
+    );
+    let invented = call(
+        &alice,
+        "present_certificate",
+        json!({"challenge": CHALLENGE, "audience": B}),
+    )
+    .await
+    .unwrap();
+    let mut made_up = evidence.clone();
+    made_up["proof"] = invented["proof"].clone();
+    made_up["challenge"] = json!(CHALLENGE);
+    assert_eq!(
+        call(&bob, "verify_peer", made_up).await.unwrap()["reasons"],
+        json!(["wrong_challenge"])
+    );
+    let token_only = json!({
+        "token": signed["token"], "certificate": presented["certificate"],
+        "expected_action": "deploy", "arguments": args,
+    });
+    assert_eq!(
+        call(&bob, "verify_peer", token_only.clone()).await.unwrap()["valid"],
+        true
+    );
+    let mut other_args = token_only.clone();
     other_args["arguments"] = json!({"service": "web", "version": "6.6.6"});
     assert_eq!(
         call(&bob, "verify_peer", other_args).await.unwrap()["reasons"],
         json!(["args_mismatch"])
-    );
-    let mut replay = evidence.clone();
-    replay["challenge"] = json!("another-challenge-from-bob");
-    assert_eq!(
-        call(&bob, "verify_peer", replay).await.unwrap()["reasons"],
-        json!(["wrong_challenge"])
     );
     let for_someone_else = call(
         &alice,
@@ -256,7 +280,7 @@ async fn two_agents_sign_present_verify_and_see_a_revocation() {
         &fleet.dir,
         &["revoke", "cert", A, "--reason", "laptop stolen"],
     );
-    let verdict = call(&bob, "verify_peer", evidence).await.unwrap();
+    let verdict = call(&bob, "verify_peer", token_only).await.unwrap();
     assert_eq!(verdict["valid"], false);
     assert_eq!(verdict["reasons"], json!(["certificate_revoked"]));
     let status = call(
@@ -508,6 +532,10 @@ async fn nothing_the_model_sees_contains_key_material() {
     let mut seen = String::new();
     let record = |seen: &mut String, v: &Value| seen.push_str(&v.to_string());
     record(&mut seen, &call(&alice, "whoami", json!({})).await.unwrap());
+    record(
+        &mut seen,
+        &call(&alice, "new_challenge", json!({})).await.unwrap(),
+    );
     let signed = call(
         &alice,
         "sign_action",

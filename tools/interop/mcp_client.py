@@ -35,6 +35,7 @@ EXPECTED_TOOLS = {
     "verify_peer",
     "check_revocation",
     "revoke",
+    "new_challenge",
 }
 RESOURCES = ("agentseal://agent/certificate", "agentseal://ca/jwks", "agentseal://ca/crl")
 
@@ -127,10 +128,10 @@ async def run_mode(label: str, mode: str, binary: str, data_dir: str, a: str, b:
             if not check(label, f"agent {who} negotiated protocol {label}", ok, desc):
                 raise Step(f"agent {who} negotiated {desc}, wanted {label}")
 
-        # tools/list: all six, each with an input and an output schema.
+        # tools/list: all seven, each with an input and an output schema.
         listed = await alice.list_tools()
         tools = {t.name: t for t in listed.tools}
-        check(label, "tools/list lists 6 tools", len(listed.tools) == 6 and set(tools) == EXPECTED_TOOLS, sorted(tools))
+        check(label, "tools/list lists 7 tools", len(listed.tools) == 7 and set(tools) == EXPECTED_TOOLS, sorted(tools))
         no_out = sorted(n for n, t in tools.items() if not t.output_schema)
         check(label, "every tool has an output schema", not no_out, f"missing: {no_out}" if no_out else "")
         no_in = sorted(n for n, t in tools.items() if t.input_schema.get("type") != "object")
@@ -152,7 +153,7 @@ async def run_mode(label: str, mode: str, binary: str, data_dir: str, a: str, b:
             isinstance(signed.get("token"), str) and bool(signed.get("token_id")),
             f"token_id={signed.get('token_id')}",
         )
-        challenge = f"bob-challenge-{label}-6f1d2e3c4b5a"
+        challenge = (await call(bob, "new_challenge", {}))["challenge"]  # B's fresh, single-use challenge
         presented = await call(alice, "present_certificate", {"challenge": challenge, "audience": b})
         check(
             label,
@@ -192,7 +193,9 @@ async def run_mode(label: str, mode: str, binary: str, data_dir: str, a: str, b:
             revoked.get("kind") == "token" and revoked.get("ids") == [signed["token_id"]],
             revoked,
         )
-        verdict = await call(bob, "verify_peer", evidence)
+        # The proof's challenge was single-use; the token and certificate alone are checked again.
+        token_only = {k: v for k, v in evidence.items() if k not in ("proof", "challenge")}
+        verdict = await call(bob, "verify_peer", token_only)
         check(
             label,
             'B verify_peer after revoke: reasons ["revoked"]',
