@@ -183,13 +183,12 @@ pub struct VerifyPeerParams {
     /// The challenge you sent the peer for `proof`: one from your `new_challenge`, usable once.
     #[serde(default)]
     pub challenge: Option<String>,
-    /// Who the token/proof must be addressed to; defaults to your own agent id.
-    #[serde(default)]
-    pub expected_audience: Option<String>,
-    /// The action you are about to perform; the token must authorize exactly it.
+    /// The action you are about to perform; the token must authorize exactly it. Required with
+    /// a token.
     #[serde(default)]
     pub expected_action: Option<String>,
-    /// The arguments you are about to use; they must match the token's digest.
+    /// The arguments you are about to use; they must match the token's digest exactly. Omitted
+    /// means no arguments.
     #[serde(default)]
     pub arguments: Option<serde_json::Map<String, Value>>,
 }
@@ -489,15 +488,17 @@ impl AgentServer {
         .await
     }
 
-    /// Verifies what another agent sent you, offline: an action token, a certificate with its
-    /// proof of possession over your challenge, or both. Call it before acting on a peer's
-    /// request. A failed check is a normal answer: `valid: false` with reason codes (expired,
+    /// Verifies what another agent sent you, offline: an action token (with the action and
+    /// arguments you are about to use), a certificate with its proof of possession over a
+    /// challenge from your `new_challenge`, or both. Tokens and proofs must be addressed to you;
+    /// a certificate alone proves nothing. Call it before acting on a peer's request. A failed check is a normal answer: `valid: false` with reason codes (expired,
     /// revoked, bad_signature, wrong_audience, args_mismatch, malformed, ...). Act only on
     /// `valid: true`.
+    // Not read-only nor idempotent: a verified proof consumes its challenge.
     #[tool(input_schema = input_schema::<VerifyPeerParams>(), annotations(
-        read_only_hint = true,
+        read_only_hint = false,
         destructive_hint = false,
-        idempotent_hint = true,
+        idempotent_hint = false,
         open_world_hint = false
     ))]
     async fn verify_peer(
@@ -510,10 +511,10 @@ impl AgentServer {
             certificate: p.certificate,
             proof: p.proof,
             challenge: p.challenge,
-            audience: p.expected_audience.unwrap_or_else(|| agent.to_string()),
+            audience: agent.to_string(),
             action: p.expected_action,
             args: p.arguments.map(Value::Object),
-            require_issued_challenge: true,
+            allow_unissued_challenge: false,
         };
         blocking(move || Ok(Json(installation.verify_peer(&evidence)?.into()))).await
     }

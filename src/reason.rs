@@ -103,6 +103,10 @@ pub enum VerifyError {
     /// A proof of possession answers another challenge than the one the verifier issued.
     #[error("proof of possession answers another challenge")]
     WrongChallenge,
+    /// A certificate was presented without a proof of possession (or a token): certificates are
+    /// public, so it proves nothing about who presented it.
+    #[error("a certificate alone proves nothing: ask the peer for a proof over a fresh challenge")]
+    ProofRequired,
     /// No fresh revocation data is available, so the verifier fails closed.
     #[error("revocation data unavailable or stale")]
     RevocationUnavailable,
@@ -131,6 +135,7 @@ impl VerifyError {
             VerifyError::Revoked { .. } => "revoked",
             VerifyError::ArgsMismatch => "args_mismatch",
             VerifyError::WrongChallenge => "wrong_challenge",
+            VerifyError::ProofRequired => "proof_required",
             VerifyError::RevocationUnavailable => "revocation_unavailable",
         }
     }

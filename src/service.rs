@@ -213,9 +213,9 @@ pub struct PeerEvidence {
     pub action: Option<String>,
     /// The arguments about to be used, if known.
     pub args: Option<Value>,
-    /// Accept a proof only over a challenge this installation issued ([`Installation::issue_challenge`])
-    /// and has not seen used; the challenge is consumed.
-    pub require_issued_challenge: bool,
+    /// Accept a proof over a challenge this installation did not issue. Off by default: a proof
+    /// counts only over a challenge from [`Installation::issue_challenge`], which it consumes.
+    pub allow_unissued_challenge: bool,
 }
 
 /// The outcome of [`Installation::verify_peer`].
@@ -670,6 +670,12 @@ impl Installation {
     ) -> Result<Presentation, ServiceError> {
         if let Some(challenge) = challenge {
             crate::presentation::check_challenge(challenge).map_err(ServiceError::InvalidInput)?;
+            if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control)
+            {
+                return Err(ServiceError::InvalidInput(
+                    "a challenge needs the peer's id as audience (at most 512 bytes)".into(),
+                ));
+            }
         }
         let (certificate, keys) = self.usable_signer(agent_id)?;
         let proof = match challenge {
@@ -726,7 +732,23 @@ impl Installation {
                 "a proof needs the certificate it proves and the challenge you issued".into(),
             ));
         }
-        if let Some(args) = &evidence.args {
+        if evidence.challenge.is_some() && evidence.proof.is_none() {
+            return Err(ServiceError::InvalidInput(
+                "a challenge needs the peer's proof over it (from its present_certificate)".into(),
+            ));
+        }
+        // A token authorizes one action with exact arguments: the verifier must say which
+        // action it is about to perform, and arguments it does not give are taken as none.
+        let args = match (&evidence.token, &evidence.args) {
+            (Some(_), None) => Some(Value::Object(Default::default())),
+            (_, args) => args.clone(),
+        };
+        if evidence.token.is_some() && evidence.action.as_deref().is_none_or(str::is_empty) {
+            return Err(ServiceError::InvalidInput(
+                "expected_action is required with a token: name the action you are about to perform".into(),
+            ));
+        }
+        if let Some(args) = &args {
             token::check_args(args).map_err(ServiceError::InvalidInput)?;
         }
         let now = clock::now();
@@ -750,9 +772,6 @@ impl Installation {
             if let Some(certificate) = &evidence.certificate {
                 let cert = match (&evidence.proof, &evidence.challenge) {
                     (Some(proof), Some(challenge)) => {
-                        if evidence.require_issued_challenge {
-                            self.challenges.consume(challenge, now)?;
-                        }
                         let (cert, _) = verifier.verify_presentation(
                             certificate,
                             proof,
@@ -760,9 +779,16 @@ impl Installation {
                             &evidence.audience,
                             now,
                         )?;
+                        // Consumed only once the proof checks out, so a bad proof from someone
+                        // who saw the challenge cannot burn it.
+                        if !evidence.allow_unissued_challenge {
+                            self.challenges.consume(challenge, now)?;
+                        }
                         verdict.proof_verified = true;
                         cert
                     }
+                    // A certificate is public: on its own it proves nothing about who sent it.
+                    _ if evidence.token.is_none() => return Err(VerifyError::ProofRequired),
                     _ => verifier.verify_certificate(certificate, now)?,
                 };
                 verdict.agent_id = Some(cert.claims.sub.clone());
@@ -772,7 +798,7 @@ impl Installation {
                 let expect = Expectations {
                     audience: Some(evidence.audience.clone()),
                     action: evidence.action.clone(),
-                    args: evidence.args.clone(),
+                    args: args.clone(),
                 };
                 let verified = verifier.verify_token(token, &expect, now)?;
                 if verdict
@@ -935,7 +961,16 @@ impl Installation {
             })
             .collect();
         self.store.revoke(RevokedKind::Certificate, &entries)?;
-        Ok(entries)
+        // Report what is recorded: a certificate revoked before keeps its first time and reason.
+        entries
+            .into_iter()
+            .map(|entry| {
+                Ok(self
+                    .store
+                    .revocation(RevokedKind::Certificate, &entry.id)?
+                    .unwrap_or(entry))
+            })
+            .collect()
     }
 
     /// Whether a token (given whole or by id) or a certificate (given whole, by serial, or by
@@ -1133,9 +1168,12 @@ fn create_key(store: &dyn KeyStore, name: &KeyName) -> Result<SigningKey, Servic
 pub const MAX_REASON_LEN: usize = 256;
 
 fn check_reason(reason: &str) -> Result<(), ServiceError> {
-    if reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+    if reason.trim().is_empty()
+        || reason.len() > MAX_REASON_LEN
+        || reason.chars().any(char::is_control)
+    {
         return Err(ServiceError::InvalidInput(format!(
-            "revocation reason must be at most {MAX_REASON_LEN} bytes without control characters"
+            "revocation reason must be 1 to {MAX_REASON_LEN} bytes without control characters"
         )));
     }
     Ok(())

@@ -303,7 +303,8 @@ fn the_inspector_calls_every_tool_with_tool_args() {
         "sign_action",
         &[
             ("action", "deploy"),
-            ("audience", PEER),
+            // verify_peer accepts only tokens addressed to the verifying agent itself.
+            ("audience", AGENT),
             ("arguments", arguments),
         ],
     );
@@ -326,7 +327,6 @@ fn the_inspector_calls_every_tool_with_tool_args() {
         "verify_peer",
         &[
             ("token", &token),
-            ("expected_audience", PEER),
             ("expected_action", "deploy"),
             ("arguments", arguments),
         ],
@@ -341,7 +341,7 @@ fn the_inspector_calls_every_tool_with_tool_args() {
         "verify_peer",
         &[
             ("token", &token),
-            ("expected_audience", PEER),
+            ("expected_action", "deploy"),
             ("arguments", r#"{"service":"web","version":"6.6.6"}"#),
         ],
     );

@@ -157,7 +157,7 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
         let annotations = tool.annotations.as_ref().unwrap();
         let read_only = matches!(
             expected,
-            "whoami" | "present_certificate" | "verify_peer" | "check_revocation"
+            "whoami" | "present_certificate" | "check_revocation"
         );
         assert_eq!(annotations.read_only_hint, Some(read_only), "{expected}");
         assert_eq!(
@@ -246,6 +246,11 @@ async fn two_agents_sign_present_verify_and_see_a_revocation() {
         call(&bob, "verify_peer", token_only.clone()).await.unwrap()["valid"],
         true
     );
+    let cert_only = json!({"certificate": presented["certificate"]});
+    assert_eq!(
+        call(&bob, "verify_peer", cert_only).await.unwrap()["reasons"],
+        json!(["proof_required"])
+    );
     let mut other_args = token_only.clone();
     other_args["arguments"] = json!({"service": "web", "version": "6.6.6"});
     assert_eq!(
@@ -262,14 +267,18 @@ async fn two_agents_sign_present_verify_and_see_a_revocation() {
     let verdict = call(
         &bob,
         "verify_peer",
-        json!({"token": for_someone_else["token"]}),
+        json!({"token": for_someone_else["token"], "expected_action": "deploy", "arguments": args}),
     )
     .await
     .unwrap();
     assert_eq!(verdict["reasons"], json!(["wrong_audience"]));
-    let garbage = call(&bob, "verify_peer", json!({"token": "garbage"}))
-        .await
-        .unwrap();
+    let garbage = call(
+        &bob,
+        "verify_peer",
+        json!({"token": "garbage", "expected_action": "deploy"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (garbage["valid"].clone(), garbage["reasons"].clone()),
         (json!(false), json!(["malformed"]))
@@ -345,9 +354,13 @@ async fn an_agent_revokes_its_own_token_but_not_another_agents() {
     .await
     .unwrap();
     assert_eq!(revoked["ids"], json!([mine["token_id"]]));
-    let verdict = call(&alice, "verify_peer", json!({"token": mine["token"]}))
-        .await
-        .unwrap();
+    let verdict = call(
+        &alice,
+        "verify_peer",
+        json!({"token": mine["token"], "expected_action": "read"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(verdict["reasons"], json!(["revoked"]));
     let status = call(
         &alice,
@@ -448,6 +461,17 @@ async fn bad_arguments_are_invalid_params_errors_that_say_what_to_fix() {
         ),
         ("verify_peer", json!({}), "token, a certificate"),
         ("verify_peer", json!({"token": 5}), "token"),
+        ("verify_peer", json!({"token": "t"}), "expected_action"),
+        (
+            "verify_peer",
+            json!({"token": "t", "expected_action": "a", "expected_audience": "x"}),
+            "expected_audience",
+        ),
+        (
+            "verify_peer",
+            json!({"certificate": "c", "challenge": CHALLENGE}),
+            "proof",
+        ),
         ("check_revocation", json!({}), "exactly one"),
         (
             "check_revocation",
@@ -557,7 +581,7 @@ async fn nothing_the_model_sees_contains_key_material() {
         &call(
             &alice,
             "verify_peer",
-            json!({"token": signed["token"], "expected_audience": B}),
+            json!({"token": signed["token"], "expected_action": "x", "arguments": {"a": 1}}),
         )
         .await
         .unwrap(),
