@@ -9,6 +9,7 @@ use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agentseal::access::Scope;
 use agentseal::jose::EdAlgName;
 use agentseal::keystore::KeyStoreKind;
 use agentseal::reason::VerifyError;
@@ -73,13 +74,19 @@ enum Command {
     },
     /// Show the installation: CA id, key store, database.
     Status,
-    /// Serve one agent's identity as an MCP server on stdio (for Claude Desktop, Cursor, ...).
-    /// stdout carries only the protocol; logs go to stderr.
+    /// Serve one agent's identity as an MCP server on stdio (for Claude Desktop, Cursor, ...),
+    /// or, with --http, every agent as an MCP hub over streamable HTTP. On stdio, stdout
+    /// carries only the protocol; logs go to stderr.
     Serve {
-        /// The agent to act as [default: the only agent, if there is exactly one].
+        /// The agent to act as on stdio [default: the only agent, if there is exactly one].
         #[arg(long, env = "AGENTSEAL_AGENT")]
         agent: Option<String>,
+        #[command(flatten)]
+        http: HttpArgs,
     },
+    /// Issue access tokens for the HTTP hub.
+    #[command(subcommand)]
+    AccessToken(AccessTokenCommand),
     /// Manage agents.
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -134,6 +141,54 @@ enum Command {
         /// The installation's CA id (see `agentseal status`), to confirm.
         #[arg(long, value_name = "CA_ID")]
         confirm: String,
+    },
+}
+
+#[derive(Args)]
+struct HttpArgs {
+    /// Serve MCP over streamable HTTP at ADDR (/mcp), for every agent, each request
+    /// authorized by an access token; also publishes /.well-known/jwks.json, /crl, /healthz.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7777")]
+    http: Option<std::net::SocketAddr>,
+    /// The URL clients reach the hub at [default: http://ADDR]. Access tokens must name
+    /// <URL>/mcp as their audience.
+    #[arg(long, value_name = "URL", requires = "http")]
+    public_url: Option<String>,
+    /// Also accept browser requests from this origin (repeatable), e.g. https://app.example.
+    #[arg(long, value_name = "ORIGIN", requires = "http")]
+    allow_origin: Vec<String>,
+    /// Act as --agent for every request WITHOUT authorization: for local testing tools only.
+    /// Refused unless ADDR is a loopback address.
+    #[arg(long, requires_all = ["http", "agent"])]
+    insecure_no_auth: bool,
+    /// Validity of the published revocation list (its next_update), e.g. 1h, 5m.
+    #[arg(long, value_parser = parse_duration, requires = "http")]
+    crl_validity: Option<i64>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20, requires = "http")]
+    max_body: usize,
+}
+
+#[derive(Subcommand)]
+enum AccessTokenCommand {
+    /// Issue a bearer access token (RFC 9068 at+jwt) that lets its holder act as one agent on
+    /// the hub. Prints the token on stdout. Revoke it with `agentseal revoke token`.
+    Issue {
+        /// The agent the token acts as.
+        #[arg(long)]
+        agent: String,
+        /// Lifetime, e.g. 1h (default), 15m; at most 1 day.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+        /// The hub's MCP URL, the token's audience.
+        #[arg(long, default_value = "http://127.0.0.1:7777/mcp")]
+        audience: String,
+        /// Space-separated scopes: agentseal:sign agentseal:verify agentseal:revoke (default: all).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Print a JSON object with the token, its id, expiry and scope instead of the token.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -423,7 +478,28 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Status => Ok(Outcome::Json(json!(installation.info()))),
-        Command::Serve { agent } => {
+        Command::Serve {
+            agent,
+            http:
+                HttpArgs {
+                    http: Some(addr),
+                    public_url,
+                    allow_origin,
+                    insecure_no_auth,
+                    crl_validity,
+                    max_body,
+                },
+        } => {
+            let mut options = crate::http::HubOptions::new(addr);
+            options.public_url = public_url;
+            options.allowed_origins = allow_origin;
+            options.insecure_agent = if insecure_no_auth { agent } else { None };
+            options.crl_validity = crl_validity;
+            options.max_body = max_body;
+            crate::http::serve_http(installation, options)?;
+            Ok(Outcome::Quiet)
+        }
+        Command::Serve { agent, http: _ } => {
             let agent = match agent {
                 Some(agent) => agent,
                 None => {
@@ -467,6 +543,25 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
                 "key_ids": certificate.keys.iter().map(agentseal::jose::thumbprint).collect::<Vec<_>>(),
                 "certificate": certificate.encoded,
             })))
+        }
+        Command::AccessToken(AccessTokenCommand::Issue {
+            agent,
+            ttl,
+            audience,
+            scope,
+            json,
+        }) => {
+            let scopes = match scope {
+                Some(text) => Scope::parse_list(&text).map_err(ServiceError::InvalidInput)?,
+                None => Scope::ALL.to_vec(),
+            };
+            let issued = installation.issue_access_token(&agent, &audience, ttl, &scopes)?;
+            tracing::info!(agent = %agent, jti = %issued.jti, "access token issued");
+            Ok(if json {
+                Outcome::Json(json!(issued))
+            } else {
+                Outcome::Text(issued.token)
+            })
         }
         Command::Agent(AgentCommand::List) => Ok(Outcome::Json(json!(installation.agents()?))),
         Command::Cert(CertCommand::Show { agent_or_serial }) => {

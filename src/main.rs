@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod http;
 mod mcp;
 
 fn main() -> std::process::ExitCode {

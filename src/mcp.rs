@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use agentseal::access::{AccessGrant, Scope};
 use agentseal::jose::JwkSet;
 use agentseal::revocation::{RevocationEntry, RevokedKind};
 use agentseal::service::{
@@ -16,9 +17,9 @@ use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    Implementation, ListResourcesResult, PaginatedRequestParams, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
-    ServerConfig,
+    Implementation, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::schemars::JsonSchema;
 use rmcp::service::RequestContext;
@@ -32,12 +33,36 @@ const CERTIFICATE_URI: &str = "agentseal://agent/certificate";
 const JWKS_URI: &str = "agentseal://ca/jwks";
 const CRL_URI: &str = "agentseal://ca/crl";
 
-/// The MCP server of one agent.
+/// The MCP server of one agent (stdio), or of whichever agent each request is authorized as
+/// (HTTP hub).
 #[derive(Clone)]
 pub struct AgentServer {
     installation: Arc<Installation>,
-    agent_id: Arc<str>,
+    /// The agent every call acts as; `None` on the hub, where each request's verified access
+    /// grant names it.
+    agent_id: Option<Arc<str>>,
     tool_router: ToolRouter<Self>,
+}
+
+/// The agent a call acts as.
+pub struct Caller(pub Arc<str>);
+
+impl FromContextPart<ToolCallContext<'_, AgentServer>> for Caller {
+    fn from_context_part(context: &mut ToolCallContext<AgentServer>) -> Result<Self, McpError> {
+        context.service.caller(&context.request_context).map(Caller)
+    }
+}
+
+/// The scope an MCP request needs, by JSON-RPC method and, for `tools/call`, tool name.
+/// `None`: any authorized agent may make it (initialize, ping, listings).
+pub fn required_scope(method: &str, tool: Option<&str>) -> Option<Scope> {
+    match (method, tool) {
+        ("tools/call", Some("sign_action" | "present_certificate")) => Some(Scope::Sign),
+        ("tools/call", Some("revoke")) => Some(Scope::Revoke),
+        // Unknown tools too: the call fails anyway, but only after the scope check.
+        ("tools/call", _) | ("resources/read", _) => Some(Scope::Verify),
+        _ => None,
+    }
 }
 
 /// Runs a blocking core call off the runtime and maps its errors to MCP errors.
@@ -365,9 +390,31 @@ impl AgentServer {
     pub fn new(installation: Arc<Installation>, agent_id: &str) -> Self {
         AgentServer {
             installation,
-            agent_id: agent_id.into(),
+            agent_id: Some(agent_id.into()),
             tool_router: Self::tool_router(),
         }
+    }
+
+    /// A server acting, for each request, as the agent of the request's verified
+    /// [`AccessGrant`] (put in the HTTP request's extensions by the hub's authorization layer).
+    pub fn per_request(installation: Arc<Installation>) -> Self {
+        AgentServer {
+            installation,
+            agent_id: None,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Arc<str>, McpError> {
+        if let Some(agent) = &self.agent_id {
+            return Ok(agent.clone());
+        }
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<AccessGrant>())
+            .map(|grant| Arc::from(grant.agent_id.as_str()))
+            .ok_or_else(|| McpError::invalid_request("no authorized agent for this request", None))
     }
 
     /// Tells you who you are: your agent id, the CA that certified you, your certificate's serial
@@ -379,8 +426,8 @@ impl AgentServer {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn whoami(&self) -> Result<Json<WhoAmI>, McpError> {
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+    async fn whoami(&self, Caller(agent): Caller) -> Result<Json<WhoAmI>, McpError> {
+        let installation = self.installation.clone();
         blocking(move || {
             let record = installation.agent(&agent)?;
             let encoded = installation.certificate(&agent)?;
@@ -413,9 +460,10 @@ impl AgentServer {
     ))]
     async fn sign_action(
         &self,
+        Caller(agent): Caller,
         Args(p): Args<SignActionParams>,
     ) -> Result<Json<SignedToken>, McpError> {
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let installation = self.installation.clone();
         let mut request = ActionRequest::new(
             p.action,
             p.audience,
@@ -447,6 +495,7 @@ impl AgentServer {
     ))]
     async fn present_certificate(
         &self,
+        Caller(agent): Caller,
         Args(p): Args<PresentParams>,
     ) -> Result<Json<PresentedCertificate>, McpError> {
         if p.challenge.is_some() && p.audience.is_none() {
@@ -455,7 +504,7 @@ impl AgentServer {
                 None,
             ));
         }
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let installation = self.installation.clone();
         blocking(move || {
             let audience = p.audience.unwrap_or_default();
             Ok(Json(
@@ -503,9 +552,10 @@ impl AgentServer {
     ))]
     async fn verify_peer(
         &self,
+        Caller(agent): Caller,
         Args(p): Args<VerifyPeerParams>,
     ) -> Result<Json<PeerResult>, McpError> {
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let installation = self.installation.clone();
         let evidence = PeerEvidence {
             token: p.token,
             certificate: p.certificate,
@@ -559,13 +609,17 @@ impl AgentServer {
         idempotent_hint = true,
         open_world_hint = false
     ))]
-    async fn revoke(&self, Args(p): Args<RevokeParams>) -> Result<Json<RevokeResult>, McpError> {
+    async fn revoke(
+        &self,
+        Caller(agent): Caller,
+        Args(p): Args<RevokeParams>,
+    ) -> Result<Json<RevokeResult>, McpError> {
         one_of(&[
             ("token", p.token.is_some()),
             ("certificate_serial", p.certificate_serial.is_some()),
             ("own_certificate", p.own_certificate),
         ])?;
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let installation = self.installation.clone();
         blocking(move || {
             if let Some(token) = p.token {
                 let entry = installation.revoke_own_token(&agent, &token, &p.reason)?;
@@ -597,8 +651,28 @@ impl ServerHandler for AgentServer {
                  present_certificate to prove who you are, new_challenge then verify_peer before \
                  acting on another agent's request, check_revocation to check a token or certificate, and revoke \
                  for tokens that leaked. Secret keys never leave the keyring.",
-            self.agent_id
+            self.agent_id.as_deref().unwrap_or("the agent your access token names")
         ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        // In the order a model meets them: who am I, act, prove, then check others.
+        const ORDER: [&str; 7] = [
+            "whoami",
+            "sign_action",
+            "present_certificate",
+            "new_challenge",
+            "verify_peer",
+            "check_revocation",
+            "revoke",
+        ];
+        let mut tools = self.tool_router.list_all();
+        tools.sort_by_key(|tool| ORDER.iter().position(|name| *name == tool.name));
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn list_resources(
@@ -620,12 +694,13 @@ impl ServerHandler for AgentServer {
     async fn read_resource(
         &self,
         request: ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        let (installation, agent) = (self.installation.clone(), self.agent_id.clone());
+        let installation = self.installation.clone();
         let uri = request.uri.clone();
         let contents = match uri.as_str() {
             CERTIFICATE_URI => {
+                let agent = self.caller(&context)?;
                 let cert = blocking(move || installation.certificate(&agent)).await?;
                 let mime = jose_media_type(&cert);
                 ResourceContents::text(cert, CERTIFICATE_URI).with_mime_type(mime)

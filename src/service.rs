@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::access::{self, AccessClaims, AccessGrant, Scope};
 use crate::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use crate::challenge::ChallengeBook;
 use crate::clock;
@@ -254,6 +255,46 @@ impl CertificateResolver for Fallback<'_> {
     }
 }
 
+/// A signed revocation list as published, with what its cache headers need.
+#[derive(Debug, Clone)]
+pub struct PublishedCrl {
+    /// The signed list.
+    pub encoded: String,
+    /// Its number.
+    pub number: u64,
+    /// When it was issued.
+    pub issued_at: i64,
+    /// When the next list is due.
+    pub next_update: i64,
+}
+
+/// An issued access token for the HTTP hub.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedAccess {
+    /// The bearer token.
+    pub token: String,
+    /// Its id, to revoke it.
+    pub jti: String,
+    /// When it expires.
+    pub exp: i64,
+    /// The agent it acts as.
+    pub agent_id: String,
+    /// The hub MCP URL it is valid for.
+    pub audience: String,
+    /// Its scopes, space-separated.
+    pub scope: String,
+}
+
+/// The `jti` of a token of any kind, read without verifying it.
+fn jti_of(token: &str) -> Result<String, VerifyError> {
+    let jws = crate::jose::Jws::parse(token)?;
+    let claims = crate::jose::parse_strict_json(&jws.payload)?;
+    match claims.get("jti").and_then(Value::as_str) {
+        Some(jti) if !jti.is_empty() => Ok(jti.to_owned()),
+        _ => Err(VerifyError::Malformed("the token has no jti".into())),
+    }
+}
+
 /// A certificate as presented to a peer, with a proof of possession when a challenge was given.
 #[derive(Debug, Clone, Serialize)]
 pub struct Presentation {
@@ -274,6 +315,7 @@ pub struct Installation {
     anchor: TrustAnchor,
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
     challenges: ChallengeBook,
+    published: Mutex<Option<((i64, i64), PublishedCrl)>>,
 }
 
 impl std::fmt::Debug for Installation {
@@ -373,6 +415,7 @@ impl Installation {
             },
             signers: Mutex::new(HashMap::new()),
             challenges: ChallengeBook::default(),
+            published: Mutex::default(),
         };
         installation.cache_signers("ca", signers);
         Ok(installation)
@@ -425,6 +468,7 @@ impl Installation {
             },
             signers: Mutex::new(HashMap::new()),
             challenges: ChallengeBook::default(),
+            published: Mutex::default(),
         })
     }
 
@@ -855,6 +899,78 @@ impl Installation {
         self.verifier().verify_certificate(encoded, clock::now())
     }
 
+    /// Issues an access token for the HTTP hub at `audience` (its MCP endpoint URL), letting the
+    /// bearer act as `agent_id` within `scopes` for `ttl` seconds (default one hour).
+    pub fn issue_access_token(
+        &self,
+        agent_id: &str,
+        audience: &str,
+        ttl: Option<i64>,
+        scopes: &[Scope],
+    ) -> Result<IssuedAccess, ServiceError> {
+        let ttl = ttl.unwrap_or(access::DEFAULT_ACCESS_TTL);
+        if ttl <= 0 || ttl > access::MAX_ACCESS_TTL {
+            return Err(ServiceError::InvalidInput(format!(
+                "access token TTL must be between 1 and {} seconds",
+                access::MAX_ACCESS_TTL
+            )));
+        }
+        if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
+            return Err(ServiceError::InvalidInput(
+                "the audience (the hub's MCP URL) must be 1-512 bytes without control characters"
+                    .into(),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(ServiceError::InvalidInput("give at least one scope".into()));
+        }
+        self.agent(agent_id)?;
+        let now = clock::now();
+        let mut scopes = scopes.to_vec();
+        scopes.sort();
+        scopes.dedup();
+        let claims = AccessClaims {
+            iss: self.anchor.ca_id.clone(),
+            sub: agent_id.to_owned(),
+            aud: audience.to_owned(),
+            client_id: agent_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+            jti: clock::random_id()?,
+            scope: scopes
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(" "),
+        };
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let token = access::issue(&claims, &ca[0])?;
+        Ok(IssuedAccess {
+            token,
+            jti: claims.jti,
+            exp: claims.exp,
+            agent_id: claims.sub,
+            audience: claims.aud,
+            scope: claims.scope,
+        })
+    }
+
+    /// Verifies a bearer access token presented to the hub whose MCP URL is `audience`, against
+    /// this CA and its revocations.
+    pub fn authorize(&self, token: &str, audience: &str) -> Result<AccessGrant, VerifyError> {
+        access::verify(
+            token,
+            &self.anchor,
+            audience,
+            &self.store,
+            clock::now(),
+            clock::DEFAULT_SKEW,
+        )
+    }
+
     /// Revokes a token, given the token itself or its id. Durable before it returns.
     pub fn revoke_token(
         &self,
@@ -863,8 +979,9 @@ impl Installation {
     ) -> Result<RevocationEntry, ServiceError> {
         check_reason(reason)?;
         let token_or_jti = token_or_jti.trim();
-        let jti = match token::parse_unverified(token_or_jti) {
-            Ok((_, claims)) => claims.jti,
+        // Any token this CA's world issues (action or access token) is revoked by its `jti`.
+        let jti = match jti_of(token_or_jti) {
+            Ok(jti) => jti,
             Err(_) if is_plain_id(token_or_jti) => token_or_jti.to_owned(),
             Err(e) => {
                 return Err(ServiceError::InvalidInput(format!(
@@ -982,10 +1099,7 @@ impl Installation {
     ) -> Result<RevocationStatus, ServiceError> {
         let subject = subject.trim();
         let id = match kind {
-            RevokedKind::Token => match token::parse_unverified(subject) {
-                Ok((_, claims)) => claims.jti,
-                Err(_) => subject.to_owned(),
-            },
+            RevokedKind::Token => jti_of(subject).unwrap_or_else(|_| subject.to_owned()),
             RevokedKind::Certificate => match AgentCertificate::parse_unverified(subject) {
                 Ok((_, claims, _)) => claims.jti,
                 Err(_) => match self.store.agent(subject)? {
@@ -1037,6 +1151,40 @@ impl Installation {
         })?;
         let refs: Vec<&SigningKey> = ca.iter().collect();
         Ok(RevocationList::issue(&claims, &refs)?)
+    }
+
+    /// The revocation list to publish: the last one issued while it is in its first half of
+    /// validity and nothing was revoked since, otherwise a freshly issued one. Peers polling a
+    /// hub thus see every revocation at once without each read consuming a list number.
+    pub fn published_crl(&self, validity: Option<i64>) -> Result<PublishedCrl, ServiceError> {
+        let validity = validity.unwrap_or(DEFAULT_CRL_VALIDITY);
+        let state = self.store.revocation_state()?;
+        let now = clock::now();
+        let mut cache = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((cached_state, crl)) = cache.as_ref()
+            && *cached_state == state
+            && crl.next_update - crl.issued_at == validity
+            && now < crl.issued_at + validity / 2
+        {
+            return Ok(crl.clone());
+        }
+        let encoded = self.issue_crl(Some(validity))?;
+        let (number, issued_at, next_update) = {
+            let jws = crate::jose::Jws::parse_limited(&encoded, crate::jose::MAX_CRL_LEN)
+                .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+            let claims: CrlClaims =
+                crate::jose::parse_strict_object(&jws.payload, "revocation list")
+                    .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+            (claims.number, claims.iat, claims.next_update)
+        };
+        let crl = PublishedCrl {
+            encoded,
+            number,
+            issued_at,
+            next_update,
+        };
+        *cache = Some((state, crl.clone()));
+        Ok(crl)
     }
 
     /// The public keys peers need: the CA's, then every agent's current keys.

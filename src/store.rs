@@ -307,6 +307,15 @@ impl Store {
         })
     }
 
+    /// A value that changes whenever a revocation is recorded: lets a published revocation list
+    /// be reused until something was revoked.
+    pub fn revocation_state(&self) -> Result<(i64, i64), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM revocations")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        })
+    }
+
     /// Every revocation of `kind`, oldest first.
     pub fn revocations(&self, kind: RevokedKind) -> Result<Vec<RevocationEntry>, StoreError> {
         self.with(|c| {

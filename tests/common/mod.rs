@@ -2,6 +2,7 @@
 //! API with fixed seeds, so verification tests need no key store.
 #![allow(dead_code, unused_imports)]
 
+pub mod hub;
 pub mod python;
 
 use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};

@@ -1,0 +1,191 @@
+//! A real HTTP hub for tests: an installation in a temporary data directory (kernel keyutils
+//! key store), its agents, and `agentseal serve --http 127.0.0.1:0` as a child process.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Runs the `agentseal` binary on `dir`; panics with its stderr unless it succeeds.
+pub fn cli(dir: &Path, args: &[&str]) -> String {
+    let out = cli_output(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs the `agentseal` binary on `dir` and returns what it did.
+pub fn cli_output(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--key-store", "keyutils"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// An installation (destroyed on drop) that can run a hub.
+pub struct Installation {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl Installation {
+    /// A new installation with `agents`, each given as (agent id, `--alg` value).
+    pub fn new(agents: &[(&str, &str)]) -> Installation {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        cli(&dir, &["init", "--alg", "ed25519"]);
+        for (agent, alg) in agents {
+            cli(&dir, &["agent", "create", agent, "--alg", alg]);
+        }
+        Installation { _tmp: tmp, dir }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        cli(&self.dir, args)
+    }
+
+    /// Starts `agentseal serve --http 127.0.0.1:0 <extra>` and waits until it listens.
+    pub fn serve(&self, extra: &[&str]) -> Hub {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "--key-store",
+                "keyutils",
+                "--log",
+                "info",
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("agentseal: listening on ") {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hub did not start: {}", log.lock().unwrap());
+            }
+        };
+        Hub {
+            child: Some(child),
+            url,
+            log,
+        }
+    }
+
+    /// An access token for `agent` on `hub` (all scopes, default lifetime) plus `extra` flags.
+    pub fn access_token(&self, hub: &Hub, agent: &str, extra: &[&str]) -> String {
+        let audience = hub.mcp_url();
+        let mut args = vec![
+            "access-token",
+            "issue",
+            "--agent",
+            agent,
+            "--audience",
+            &audience,
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&args)
+    }
+}
+
+impl Drop for Installation {
+    fn drop(&mut self) {
+        let out = cli_output(&self.dir, &["status"]);
+        if let Ok(status) = serde_json::from_slice::<Value>(&out.stdout) {
+            let _ = cli_output(
+                &self.dir,
+                &[
+                    "destroy",
+                    "--confirm",
+                    status["ca_id"].as_str().unwrap_or(""),
+                ],
+            );
+        }
+    }
+}
+
+/// A running hub process, killed on drop.
+pub struct Hub {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Hub {
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.url)
+    }
+
+    /// Everything the hub wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits (at most 30 s) for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("hub did not stop within 30 s of SIGTERM: {}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
