@@ -94,7 +94,7 @@ impl Confirmation {
 }
 
 /// The CA public keys a verifier trusts, under the CA id they sign as.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustAnchor {
     /// The CA id (`iss` of its certificates and revocation lists).
     pub ca_id: String,

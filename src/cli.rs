@@ -83,6 +83,14 @@ enum Command {
         agent: Option<String>,
         #[command(flatten)]
         http: HttpArgs,
+        /// Also trust the CA of the hub at URL: verify_peer and check_revocation fetch its CA
+        /// keys and revocation list, refresh them at the list's next_update, and fail closed
+        /// (revocation_unavailable) once the list is older than --trust-grace.
+        #[arg(long, value_name = "URL")]
+        trust_hub: Option<String>,
+        /// How long past its next_update a fetched revocation list is still used.
+        #[arg(long, value_parser = parse_duration, default_value = "15m", requires = "trust_hub")]
+        trust_grace: i64,
     },
     /// Issue access tokens for the HTTP hub.
     #[command(subcommand)]
@@ -439,6 +447,18 @@ fn read_input(text: &str) -> Result<String, ServiceError> {
     Ok(buffer.trim().to_owned())
 }
 
+fn hub_trust(
+    url: Option<&str>,
+    grace: i64,
+) -> Result<Option<std::sync::Arc<agentseal::remote::HubTrust>>, ServiceError> {
+    url.map(|url| {
+        agentseal::remote::HubTrust::new(url, grace)
+            .map(std::sync::Arc::new)
+            .map_err(|e| ServiceError::InvalidInput(e.to_string()))
+    })
+    .transpose()
+}
+
 fn rejection(error: &VerifyError) -> Value {
     json!({ "valid": false, "reasons": [error.code()], "message": error.to_string() })
 }
@@ -489,8 +509,11 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
                     crl_validity,
                     max_body,
                 },
+            trust_hub,
+            trust_grace,
         } => {
             let mut options = crate::http::HubOptions::new(addr);
+            options.trust = hub_trust(trust_hub.as_deref(), trust_grace)?;
             options.public_url = public_url;
             options.allowed_origins = allow_origin;
             options.insecure_agent = if insecure_no_auth { agent } else { None };
@@ -499,7 +522,12 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             crate::http::serve_http(installation, options)?;
             Ok(Outcome::Quiet)
         }
-        Command::Serve { agent, http: _ } => {
+        Command::Serve {
+            agent,
+            http: _,
+            trust_hub,
+            trust_grace,
+        } => {
             let agent = match agent {
                 Some(agent) => agent,
                 None => {
@@ -524,7 +552,8 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
                     }
                 }
             };
-            crate::mcp::serve_stdio(installation, agent)?;
+            let trust = hub_trust(trust_hub.as_deref(), trust_grace)?;
+            crate::mcp::serve_stdio(installation, agent, trust)?;
             Ok(Outcome::Quiet)
         }
         Command::Agent(AgentCommand::Create {

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentseal::access::{AccessGrant, Scope};
+use agentseal::remote::HubTrust;
 use agentseal::service::{Installation, ServiceError};
 use axum::Router;
 use axum::body::Body;
@@ -53,6 +54,8 @@ pub struct HubOptions {
     pub crl_validity: Option<i64>,
     /// Largest request body, in bytes.
     pub max_body: usize,
+    /// Another hub whose CA's agents this hub's agents also verify.
+    pub trust: Option<Arc<HubTrust>>,
 }
 
 impl HubOptions {
@@ -65,6 +68,7 @@ impl HubOptions {
             insecure_agent: None,
             crl_validity: None,
             max_body: DEFAULT_MAX_BODY,
+            trust: None,
         }
     }
 }
@@ -225,9 +229,9 @@ fn router(
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(options.max_body)
         .with_cancellation_token(cancel);
-    let mcp_installation = installation.clone();
+    let server = AgentServer::per_request(installation.clone()).trusting(options.trust.clone());
     let mcp = StreamableHttpService::new(
-        move || Ok(AgentServer::per_request(mcp_installation.clone())),
+        move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),
         config,
     );

@@ -75,6 +75,7 @@ pub mod jose;
 pub mod keystore;
 pub mod presentation;
 pub mod reason;
+pub mod remote;
 pub mod revocation;
 pub mod service;
 pub mod store;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use agentseal::access::{AccessGrant, Scope};
 use agentseal::jose::JwkSet;
+use agentseal::remote::{HubSnapshot, HubTrust};
 use agentseal::revocation::{RevocationEntry, RevokedKind};
 use agentseal::service::{
     Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus, ServiceError,
@@ -41,6 +42,8 @@ pub struct AgentServer {
     /// The agent every call acts as; `None` on the hub, where each request's verified access
     /// grant names it.
     agent_id: Option<Arc<str>>,
+    /// Another hub whose CA peers may also be certified by.
+    trust: Option<Arc<HubTrust>>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -391,7 +394,22 @@ impl AgentServer {
         AgentServer {
             installation,
             agent_id: Some(agent_id.into()),
+            trust: None,
             tool_router: Self::tool_router(),
+        }
+    }
+
+    /// Also verifies peers certified by the CA of the hub `trust` fetches from.
+    pub fn trusting(mut self, trust: Option<Arc<HubTrust>>) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// The other hub's current snapshot, refreshed when due.
+    async fn hub_snapshot(&self) -> Option<Arc<HubSnapshot>> {
+        match &self.trust {
+            Some(trust) => trust.current().await,
+            None => None,
         }
     }
 
@@ -401,6 +419,7 @@ impl AgentServer {
         AgentServer {
             installation,
             agent_id: None,
+            trust: None,
             tool_router: Self::tool_router(),
         }
     }
@@ -566,7 +585,12 @@ impl AgentServer {
             args: p.arguments.map(Value::Object),
             allow_unissued_challenge: false,
         };
-        blocking(move || Ok(Json(installation.verify_peer(&evidence)?.into()))).await
+        let snapshot = self.hub_snapshot().await;
+        blocking(move || {
+            let trust = snapshot.as_deref().map(HubSnapshot::trust);
+            Ok(Json(installation.verify_peer_trusting(&evidence, trust)?.into()))
+        })
+        .await
     }
 
     /// Checks whether a token or certificate has been revoked, and how fresh that answer is.
@@ -588,13 +612,19 @@ impl AgentServer {
             ("serial", p.serial.is_some()),
         ])?;
         let installation = self.installation.clone();
+        let snapshot = self.hub_snapshot().await;
         blocking(move || {
             let (kind, subject) = match (p.token.or(p.token_id), p.certificate.or(p.serial)) {
                 (Some(token), _) => (RevokedKind::Token, token),
                 (None, Some(cert)) => (RevokedKind::Certificate, cert),
                 (None, None) => unreachable!("one_of checked"),
             };
-            Ok(Json(installation.check_revocation(kind, &subject)?.into()))
+            let trust = snapshot.as_deref().map(HubSnapshot::trust);
+            Ok(Json(
+                installation
+                    .check_revocation_trusting(kind, &subject, trust)?
+                    .into(),
+            ))
         })
         .await
     }
@@ -737,7 +767,11 @@ fn jose_media_type(encoded: &str) -> &'static str {
 }
 
 /// Serves `agent_id` over stdio until the client closes the connection.
-pub fn serve_stdio(installation: Installation, agent_id: String) -> Result<(), ServiceError> {
+pub fn serve_stdio(
+    installation: Installation,
+    agent_id: String,
+    trust: Option<Arc<HubTrust>>,
+) -> Result<(), ServiceError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -748,7 +782,7 @@ pub fn serve_stdio(installation: Installation, agent_id: String) -> Result<(), S
     let installation = Arc::new(installation);
     runtime.block_on(async move {
         use rmcp::ServiceExt as _;
-        let server = AgentServer::new(installation, &agent_id);
+        let server = AgentServer::new(installation, &agent_id).trusting(trust);
         let running = match server.serve(rmcp::transport::stdio()).await {
             Ok(running) => running,
             // A client that only probed (server/discover) and left, or closed before the

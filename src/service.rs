@@ -78,6 +78,9 @@ pub enum ServiceError {
     /// The caller may not do this.
     #[error("not permitted: {0}")]
     NotPermitted(String),
+    /// No trustworthy answer can be given (for example, the revocation data is stale).
+    #[error("{code}: {0}", code = .0.code())]
+    Unverifiable(VerifyError),
     /// The key store failed.
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
@@ -266,6 +269,15 @@ pub struct PublishedCrl {
     pub issued_at: i64,
     /// When the next list is due.
     pub next_update: i64,
+}
+
+/// Another CA that verifications also trust: a hub's, with its latest revocation list.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalTrust<'a> {
+    /// The other CA.
+    pub anchor: &'a TrustAnchor,
+    /// Its revocation list; lookups fail closed once it is stale.
+    pub revocation: &'a RevocationList,
 }
 
 /// An issued access token for the HTTP hub.
@@ -764,6 +776,16 @@ impl Installation {
     /// possession over a challenge this side issued), or both. Rejections are a normal result
     /// (`valid: false` with the reason code); only unusable requests are errors.
     pub fn verify_peer(&self, evidence: &PeerEvidence) -> Result<PeerVerdict, ServiceError> {
+        self.verify_peer_trusting(evidence, None)
+    }
+
+    /// As [`Installation::verify_peer`], also trusting `external` (another hub's CA and its
+    /// revocation list) for evidence that CA issued.
+    pub fn verify_peer_trusting(
+        &self,
+        evidence: &PeerEvidence,
+        external: Option<ExternalTrust<'_>>,
+    ) -> Result<PeerVerdict, ServiceError> {
         if evidence.token.is_none() && evidence.certificate.is_none() {
             return Err(ServiceError::InvalidInput(
                 "give a token, a certificate, or both".into(),
@@ -798,9 +820,27 @@ impl Installation {
         let now = clock::now();
         let presented = PresentedCertificates(evidence.certificate.iter().cloned().collect());
         let resolver = Fallback(&presented, self);
-        let verifier = Verifier {
-            certificates: &resolver,
-            ..self.verifier()
+        // Evidence from the external CA (by its certificate's issuer) is verified against that
+        // CA and its list only, with the certificates the peer presented.
+        let external = external.filter(|trust| {
+            let issuer = evidence
+                .certificate
+                .as_deref()
+                .and_then(|c| AgentCertificate::parse_unverified(c).ok())
+                .map(|(_, claims, _)| claims.iss);
+            issuer.as_deref() == Some(trust.anchor.ca_id.as_str())
+        });
+        let verifier = match &external {
+            Some(trust) => Verifier {
+                anchor: trust.anchor,
+                certificates: &presented,
+                revocation: trust.revocation,
+                skew: clock::DEFAULT_SKEW,
+            },
+            None => Verifier {
+                certificates: &resolver,
+                ..self.verifier()
+            },
         };
         let mut verdict = PeerVerdict {
             valid: false,
@@ -810,7 +850,7 @@ impl Installation {
             certificate: None,
             token: None,
             proof_verified: false,
-            revocation: self.store.freshness(now),
+            revocation: verifier.revocation.freshness(now),
         };
         let outcome = (|| {
             if let Some(certificate) = &evidence.certificate {
@@ -1097,6 +1137,17 @@ impl Installation {
         kind: RevokedKind,
         subject: &str,
     ) -> Result<RevocationStatus, ServiceError> {
+        self.check_revocation_trusting(kind, subject, None)
+    }
+
+    /// As [`Installation::check_revocation`]; what this installation did not issue is looked up
+    /// in `external`'s revocation list, which must be fresh.
+    pub fn check_revocation_trusting(
+        &self,
+        kind: RevokedKind,
+        subject: &str,
+        external: Option<ExternalTrust<'_>>,
+    ) -> Result<RevocationStatus, ServiceError> {
         let subject = subject.trim();
         let id = match kind {
             RevokedKind::Token => jti_of(subject).unwrap_or_else(|_| subject.to_owned()),
@@ -1114,6 +1165,23 @@ impl Installation {
             RevokedKind::Certificate => self.store.certificate_revocation(&id, now),
         }
         .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+        if let Some(trust) = external
+            && revocation.is_none()
+            && !self.issued_here(kind, subject, &id)?
+        {
+            let revocation = match kind {
+                RevokedKind::Token => trust.revocation.token_revocation(&id, now),
+                RevokedKind::Certificate => trust.revocation.certificate_revocation(&id, now),
+            }
+            .map_err(ServiceError::Unverifiable)?;
+            return Ok(RevocationStatus {
+                kind,
+                id,
+                revoked: revocation.is_some(),
+                revocation,
+                freshness: trust.revocation.freshness(now),
+            });
+        }
         Ok(RevocationStatus {
             kind,
             id,
@@ -1121,6 +1189,19 @@ impl Installation {
             revocation,
             freshness: self.store.freshness(now),
         })
+    }
+
+    /// Whether this installation issued the certificate `id`, or the certificate the token
+    /// `subject` names.
+    fn issued_here(&self, kind: RevokedKind, subject: &str, id: &str) -> Result<bool, ServiceError> {
+        let serial = match kind {
+            RevokedKind::Certificate => id.to_owned(),
+            RevokedKind::Token => match token::parse_unverified(subject) {
+                Ok((_, claims)) => claims.cert,
+                Err(_) => return Ok(false),
+            },
+        };
+        Ok(self.store.certificate(&serial)?.is_some())
     }
 
     /// Issues a signed revocation list with the next number, valid for `validity` seconds.

@@ -7,104 +7,14 @@ mod common;
 use agentseal::access::{self, AccessClaims};
 use agentseal::crypto::{Algorithm, SigningKey};
 use agentseal::keystore::{self, KeyName, KeyStoreKind};
-use common::hub::{Hub, Installation};
+use common::hub::{
+    Answer, Hub, Installation, call_tool, mcp_request, mcp_request_to, send, structured,
+};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
 const A: &str = "agent://acme.example/alice";
 const B: &str = "agent://acme.example/bob";
-
-/// What the hub answered.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Answer {
-    /// The JSON-RPC message of the reply (JSON or the last SSE `data:` event).
-    fn message(&self) -> Value {
-        if let Ok(value) = serde_json::from_str(&self.body) {
-            return value;
-        }
-        self.body
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-            .last()
-            .unwrap_or_else(|| panic!("no JSON-RPC message in {:?}", self.body))
-    }
-
-    fn www_authenticate(&self) -> String {
-        self.headers
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-}
-
-/// A stateless (2026-07-28) MCP request with the required headers.
-fn mcp_request(
-    hub: &Hub,
-    method: &str,
-    name: Option<&str>,
-    params: Value,
-) -> reqwest::RequestBuilder {
-    mcp_request_to(&hub.mcp_url(), method, name, params)
-}
-
-fn mcp_request_to(
-    url: &str,
-    method: &str,
-    name: Option<&str>,
-    params: Value,
-) -> reqwest::RequestBuilder {
-    let mut params = params;
-    params["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {},
-    });
-    let mut request = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", method)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}));
-    if let Some(name) = name {
-        request = request.header("mcp-name", name);
-    }
-    request
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.unwrap();
-    Answer {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap(),
-    }
-}
-
-async fn call_tool(hub: &Hub, token: Option<&str>, tool: &str, arguments: Value) -> Answer {
-    let mut request = mcp_request(
-        hub,
-        "tools/call",
-        Some(tool),
-        json!({"name": tool, "arguments": arguments}),
-    );
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    send(request).await
-}
-
-fn structured(answer: &Answer) -> Value {
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    let message = answer.message();
-    message["result"]["structuredContent"].clone()
-}
 
 /// Asserts a 401 whose challenge points at the resource metadata and, if given, names `code`.
 fn assert_unauthorized(answer: &Answer, hub: &Hub, code: Option<&str>) {
