@@ -255,18 +255,37 @@ pub fn mcp_request_to(
     request
 }
 
+/// Sends `request`; panics if the hub cannot be reached.
 pub async fn send(request: reqwest::RequestBuilder) -> Answer {
-    let response = request.send().await.unwrap();
-    Answer {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body: response.text().await.unwrap(),
-    }
+    try_send(request).await.unwrap()
 }
 
+/// Sends `request`.
+pub async fn try_send(request: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+    let response = request.send().await?;
+    Ok(Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await?,
+    })
+}
+
+/// Calls `tool` on the hub in one stateless (2026-07-28) request.
 pub async fn call_tool(hub: &Hub, token: Option<&str>, tool: &str, arguments: Value) -> Answer {
-    let mut request = mcp_request(
-        hub,
+    try_call_tool(&hub.mcp_url(), token, tool, arguments)
+        .await
+        .unwrap()
+}
+
+/// Calls `tool` at the MCP endpoint `url` in one stateless (2026-07-28) request.
+pub async fn try_call_tool(
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+) -> Result<Answer, reqwest::Error> {
+    let mut request = mcp_request_to(
+        url,
         "tools/call",
         Some(tool),
         json!({"name": tool, "arguments": arguments}),
@@ -274,7 +293,7 @@ pub async fn call_tool(hub: &Hub, token: Option<&str>, tool: &str, arguments: Va
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    send(request).await
+    try_send(request).await
 }
 
 pub fn structured(answer: &Answer) -> Value {
