@@ -493,7 +493,26 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
         tracing::info!(ca_id = %info.ca_id, key_store = %info.key_store, "installation created");
         return Ok(Outcome::Json(json!(info)));
     }
-    let installation = Installation::open(&dir, cli.global.key_store)?;
+    let installation = match Installation::open(&dir, cli.global.key_store) {
+        // The hub is the main job: on a fresh machine it starts on embedded defaults.
+        Err(ServiceError::NotInitialized(_)) if matches!(&cli.command, Command::Serve { http, .. } if http.http.is_some()) =>
+        {
+            let installation =
+                Installation::init(&dir, cli.global.key_store, &InitOptions::default())?;
+            let info = installation.info();
+            eprintln!(
+                "agentseal: new installation in {}: CA {}, keys in the {} key store",
+                dir.display(),
+                info.ca_id,
+                info.key_store
+            );
+            if let Some(caveat) = &info.caveat {
+                eprintln!("warning: {caveat}");
+            }
+            installation
+        }
+        other => other?,
+    };
     tracing::debug!(key_store = %installation.info().key_store, "installation opened");
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),

@@ -51,6 +51,13 @@ impl Installation {
         Installation { _tmp: tmp, dir }
     }
 
+    /// A data directory with no installation yet.
+    pub fn empty() -> Installation {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        Installation { _tmp: tmp, dir }
+    }
+
     pub fn cli(&self, args: &[&str]) -> String {
         cli(&self.dir, args)
     }

@@ -1,5 +1,6 @@
-//! Graceful shutdown of the HTTP hub: on SIGTERM, calls in flight finish, the process exits 0,
-//! and every revocation the hub acknowledged is in the database afterwards.
+//! The HTTP hub's life: it starts on a fresh machine with embedded defaults, and on SIGTERM
+//! calls in flight finish, the process exits 0, and every revocation it acknowledged is in the
+//! database afterwards.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -93,4 +94,47 @@ async fn sigterm_finishes_in_flight_calls_and_loses_no_acknowledged_revocation()
             "acknowledged revocation of {jti} lost"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_starts_on_a_fresh_data_directory_and_serves_agents_created_later() {
+    let installation = Installation::empty();
+    let hub = installation.serve(&[]);
+    assert!(hub.log().contains("new installation"), "{}", hub.log());
+    let health: Value = reqwest::get(format!("{}/healthz", hub.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    // The default CA is hybrid: its JWKS has an OKP and an AKP key.
+    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", hub.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kty"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["OKP", "AKP"]);
+    // An agent the operator creates while the hub runs is served at once.
+    installation.cli(&["agent", "create", A]);
+    let token = installation.access_token(&hub, A, &[]);
+    let me = common::hub::structured(
+        &common::hub::call_tool(&hub, Some(&token), "whoami", json!({})).await,
+    );
+    assert_eq!(me["agent_id"], A);
+    // Its key is published for fleet verifiers too.
+    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", hub.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 3);
 }
