@@ -229,7 +229,9 @@ fn router(
         .with_allowed_origins(origins)
         .with_max_request_body_bytes(options.max_body)
         .with_cancellation_token(cancel);
-    let server = AgentServer::per_request(installation.clone()).trusting(options.trust.clone());
+    let server = AgentServer::per_request(installation.clone())
+        .trusting(options.trust.clone())
+        .with_crl_validity(options.crl_validity);
     let mcp = StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),

@@ -44,6 +44,8 @@ pub struct AgentServer {
     agent_id: Option<Arc<str>>,
     /// Another hub whose CA peers may also be certified by.
     trust: Option<Arc<HubTrust>>,
+    /// Validity of the revocation lists it publishes (default: the core's).
+    crl_validity: Option<i64>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -395,6 +397,7 @@ impl AgentServer {
             installation,
             agent_id: Some(agent_id.into()),
             trust: None,
+            crl_validity: None,
             tool_router: Self::tool_router(),
         }
     }
@@ -402,6 +405,12 @@ impl AgentServer {
     /// Also verifies peers certified by the CA of the hub `trust` fetches from.
     pub fn trusting(mut self, trust: Option<Arc<HubTrust>>) -> Self {
         self.trust = trust;
+        self
+    }
+
+    /// Publishes revocation lists valid for `validity` seconds.
+    pub fn with_crl_validity(mut self, validity: Option<i64>) -> Self {
+        self.crl_validity = validity;
         self
     }
 
@@ -420,6 +429,7 @@ impl AgentServer {
             installation,
             agent_id: None,
             trust: None,
+            crl_validity: None,
             tool_router: Self::tool_router(),
         }
     }
@@ -588,7 +598,9 @@ impl AgentServer {
         let snapshot = self.hub_snapshot().await;
         blocking(move || {
             let trust = snapshot.as_deref().map(HubSnapshot::trust);
-            Ok(Json(installation.verify_peer_trusting(&evidence, trust)?.into()))
+            Ok(Json(
+                installation.verify_peer_trusting(&evidence, trust)?.into(),
+            ))
         })
         .await
     }
@@ -717,7 +729,7 @@ impl ServerHandler for AgentServer {
                 .with_description("The CA's public keys (JWK Set): the trust anchor for verifying")
                 .with_mime_type("application/jwk-set+json"),
             Resource::new(CRL_URI, "revocation-list")
-                .with_description("A freshly signed revocation list of the CA"),
+                .with_description("The CA's current signed revocation list"),
         ]))
     }
 
@@ -741,7 +753,9 @@ impl ServerHandler for AgentServer {
                 ResourceContents::text(text, JWKS_URI).with_mime_type("application/jwk-set+json")
             }
             CRL_URI => {
-                let crl = blocking(move || installation.issue_crl(None)).await?;
+                let validity = self.crl_validity;
+                let crl =
+                    blocking(move || Ok(installation.published_crl(validity)?.encoded)).await?;
                 let mime = jose_media_type(&crl);
                 ResourceContents::text(crl, CRL_URI).with_mime_type(mime)
             }
