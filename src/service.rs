@@ -1193,7 +1193,12 @@ impl Installation {
 
     /// Whether this installation issued the certificate `id`, or the certificate the token
     /// `subject` names.
-    fn issued_here(&self, kind: RevokedKind, subject: &str, id: &str) -> Result<bool, ServiceError> {
+    fn issued_here(
+        &self,
+        kind: RevokedKind,
+        subject: &str,
+        id: &str,
+    ) -> Result<bool, ServiceError> {
         let serial = match kind {
             RevokedKind::Certificate => id.to_owned(),
             RevokedKind::Token => match token::parse_unverified(subject) {
