@@ -196,6 +196,108 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Algorithm, Seed};
+    use crate::revocation::{CrlClaims, RevocationEntry, RevocationList};
+
+    const AUD: &str = "http://127.0.0.1:7777/mcp";
+
+    fn key(byte: u8) -> SigningKey {
+        SigningKey::from_seed(Algorithm::Ed25519, &Seed::from_slice(&[byte; 32]).unwrap())
+    }
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "urn:ca".into(),
+            sub: "agent://a".into(),
+            aud: AUD.into(),
+            client_id: "agent://a".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: "jti-1".into(),
+            scope: "agentseal:verify agentseal:future".into(),
+        }
+    }
+
+    fn crl(revoked: &[&str]) -> RevocationList {
+        RevocationList::from_claims(
+            CrlClaims {
+                iss: "urn:ca".into(),
+                number: 1,
+                iat: 0,
+                next_update: i64::MAX / 2,
+                revoked_certificates: vec![],
+                revoked_tokens: revoked
+                    .iter()
+                    .map(|id| RevocationEntry {
+                        id: (*id).into(),
+                        revoked_at: 0,
+                        reason: "r".into(),
+                    })
+                    .collect(),
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn access_tokens_verify_only_as_issued_for_this_hub() {
+        let now = crate::clock::now();
+        let ca = key(1);
+        let anchor = TrustAnchor {
+            ca_id: "urn:ca".into(),
+            keys: vec![ca.public_key().clone(), key(3).public_key().clone()],
+        };
+        let check = |token: &str, revoked: &[&str]| {
+            verify(token, &anchor, AUD, &crl(revoked), now, 60).map_err(|e| e.code())
+        };
+        let good = issue(&claims(now), &ca).unwrap();
+        let grant = check(&good, &[]).unwrap();
+        assert_eq!(grant.agent_id, "agent://a");
+        // Unknown scope names are dropped, known ones kept.
+        assert_eq!(grant.scopes, vec![Scope::Verify]);
+        assert!(!grant.permits(Scope::Sign));
+
+        assert_eq!(check(&good, &["jti-1"]), Err("revoked"));
+        // Another kind of object with the same claims (type confusion).
+        let cert_typ =
+            jose::sign(&claims(now), "agent-cert+jwt", &[&ca], EdAlgName::EdDsa).unwrap();
+        assert_eq!(check(&cert_typ, &[]), Err("wrong_type"));
+        // Signed by a key that is not the CA's first.
+        assert_eq!(
+            check(&issue(&claims(now), &key(2)).unwrap(), &[]),
+            Err("bad_signature")
+        );
+        assert_eq!(
+            check(&issue(&claims(now), &key(3)).unwrap(), &[]),
+            Err("bad_signature")
+        );
+        // The JSON serialization, even validly signed, is not an access token.
+        let json = jose::sign(&claims(now), ACCESS_TYP, &[&ca, &ca], EdAlgName::EdDsa).unwrap();
+        assert_eq!(check(&json, &[]), Err("malformed"));
+        for (adjust, code) in [
+            (
+                Box::new(|c: &mut AccessClaims| c.iss = "urn:other".into())
+                    as Box<dyn Fn(&mut AccessClaims)>,
+                "unknown_issuer",
+            ),
+            (
+                Box::new(|c| c.aud = "http://elsewhere/mcp".into()),
+                "wrong_audience",
+            ),
+            (Box::new(|c| c.exp = now - 61), "expired"),
+            (Box::new(|c| c.nbf = now + 61), "not_yet_valid"),
+            (Box::new(|c| c.iat = now + 61), "not_yet_valid"),
+            (Box::new(|c| c.client_id = "agent://b".into()), "malformed"),
+            (Box::new(|c| c.sub = String::new()), "malformed"),
+        ] {
+            let mut bad = claims(now);
+            adjust(&mut bad);
+            assert_eq!(check(&issue(&bad, &ca).unwrap(), &[]), Err(code), "{bad:?}");
+        }
+        let oversized = format!("{good}{}", "A".repeat(MAX_ACCESS_TOKEN_LEN));
+        assert_eq!(check(&oversized, &[]), Err("oversized"));
+    }
 
     #[test]
     fn scope_lists_parse_strictly_and_dedupe() {
