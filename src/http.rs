@@ -487,10 +487,16 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
                 Ok(Ok(grant)) => grant,
                 Ok(Err(error)) => {
                     tracing::info!(reason = error.code(), "access token refused");
+                    let text = error.to_string();
+                    let description = if text.starts_with(error.code()) {
+                        text
+                    } else {
+                        format!("{}: {text}", error.code())
+                    };
                     return challenge(
                         &hub,
                         StatusCode::UNAUTHORIZED,
-                        Some(("invalid_token", &format!("{} ({})", error.code(), error))),
+                        Some(("invalid_token", &description)),
                         None,
                     );
                 }

@@ -11,51 +11,60 @@ set -eu
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
-# tests/mcp_inspector.rs: the MCP Inspector CLI and a Node 22 to run it, pinned in
-# tools/inspector/package-lock.json and installed into tools/inspector/node_modules (no global
+# The Node tools of the MCP tests, each with a Node 22 to run it (the machine's Node may be older),
+# pinned in tools/<dir>/package-lock.json and installed into tools/<dir>/node_modules (no global
 # install; npm registry only). Runs on every OS, before the apt step below (which may exit early).
 # Reinstalls only when node_modules is missing, was installed from another package.json or lock,
-# or its Node no longer runs.
-install_inspector() {
-    inspector_dir="$(cd "$(dirname "$0")" && pwd)/inspector"
-    modules="$inspector_dir/node_modules"
+# lacks one of the given files, or its Node no longer runs.
+#   install_node_tool DIR LABEL TEST FILE...
+install_node_tool() {
+    dir=$1
+    tool_dir="$(cd "$(dirname "$0")" && pwd)/$dir"
+    label=$2
+    test_file=$3
+    shift 3
+    modules="$tool_dir/node_modules"
     stamp="$modules/.agentseal-install-stamp"
-    if [ -f "$stamp" ] &&
-        cat "$inspector_dir/package.json" "$inspector_dir/package-lock.json" | cmp -s - "$stamp" &&
-        [ -f "$modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js" ] &&
-        "$modules/.bin/node" --version 2>/dev/null | grep -q '^v22\.'; then
-        echo "install-test-deps: MCP Inspector already installed in tools/inspector."
+    installed=true
+    [ -f "$stamp" ] && cat "$tool_dir/package.json" "$tool_dir/package-lock.json" | cmp -s - "$stamp" || installed=false
+    for file in "$@"; do
+        [ -f "$modules/$file" ] || installed=false
+    done
+    "$modules/.bin/node" --version 2>/dev/null | grep -q '^v22\.' || installed=false
+    if $installed; then
+        echo "install-test-deps: $label already installed in tools/$dir."
         return 0
     fi
     if ! have npm; then
-        echo "install-test-deps: npm not found; tests/mcp_inspector.rs needs npm (any Node.js) to install tools/inspector." >&2
+        echo "install-test-deps: npm not found; $test_file needs npm (any Node.js) to install tools/$dir." >&2
         return 0
     fi
-    echo "install-test-deps: installing the MCP Inspector and Node 22 into tools/inspector (npm ci)"
+    echo "install-test-deps: installing $label and Node 22 into tools/$dir (npm ci)"
     rm -rf "$modules"
     # Node 22 comes from the `node` package, whose preinstall script fetches the platform binary
     # (allowed for it alone in package.json `allowScripts`). npm itself may run on an older Node:
-    # engine checks are for the Node 22 the tests run the Inspector with.
-    if [ -f "$inspector_dir/package-lock.json" ]; then
-        npm_command=ci
-    else
-        npm_command=install
-    fi
+    # engine checks are for the Node 22 the tests run the tool with.
     env npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false \
-        npm "$npm_command" --prefix "$inspector_dir" --no-audit --no-fund --engine-strict=false \
+        npm ci --prefix "$tool_dir" --no-audit --no-fund --engine-strict=false \
         --loglevel=error </dev/null
     version=$("$modules/.bin/node" --version 2>/dev/null || true)
     case "$version" in
     v22.*) ;;
     *)
-        echo "install-test-deps: tools/inspector/node_modules/.bin/node does not run Node 22 (got '${version:-nothing}')" >&2
+        echo "install-test-deps: tools/$dir/node_modules/.bin/node does not run Node 22 (got '${version:-nothing}')" >&2
         exit 1
         ;;
     esac
-    cat "$inspector_dir/package.json" "$inspector_dir/package-lock.json" >"$stamp"
-    echo "install-test-deps: MCP Inspector installed (Node $version)."
+    cat "$tool_dir/package.json" "$tool_dir/package-lock.json" >"$stamp"
+    echo "install-test-deps: $label installed (Node $version)."
 }
-install_inspector
+# tests/mcp_inspector.rs: the MCP Inspector CLI.
+install_node_tool inspector "the MCP Inspector" tests/mcp_inspector.rs \
+    @modelcontextprotocol/inspector/clients/launcher/build/index.js
+# tests/mcp_conformance.rs: the MCP conformance suite, two release lines under the aliases
+# conformance-stable and conformance-next.
+install_node_tool conformance "the MCP conformance suite" tests/mcp_conformance.rs \
+    conformance-stable/dist/index.js conformance-next/dist/index.js
 
 os_id=""
 os_like=""
