@@ -101,20 +101,10 @@ async fn the_hub_starts_on_a_fresh_data_directory_and_serves_agents_created_late
     let installation = Installation::empty();
     let hub = installation.serve(&[]);
     assert!(hub.log().contains("new installation"), "{}", hub.log());
-    let health: Value = reqwest::get(format!("{}/healthz", hub.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(format!("{}/healthz", hub.url)).await;
     assert_eq!(health["status"], "ok");
     // The default CA is hybrid: its JWKS has an OKP and an AKP key.
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", hub.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(format!("{}/.well-known/jwks.json", hub.url)).await;
     let types: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -130,11 +120,10 @@ async fn the_hub_starts_on_a_fresh_data_directory_and_serves_agents_created_late
     );
     assert_eq!(me["agent_id"], A);
     // Its key is published for fleet verifiers too.
-    let jwks: Value = reqwest::get(format!("{}/.well-known/jwks.json", hub.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = get_json(format!("{}/.well-known/jwks.json", hub.url)).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 3);
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }

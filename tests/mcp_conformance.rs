@@ -32,7 +32,7 @@ const NEXT: &str = "conformance-next";
 /// One scenario takes about a second, most of it Node start-up; 0.2.0 gives up on a scenario
 /// after 30 s by itself.
 const SUITE_TIMEOUT: Duration = Duration::from_secs(120);
-const INSTALL_HINT: &str = "run `bash tools/install-test-deps.sh` to install it";
+use common::node::INSTALL_HINT;
 
 /// A check that cannot pass against agentseal: its id, the status it gets, and how its message
 /// starts (SKIPPED checks have none).
@@ -83,30 +83,14 @@ const STATELESS_WITHOUT_FIXTURES: &[Known] = &[
     ),
 ];
 
-/// The pinned Node 22 and the entry script of the `suite` alias, or a failure saying how to
-/// install them. (Both aliases ship a bin named `conformance`, so `.bin/conformance` is either.)
+/// The pinned Node 22 and the entry script of the `suite` alias. (Both aliases ship a bin named
+/// `conformance`, so `.bin/conformance` is either.)
 fn suite_paths(suite: &str) -> (PathBuf, PathBuf) {
-    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/conformance/node_modules");
-    let node = modules.join(".bin/node");
-    let entry = modules.join(suite).join("dist/index.js");
-    let version = Command::new(&node)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_else(|| panic!("Node 22 not found at {}: {INSTALL_HINT}", node.display()));
-    assert!(
-        version.starts_with("v22."),
-        "{} is Node {version}, not 22: {INSTALL_HINT}",
-        node.display()
-    );
-    assert!(
-        entry.is_file(),
-        "the conformance suite is not installed ({} is missing): {INSTALL_HINT}",
-        entry.display()
-    );
-    (node, entry)
+    common::node::tool(
+        "conformance",
+        &format!("{suite}/dist/index.js"),
+        "the conformance suite",
+    )
 }
 
 /// Runs `scenario` of `suite` at spec version `wire` against a fresh hub and fails, with the

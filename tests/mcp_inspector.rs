@@ -38,35 +38,15 @@ const TOOLS: [&str; 7] = [
 const ERAS: [&str; 2] = ["legacy", "modern"];
 /// One Inspector run (Node start-up, server start-up, one request) takes about a second.
 const INSPECTOR_TIMEOUT: Duration = Duration::from_secs(120);
-const INSTALL_HINT: &str = "run `bash tools/install-test-deps.sh` to install it";
+use common::node::INSTALL_HINT;
 
-/// The pinned Node 22 and the Inspector's launcher script, or a failure saying how to install them.
+/// The pinned Node 22 and the Inspector's launcher script.
 fn inspector_paths() -> (PathBuf, PathBuf) {
-    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/inspector/node_modules");
-    let node = modules.join(".bin/node");
-    let entry = modules.join("@modelcontextprotocol/inspector/clients/launcher/build/index.js");
-    let version = Command::new(&node)
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        .unwrap_or_else(|| panic!("Node 22 not found at {}: {INSTALL_HINT}", node.display()));
-    let minor = version
-        .strip_prefix("v22.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|minor| minor.parse::<u32>().ok());
-    assert!(
-        minor.is_some_and(|minor| minor >= 19),
-        "{} is Node {version}; the MCP Inspector needs Node 22.19 or later: {INSTALL_HINT}",
-        node.display()
-    );
-    assert!(
-        entry.is_file(),
-        "the MCP Inspector is not installed ({} is missing): {INSTALL_HINT}",
-        entry.display()
-    );
-    (node, entry)
+    common::node::tool(
+        "inspector",
+        "@modelcontextprotocol/inspector/clients/launcher/build/index.js",
+        "the MCP Inspector",
+    )
 }
 
 /// The Inspector CLI aimed at one server.

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod hub;
+pub mod node;
 pub mod python;
 
 use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
