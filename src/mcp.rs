@@ -221,6 +221,10 @@ pub struct VerifyPeerParams {
     /// means no arguments.
     #[serde(default)]
     pub arguments: Option<serde_json::Map<String, Value>>,
+    /// Set when you act on the token: it is recorded as used, and any later verification of it
+    /// answers `replayed` (also after a restart). Default false.
+    #[serde(default)]
+    pub consume: bool,
 }
 
 /// The verdict of `verify_peer`.
@@ -593,6 +597,7 @@ impl AgentServer {
             audience: agent.to_string(),
             action: p.expected_action,
             args: p.arguments.map(Value::Object),
+            consume: p.consume,
             allow_unissued_challenge: false,
         };
         let snapshot = self.hub_snapshot().await;

@@ -107,6 +107,9 @@ pub enum VerifyError {
     /// public, so it proves nothing about who presented it.
     #[error("a certificate alone proves nothing: ask the peer for a proof over a fresh challenge")]
     ProofRequired,
+    /// The token was already used: a verifier recorded it as consumed.
+    #[error("token {0} was already used")]
+    Replayed(String),
     /// No fresh revocation data is available, so the verifier fails closed.
     #[error("revocation data unavailable or stale")]
     RevocationUnavailable,
@@ -137,6 +140,7 @@ impl VerifyError {
             VerifyError::WrongChallenge => "wrong_challenge",
             VerifyError::ProofRequired => "proof_required",
             VerifyError::RevocationUnavailable => "revocation_unavailable",
+            VerifyError::Replayed(_) => "replayed",
         }
     }
 

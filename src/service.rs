@@ -217,6 +217,9 @@ pub struct PeerEvidence {
     pub action: Option<String>,
     /// The arguments about to be used, if known.
     pub args: Option<Value>,
+    /// Record the token as used, durably until it expires: a later verification of it (consuming
+    /// or not) answers `replayed`. Set it when acting on the token.
+    pub consume: bool,
     /// Accept a proof over a challenge this installation did not issue. Off by default: a proof
     /// counts only over a challenge from [`Installation::issue_challenge`], which it consumes.
     pub allow_unissued_challenge: bool,
@@ -894,6 +897,24 @@ impl Installation {
                         token: verified.claims.sub.clone(),
                         certificate: verdict.agent_id.clone().unwrap_or_default(),
                     });
+                }
+                // Only a token valid in every other respect is looked up, and recorded.
+                let (issuer, jti) = (&verified.claims.iss, &verified.claims.jti);
+                let replayed = if evidence.consume {
+                    self.store
+                        .consume(issuer, jti, verified.claims.exp + clock::DEFAULT_SKEW, now)
+                        .map(|added| !added)
+                } else {
+                    self.store.consumed(issuer, jti)
+                };
+                match replayed {
+                    Ok(false) => {}
+                    Ok(true) => return Err(VerifyError::Replayed(jti.clone())),
+                    // Fail closed: no answer about reuse means no acceptance.
+                    Err(error) => {
+                        tracing::error!(%error, "cannot record a consumed token");
+                        return Err(VerifyError::RevocationUnavailable);
+                    }
                 }
                 verdict.agent_id = Some(verified.claims.sub.clone());
                 verdict.certificate = Some(verified.certificate.claims);

@@ -91,6 +91,13 @@ CREATE TABLE IF NOT EXISTS revocations (
     reason     TEXT NOT NULL,
     PRIMARY KEY (kind, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consumed_tokens (
+    issuer     TEXT NOT NULL,
+    jti        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS consumed_tokens_by_expiry ON consumed_tokens(expires_at);
 ";
 
 impl Store {
@@ -313,6 +320,41 @@ impl Store {
         self.with(|c| {
             c.prepare_cached("SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM revocations")?
                 .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        })
+    }
+
+    /// Whether token `jti` of `issuer` was recorded as consumed.
+    pub fn consumed(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT 1 FROM consumed_tokens WHERE issuer = ?1 AND jti = ?2")?
+                .query_row(params![issuer, jti], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+        })
+    }
+
+    /// Records token `jti` of `issuer` as consumed until `expires_at`, durably; false if it
+    /// already was. Records of tokens expired before `now` are dropped on the way: an expired
+    /// token is refused anyway.
+    pub fn consume(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached("DELETE FROM consumed_tokens WHERE expires_at < ?1")?
+                .execute([now])?;
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO consumed_tokens(issuer, jti, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![issuer, jti, expires_at])?;
+            tx.commit()?;
+            Ok(added == 1)
         })
     }
 
