@@ -35,6 +35,12 @@ pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the hub remembers the owner of an idle MCP session (rmcp closes them after 5 min).
 const SESSION_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// How long rmcp keeps an idle MCP session (its `LocalSessionManager` default).
+const SESSION_IDLE: Duration = Duration::from_secs(300);
+/// Most open MCP sessions one agent may hold.
+pub const MAX_SESSIONS_PER_AGENT: usize = 64;
+/// Most MCP sessions the hub keeps in all.
+pub const MAX_SESSIONS: usize = 10_000;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -523,44 +529,62 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
             *last_used = Instant::now();
         }
     }
-    let body =
-        if parts.method == Method::POST {
-            let bytes =
-                match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, hub.max_body))
-                    .await
-                {
-                    Ok(Ok(bytes)) => bytes,
-                    Ok(Err(_)) => {
-                        return problem(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &format!("request body larger than {} bytes", hub.max_body),
-                        );
-                    }
-                    Err(_) => return problem(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
-                };
-            for (method, tool) in calls(&bytes) {
-                if let Some(scope) = required_scope(&method, tool.as_deref())
-                    && !grant.permits(scope)
-                {
-                    return challenge(
-                        &hub,
-                        StatusCode::FORBIDDEN,
-                        Some((
-                            "insufficient_scope",
-                            &format!(
-                                "{method} {} needs scope {}",
-                                tool.unwrap_or_default(),
-                                scope.name()
-                            ),
-                        )),
-                        Some(scope),
-                    );
-                }
+    let body = if parts.method == Method::POST {
+        let bytes = match tokio::time::timeout(
+            BODY_TIMEOUT,
+            axum::body::to_bytes(body, hub.max_body),
+        )
+        .await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body larger than {} bytes", hub.max_body),
+                );
             }
-            Body::from(bytes)
-        } else {
-            body
+            Err(_) => return problem(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
         };
+        let calls = calls(&bytes);
+        if session.is_none() && calls.iter().any(|(method, _)| method == "initialize") {
+            let sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            // rmcp closes a session idle for 5 minutes: only younger ones count.
+            let own = sessions
+                .values()
+                .filter(|(owner, used)| *owner == grant.agent_id && used.elapsed() < SESSION_IDLE)
+                .count();
+            if own >= MAX_SESSIONS_PER_AGENT || sessions.len() >= MAX_SESSIONS {
+                return problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &format!(
+                        "too many open MCP sessions (at most {MAX_SESSIONS_PER_AGENT} per agent): close some (DELETE /mcp) or use the stateless 2026-07-28 protocol"
+                    ),
+                );
+            }
+        }
+        for (method, tool) in calls {
+            if let Some(scope) = required_scope(&method, tool.as_deref())
+                && !grant.permits(scope)
+            {
+                return challenge(
+                    &hub,
+                    StatusCode::FORBIDDEN,
+                    Some((
+                        "insufficient_scope",
+                        &format!(
+                            "{method} {} needs scope {}",
+                            tool.unwrap_or_default(),
+                            scope.name()
+                        ),
+                    )),
+                    Some(scope),
+                );
+            }
+        }
+        Body::from(bytes)
+    } else {
+        body
+    };
     let agent = grant.agent_id.clone();
     let deleting = parts.method == Method::DELETE;
     parts.extensions.insert(grant);

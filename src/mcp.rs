@@ -418,12 +418,23 @@ impl AgentServer {
         self
     }
 
-    /// The other hub's current snapshot, refreshed when due.
-    async fn hub_snapshot(&self) -> Option<Arc<HubSnapshot>> {
-        match &self.trust {
-            Some(trust) => trust.current().await,
-            None => None,
-        }
+    /// The other hub's current snapshot, refreshed when due, if `certificate` (or, with no
+    /// certificate, a whole token) may come from another CA: evidence of this installation's
+    /// own agents never waits for the other hub.
+    async fn hub_snapshot(
+        &self,
+        certificate: Option<&str>,
+        token: Option<&str>,
+    ) -> Option<Arc<HubSnapshot>> {
+        let trust = self.trust.as_ref()?;
+        let foreign = match certificate {
+            Some(certificate) => agentseal::certificate::AgentCertificate::parse_unverified(
+                certificate,
+            )
+            .is_ok_and(|(_, claims, _)| claims.iss != self.installation.trust_anchor().ca_id),
+            None => token.is_some_and(|t| agentseal::token::parse_unverified(t).is_ok()),
+        };
+        if foreign { trust.current().await } else { None }
     }
 
     /// A server acting, for each request, as the agent of the request's verified
@@ -600,7 +611,9 @@ impl AgentServer {
             consume: p.consume,
             allow_unissued_challenge: false,
         };
-        let snapshot = self.hub_snapshot().await;
+        let snapshot = self
+            .hub_snapshot(evidence.certificate.as_deref(), None)
+            .await;
         blocking(move || {
             let trust = snapshot.as_deref().map(HubSnapshot::trust);
             Ok(Json(
@@ -629,7 +642,9 @@ impl AgentServer {
             ("serial", p.serial.is_some()),
         ])?;
         let installation = self.installation.clone();
-        let snapshot = self.hub_snapshot().await;
+        let snapshot = self
+            .hub_snapshot(p.certificate.as_deref(), p.token.as_deref())
+            .await;
         blocking(move || {
             let (kind, subject) = match (p.token.or(p.token_id), p.certificate.or(p.serial)) {
                 (Some(token), _) => (RevokedKind::Token, token),

@@ -20,6 +20,11 @@ use crate::revocation::RevocationList;
 const MAX_ANCHOR_LEN: usize = 256 * 1024;
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a fetched list is used before asking the hub again (the hub publishes every
+/// revocation at once, with `max-age` at most a minute).
+pub const MAX_CACHE_AGE: Duration = Duration::from_secs(60);
+/// How long after a failed fetch no new one is tried (callers get the cached data meanwhile).
+pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Why a hub's data could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,17 @@ pub struct HubTrust {
     client: reqwest::Client,
     state: RwLock<Option<Arc<HubSnapshot>>>,
     refreshing: tokio::sync::Mutex<()>,
+    last_failure: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// Whether a snapshot should be refetched.
+fn due(snapshot: &HubSnapshot) -> bool {
+    let now = crate::clock::now();
+    now >= snapshot.crl.claims.next_update
+        || now
+            >= snapshot
+                .fetched_at
+                .saturating_add(MAX_CACHE_AGE.as_secs() as i64)
 }
 
 impl HubTrust {
@@ -99,6 +115,7 @@ impl HubTrust {
         }
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| HubError::Fetch {
                 url: url.to_owned(),
@@ -110,6 +127,7 @@ impl HubTrust {
             client,
             state: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            last_failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -123,25 +141,49 @@ impl HubTrust {
         self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The snapshot to verify with: the cached one while its list is before `next_update`,
-    /// otherwise a fresh fetch; if that fails, the cached one (whose lookups fail closed once
-    /// it is past the grace). `None` if the hub was never reached.
+    /// The snapshot to verify with: the cached one until its list's `next_update` (or for at
+    /// most [`MAX_CACHE_AGE`], so revocations arrive within a minute), otherwise a fresh fetch;
+    /// if that fails, the cached one (whose lookups fail closed once past the grace), and no new
+    /// attempt for [`RETRY_AFTER`]. `None` if the hub was never reached.
     pub async fn current(&self) -> Option<Arc<HubSnapshot>> {
-        let now = crate::clock::now();
         if let Some(snapshot) = self.cached()
-            && now < snapshot.crl.claims.next_update
+            && !due(&snapshot)
         {
             return Some(snapshot);
         }
-        if let Err(error) = self.refresh().await {
-            tracing::warn!(hub = %self.base, %error, "revocation data not refreshed");
+        let _one_at_a_time = self.refreshing.lock().await;
+        // Another caller may have refreshed, or failed to, while this one waited.
+        if let Some(snapshot) = self.cached()
+            && !due(&snapshot)
+        {
+            return Some(snapshot);
         }
-        self.cached()
+        let failed_recently = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER);
+        if failed_recently {
+            return self.cached();
+        }
+        match self.fetch_snapshot().await {
+            Ok(snapshot) => Some(snapshot),
+            Err(error) => {
+                tracing::warn!(hub = %self.base, %error, "revocation data not refreshed");
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::Instant::now());
+                self.cached()
+            }
+        }
     }
 
     /// Fetches and verifies the hub's CA and revocation list now.
     pub async fn refresh(&self) -> Result<Arc<HubSnapshot>, HubError> {
         let _one_at_a_time = self.refreshing.lock().await;
+        self.fetch_snapshot().await
+    }
+
+    async fn fetch_snapshot(&self) -> Result<Arc<HubSnapshot>, HubError> {
         let previous = self.cached();
         let anchor_url = self.join("/.well-known/agentseal-ca.json")?;
         let document = self.fetch(&anchor_url, MAX_ANCHOR_LEN).await?;
@@ -194,6 +236,7 @@ impl HubTrust {
             fetched_at: crate::clock::now(),
         });
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::debug!(hub = %self.base, number = snapshot.crl.claims.number, "revocation list refreshed");
         Ok(snapshot)
     }

@@ -825,14 +825,36 @@ impl Installation {
         let resolver = Fallback(&presented, self);
         // Evidence from the external CA (by its certificate's issuer) is verified against that
         // CA and its list only, with the certificates the peer presented.
-        let external = external.filter(|trust| {
-            let issuer = evidence
-                .certificate
-                .as_deref()
-                .and_then(|c| AgentCertificate::parse_unverified(c).ok())
-                .map(|(_, claims, _)| claims.iss);
-            issuer.as_deref() == Some(trust.anchor.ca_id.as_str())
+        let presented_claims = evidence
+            .certificate
+            .as_deref()
+            .and_then(|c| AgentCertificate::parse_unverified(c).ok())
+            .map(|(_, claims, _)| claims);
+        let external = self.distinct(external).filter(|trust| {
+            presented_claims
+                .as_ref()
+                .is_some_and(|claims| claims.iss == trust.anchor.ca_id)
         });
+        // Another CA may not speak for this installation's own agents.
+        if external.is_some()
+            && let Some(claims) = &presented_claims
+            && self.store.agent(&claims.sub)?.is_some()
+        {
+            let error = VerifyError::UnknownIssuer(format!(
+                "{} (it certifies {}, an agent of this installation)",
+                claims.iss, claims.sub
+            ));
+            return Ok(PeerVerdict {
+                valid: false,
+                reasons: vec![error.code().to_owned()],
+                message: Some(error.to_string()),
+                agent_id: None,
+                certificate: None,
+                token: None,
+                proof_verified: false,
+                revocation: self.store.freshness(now),
+            });
+        }
         let verifier = match &external {
             Some(trust) => Verifier {
                 anchor: trust.anchor,
@@ -1186,9 +1208,9 @@ impl Installation {
             RevokedKind::Certificate => self.store.certificate_revocation(&id, now),
         }
         .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
-        if let Some(trust) = external
+        if let Some(trust) = self.distinct(external)
             && revocation.is_none()
-            && !self.issued_here(kind, subject, &id)?
+            && self.issued_by(kind, subject, trust.anchor)?
         {
             let revocation = match kind {
                 RevokedKind::Token => trust.revocation.token_revocation(&id, now),
@@ -1212,22 +1234,43 @@ impl Installation {
         })
     }
 
-    /// Whether this installation issued the certificate `id`, or the certificate the token
-    /// `subject` names.
-    fn issued_here(
+    /// Whether `subject` itself shows it comes from `other`: a certificate naming that CA, or a
+    /// token naming a certificate this installation did not issue. Bare ids say nothing, so
+    /// they are answered locally.
+    fn issued_by(
         &self,
         kind: RevokedKind,
         subject: &str,
-        id: &str,
+        other: &TrustAnchor,
     ) -> Result<bool, ServiceError> {
-        let serial = match kind {
-            RevokedKind::Certificate => id.to_owned(),
+        Ok(match kind {
+            RevokedKind::Certificate => AgentCertificate::parse_unverified(subject)
+                .is_ok_and(|(_, claims, _)| claims.iss == other.ca_id),
             RevokedKind::Token => match token::parse_unverified(subject) {
-                Ok((_, claims)) => claims.cert,
-                Err(_) => return Ok(false),
+                Ok((_, claims)) => self.store.certificate(&claims.cert)?.is_none(),
+                Err(_) => false,
             },
-        };
-        Ok(self.store.certificate(&serial)?.is_some())
+        })
+    }
+
+    /// `external`, unless it could be confused with this installation's own CA (same id or a
+    /// shared key): then it is ignored, and a warning logged.
+    fn distinct<'a>(&self, external: Option<ExternalTrust<'a>>) -> Option<ExternalTrust<'a>> {
+        external.filter(|trust| {
+            let confusable = trust.anchor.ca_id == self.anchor.ca_id
+                || trust
+                    .anchor
+                    .keys
+                    .iter()
+                    .any(|k| self.anchor.keys.contains(k));
+            if confusable {
+                tracing::warn!(
+                    ca = %trust.anchor.ca_id,
+                    "ignoring a trusted hub whose CA has this installation's CA id or keys"
+                );
+            }
+            !confusable
+        })
     }
 
     /// Issues a signed revocation list with the next number, valid for `validity` seconds.

@@ -379,3 +379,53 @@ async fn running_without_authorization_is_explicit_and_loopback_only() {
     assert_eq!(me["agent_id"], A);
     assert!(hub.log().contains("WITHOUT AUTHORIZATION"), "{}", hub.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_cannot_open_unbounded_sessions() {
+    let installation = Installation::new(&[(A, "ed25519"), (B, "ed25519")]);
+    let hub = installation.serve(&[]);
+    let alice = installation.access_token(&hub, A, &[]);
+    let bob = installation.access_token(&hub, B, &[]);
+    let initialize = |token: &str| {
+        reqwest::Client::new()
+            .post(hub.mcp_url())
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .json(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"}}}),
+            )
+    };
+    let mut sessions = Vec::new();
+    for _ in 0..64 {
+        let answer = send(initialize(&alice)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        sessions.push(
+            answer.headers["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let refused = send(initialize(&alice)).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    // Other agents are not affected, and closing a session frees a place.
+    assert_eq!(send(initialize(&bob)).await.status, StatusCode::OK);
+    let closed = send(
+        reqwest::Client::new()
+            .delete(hub.mcp_url())
+            .bearer_auth(&alice)
+            .header("mcp-session-id", &sessions[0])
+            .header("mcp-protocol-version", "2025-11-25"),
+    )
+    .await;
+    assert!(closed.status.is_success(), "{}", closed.status);
+    assert_eq!(send(initialize(&alice)).await.status, StatusCode::OK);
+}

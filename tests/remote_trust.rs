@@ -108,11 +108,23 @@ async fn a_verifier_hub_follows_the_issuing_hubs_revocations_and_fails_closed_wi
             &hub_b,
             Some(&bob),
             "check_revocation",
-            json!({"serial": serial}),
+            json!({"certificate": certificate}),
         )
         .await,
     );
     assert_eq!(status["revoked"], true, "{status}");
+    assert_eq!(status["freshness"]["source"], "crl");
+    // A bare serial says nothing of its issuer: it is answered from B's own records only.
+    let local = structured(
+        &call_tool(
+            &hub_b,
+            Some(&bob),
+            "check_revocation",
+            json!({"serial": serial}),
+        )
+        .await,
+    );
+    assert_eq!(local["freshness"]["source"], "local", "{local}");
 
     // Hub A goes away: once its last list is older than next_update + grace, B fails closed.
     assert!(hub_a.terminate().success());
@@ -128,7 +140,7 @@ async fn a_verifier_hub_follows_the_issuing_hubs_revocations_and_fails_closed_wi
         &hub_b,
         Some(&bob),
         "check_revocation",
-        json!({"serial": serial}),
+        json!({"certificate": certificate}),
     )
     .await;
     let message = answer.message();
@@ -138,4 +150,38 @@ async fn a_verifier_hub_follows_the_issuing_hubs_revocations_and_fails_closed_wi
             .is_some_and(|m| m.contains("revocation_unavailable")),
         "{message}"
     );
+}
+
+/// A trusted hub cannot speak for the verifier's own agents: not by taking the verifier's CA
+/// id, nor by certifying one of its agent ids under its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_hub_cannot_impersonate_the_verifiers_own_agents() {
+    let home = Installation::new(&[(ALICE, "ed25519"), (BOB, "ed25519")]);
+    let status: Value = serde_json::from_str(&home.cli(&["status"])).unwrap();
+    let ca_id = status["ca_id"].as_str().unwrap().to_owned();
+    let sign = |installation: &Installation| {
+        installation.cli(&[
+            "token", "sign", "--agent", ALICE, "--action", "deploy", "--aud", BOB,
+        ])
+    };
+    let certificate = |installation: &Installation| {
+        let shown: Value =
+            serde_json::from_str(&installation.cli(&["cert", "show", ALICE])).unwrap();
+        shown["certificate"].as_str().unwrap().to_owned()
+    };
+    for (init, expected) in [
+        (vec!["--ca-id", ca_id.as_str()], "bad_signature"),
+        (vec![], "unknown_issuer"),
+    ] {
+        let rogue = Installation::with_init(&init, &[(ALICE, "ed25519")]);
+        let rogue_hub = rogue.serve(&["--crl-validity", "1m"]);
+        let hub = home.serve(&["--trust-hub", &rogue_hub.url]);
+        let bob = home.access_token(&hub, BOB, &[]);
+        let forged = verdict(&hub, &bob, &sign(&rogue), &certificate(&rogue)).await;
+        assert_eq!(forged["valid"], false, "{init:?}: {forged}");
+        assert_eq!(forged["reasons"], json!([expected]), "{init:?}: {forged}");
+        // The real Alice still verifies.
+        let real = verdict(&hub, &bob, &sign(&home), &certificate(&home)).await;
+        assert_eq!(real["valid"], true, "{init:?}: {real}");
+    }
 }

@@ -42,9 +42,16 @@ pub struct Installation {
 impl Installation {
     /// A new installation with `agents`, each given as (agent id, `--alg` value).
     pub fn new(agents: &[(&str, &str)]) -> Installation {
+        Self::with_init(&[], agents)
+    }
+
+    /// As [`Installation::new`], with extra `init` flags (such as `--ca-id`).
+    pub fn with_init(init: &[&str], agents: &[(&str, &str)]) -> Installation {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
-        cli(&dir, &["init", "--alg", "ed25519"]);
+        let mut args = vec!["init", "--alg", "ed25519"];
+        args.extend_from_slice(init);
+        cli(&dir, &args);
         for (agent, alg) in agents {
             cli(&dir, &["agent", "create", agent, "--alg", alg]);
         }
