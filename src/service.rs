@@ -1043,15 +1043,30 @@ impl Installation {
 
     /// Verifies a bearer access token presented to the hub whose MCP URL is `audience`, against
     /// this CA and its revocations.
+    /// The agent's current certificate must not be revoked: revoking an agent cuts off its
+    /// access tokens too.
     pub fn authorize(&self, token: &str, audience: &str) -> Result<AccessGrant, VerifyError> {
-        access::verify(
+        let now = clock::now();
+        let grant = access::verify(
             token,
             &self.anchor,
             audience,
             &self.store,
-            clock::now(),
+            now,
             clock::DEFAULT_SKEW,
-        )
+        )?;
+        let serial = match self.store.agent(&grant.agent_id) {
+            Ok(Some(agent)) => agent.current_serial.unwrap_or_default(),
+            Ok(None) => return Err(VerifyError::UnknownCertificate(grant.agent_id)),
+            Err(_) => return Err(VerifyError::RevocationUnavailable),
+        };
+        if let Some(entry) = self.store.certificate_revocation(&serial, now)? {
+            return Err(VerifyError::CertificateRevoked {
+                serial,
+                reason: entry.reason,
+            });
+        }
+        Ok(grant)
     }
 
     /// Revokes a token, given the token itself or its id. Durable before it returns.

@@ -169,6 +169,13 @@ async fn a_revoked_access_token_is_refused_at_once() {
     installation.cli(&["revoke", "token", &token, "--reason", "leaked"]);
     let answer = call_tool(&hub, Some(&token), "whoami", json!({})).await;
     assert_unauthorized(&answer, &hub, Some("revoked"));
+
+    // Revoking the agent's certificate cuts off its other access tokens too.
+    let other = installation.access_token(&hub, A, &[]);
+    structured(&call_tool(&hub, Some(&other), "whoami", json!({})).await);
+    installation.cli(&["revoke", "cert", A, "--reason", "compromised"]);
+    let answer = call_tool(&hub, Some(&other), "whoami", json!({})).await;
+    assert_unauthorized(&answer, &hub, Some("certificate_revoked"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
