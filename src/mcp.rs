@@ -569,10 +569,10 @@ impl AgentServer {
         idempotent_hint = false,
         open_world_hint = false
     ))]
-    async fn new_challenge(&self) -> Result<Json<NewChallenge>, McpError> {
+    async fn new_challenge(&self, Caller(agent): Caller) -> Result<Json<NewChallenge>, McpError> {
         let installation = self.installation.clone();
         blocking(move || {
-            let (challenge, expires_at) = installation.issue_challenge()?;
+            let (challenge, expires_at) = installation.issue_challenge(&agent)?;
             Ok(Json(NewChallenge {
                 challenge,
                 expires_at,
