@@ -44,12 +44,15 @@
 //! session's dispatch, the core's `spawn_blocking` work, the response. The harness runs on the
 //! same machine as the hub and competes with it for CPU; its own CPU time is printed too.
 
-use std::error::Error;
+#[path = "harness.rs"]
+mod harness;
+
+use harness::{Result, cli, machine_note, object, warn_if_stale};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
@@ -58,8 +61,6 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Barrier, mpsc};
-
-type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
 /// An MCP client session authorized as one agent.
 type Session = RunningService<RoleClient, ()>;
@@ -155,28 +156,6 @@ fn parse_options() -> Result<Options> {
     }
     warn_if_stale(&options.agentseal);
     Ok(options)
-}
-
-/// Warns when the default binary is older than the sources (a forgotten `cargo build --release`
-/// would silently measure old code). Best effort: any I/O error just skips the check.
-fn warn_if_stale(binary: &Path) {
-    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
-        return;
-    };
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let newest = std::fs::read_dir(src)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    if newest > built {
-        eprintln!(
-            "warning: {} is older than src/; run `cargo build --release` to measure the current code",
-            binary.display()
-        );
-    }
 }
 
 /// The id of agent `i`.
@@ -295,25 +274,6 @@ impl Drop for Installation {
     }
 }
 
-/// Runs one `agentseal` command against `dir` with the keyutils store; returns its stdout.
-fn cli(agentseal: &Path, dir: &Path, args: &[&str]) -> Result<String> {
-    let out = StdCommand::new(agentseal)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--key-store", "keyutils"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "agentseal {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// A running hub, killed on drop unless [`Hub::terminate`] stopped it.
 struct Hub {
     child: Option<Child>,
@@ -410,14 +370,6 @@ fn sample(pid: &str) -> Result<ProcessSample> {
         threads: field("Threads:"),
         cpu: Duration::from_millis(ticks * 10),
     })
-}
-
-/// The JSON object of a `json!({...})` literal, as tool arguments.
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("tool arguments must be a JSON object, not {other}"),
-    }
 }
 
 /// One `tools/call` round trip; a JSON-RPC error or a tool error (`isError`) is an error here.
@@ -751,16 +703,6 @@ async fn run_level(
     level.sign = Latency::new(sign);
     level.verify = Latency::new(verify);
     Ok(level)
-}
-
-/// Context that belongs next to the figures: how loaded the machine was.
-fn machine_note() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "n/a".to_owned());
-    format!("{cpus} CPUs available, 1-minute load average {load}")
 }
 
 fn mib(kib: u64) -> String {

@@ -29,18 +29,18 @@
 //! `spawn_blocking` hop, the cryptography and SQLite work, the response serialization, the pipe
 //! read and the client's parse. A few warm-up calls per session are not counted.
 
-use std::error::Error;
+#[path = "harness.rs"]
+mod harness;
+
+use harness::{Result, cli, machine_note, object, warn_if_stale};
 use std::path::{Path, PathBuf};
-use std::process::Command as StdCommand;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
 use rmcp::transport::{ConfigureCommandExt, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
-
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// The three agents, one per signature algorithm: (label in the table, `--alg`, agent id).
 const AGENTS: [(&str, &str, &str); 3] = [
@@ -107,28 +107,6 @@ fn parse_options() -> Result<Options> {
     }
     warn_if_stale(&options.agentseal);
     Ok(options)
-}
-
-/// Warns when the default binary is older than the sources (a forgotten `cargo build --release`
-/// would silently benchmark old code). Best effort: any I/O error just skips the check.
-fn warn_if_stale(binary: &Path) {
-    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
-        return;
-    };
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let newest = std::fs::read_dir(src)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
-        .max()
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    if newest > built {
-        eprintln!(
-            "warning: {} is older than src/; run `cargo build --release` to benchmark the current code",
-            binary.display()
-        );
-    }
 }
 
 /// A temporary installation with the three agents. Dropping it destroys the installation
@@ -204,33 +182,6 @@ impl Drop for Installation {
                 self.ca_id
             );
         }
-    }
-}
-
-/// Runs one `agentseal` command against `dir` with the keyutils store; returns its stdout.
-fn cli(agentseal: &Path, dir: &Path, args: &[&str]) -> Result<String> {
-    let out = StdCommand::new(agentseal)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--key-store", "keyutils"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        return Err(format!(
-            "agentseal {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-        .into());
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-/// The JSON object of a `json!({...})` literal, as tool arguments.
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("tool arguments must be a JSON object, not {other}"),
     }
 }
 
@@ -398,16 +349,6 @@ async fn run(installation: &Installation, options: &Options) -> Result<Vec<(Stri
         session.cancel().await?;
     }
     Ok(rows)
-}
-
-/// Context that belongs next to the figures: how loaded the machine was.
-fn machine_note() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "n/a".to_owned());
-    format!("{cpus} CPUs available, 1-minute load average {load}")
 }
 
 #[tokio::main]
