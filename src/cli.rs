@@ -107,6 +107,7 @@ enum Command {
     /// Verify an action token; prints the verified claims, or the reason and exits 1.
     Verify {
         /// The token ("-" reads it from stdin).
+        #[arg(allow_hyphen_values = true)]
         token: String,
         /// The audience you are: the token's `aud` must match (RFC 8725 §3.9).
         #[arg(long, required_unless_present = "any_audience")]
@@ -129,6 +130,7 @@ enum Command {
         #[arg(value_name = "token|certificate")]
         kind: KindArg,
         /// The token or its jti; the certificate, its serial, or the agent id.
+        #[arg(allow_hyphen_values = true)]
         subject: String,
     },
     /// Issue a signed revocation list (next number, valid until --validity from now).
@@ -235,12 +237,14 @@ enum CertCommand {
     /// Print an agent's current certificate (by agent id or serial) and its claims.
     Show {
         /// Agent id or certificate serial.
+        #[arg(allow_hyphen_values = true)]
         agent_or_serial: String,
     },
     /// Verify a certificate against this CA (and its proof of possession, if given); exits 1 if
     /// it is not valid.
     Verify {
         /// The certificate, an agent id, a serial, or "-" for stdin.
+        #[arg(allow_hyphen_values = true)]
         certificate: String,
         /// A proof of possession (from `cert present --challenge`) to check as well.
         #[arg(long, requires_all = ["challenge", "aud"])]
@@ -342,6 +346,7 @@ enum RevokeCommand {
     /// Revoke an action token.
     Token {
         /// The token, or its jti.
+        #[arg(allow_hyphen_values = true)]
         token_or_jti: String,
         /// Why (recorded and published in the revocation list).
         #[arg(long, default_value = "unspecified")]
@@ -350,6 +355,7 @@ enum RevokeCommand {
     /// Revoke a certificate by serial, or every certificate of an agent by agent id.
     Cert {
         /// Certificate serial or agent id.
+        #[arg(allow_hyphen_values = true)]
         serial_or_agent: String,
         /// Why.
         #[arg(long, default_value = "unspecified")]

@@ -574,3 +574,27 @@ fn a_presented_certificate_proves_possession_over_a_fresh_challenge() {
     let bare = json(&ok(&dir, &["cert", "present", "--agent", AGENT]));
     assert!(bare.get("proof").is_none());
 }
+
+/// Token ids and serials are base64url, so one in 64 starts with `-`: commands must take them as
+/// values, not as flags.
+#[test]
+fn ids_that_start_with_a_dash_are_values_not_flags() {
+    let (_cleanup, dir) = setup();
+    let jti = "-E0y3D906Omndhuxs9Bbmw";
+    assert_eq!(
+        json(&ok(&dir, &["check-revocation", "token", jti]))["revoked"],
+        false
+    );
+    ok(&dir, &["revoke", "token", jti, "--reason", "leaked"]);
+    assert_eq!(
+        json(&ok(&dir, &["check-revocation", "token", jti]))["revoked"],
+        true
+    );
+    let out = run(&dir, &["revoke", "cert", "-no-such-serial"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no certificate or agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
