@@ -2,7 +2,7 @@
 //! describing the machine a run was made on.
 
 use std::error::Error;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::SystemTime;
 
@@ -67,4 +67,69 @@ pub fn machine_note() -> String {
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "n/a".to_owned());
     format!("{cpus} CPUs available, 1-minute load average {load}")
+}
+
+/// A temporary installation (keyutils key store) with the given agents. Dropping it destroys
+/// the installation (database and keyring entries) and then the temporary directory.
+pub struct Installation {
+    pub agentseal: PathBuf,
+    pub dir: PathBuf,
+    pub ca_id: String,
+    destroyed: bool,
+    /// Removed after `Drop::drop` has run `destroy` (fields are dropped after it).
+    _tmp: tempfile::TempDir,
+}
+
+impl Installation {
+    /// `init`, then `agent create ID --alg ALG` for each of `agents`.
+    pub fn create<'a>(
+        agentseal: &Path,
+        agents: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Installation> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("data");
+        let info: Value = serde_json::from_str(&cli(agentseal, &dir, &["init"])?)?;
+        let ca_id = info["ca_id"]
+            .as_str()
+            .ok_or("`init` printed no ca_id")?
+            .to_owned();
+        // From here on the guard exists, so a failing `agent create` still cleans up.
+        let installation = Installation {
+            agentseal: agentseal.to_owned(),
+            dir,
+            ca_id,
+            destroyed: false,
+            _tmp: tmp,
+        };
+        for (agent, alg) in agents {
+            installation.cli(&["agent", "create", agent, "--alg", alg])?;
+        }
+        Ok(installation)
+    }
+
+    /// Runs one `agentseal` command on this installation; returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        cli(&self.agentseal, &self.dir, args)
+    }
+
+    /// Destroys the installation, reporting failure (the `Drop` fallback can only print it).
+    pub fn destroy(mut self) -> Result<()> {
+        self.destroyed = true;
+        self.cli(&["destroy", "--confirm", &self.ca_id])?;
+        Ok(())
+    }
+}
+
+impl Drop for Installation {
+    fn drop(&mut self) {
+        if !self.destroyed
+            && let Err(e) = self.cli(&["destroy", "--confirm", &self.ca_id])
+        {
+            eprintln!(
+                "warning: could not destroy the temporary installation in {} (CA {}): {e}",
+                self.dir.display(),
+                self.ca_id
+            );
+        }
+    }
 }

@@ -47,7 +47,7 @@
 #[path = "harness.rs"]
 mod harness;
 
-use harness::{Result, cli, machine_note, object, warn_if_stale};
+use harness::{Installation, Result, machine_note, object, warn_if_stale};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
@@ -163,51 +163,7 @@ fn agent_id(i: usize) -> String {
     format!("agent://load.example/agent-{i:03}")
 }
 
-/// A temporary installation with `count` agents. Dropping it destroys the installation
-/// (database and keyring entries) and then the temporary directory.
-struct Installation {
-    agentseal: PathBuf,
-    dir: PathBuf,
-    ca_id: String,
-    destroyed: bool,
-    /// Removed after `Drop::drop` has run `destroy` (fields are dropped after it).
-    _tmp: tempfile::TempDir,
-}
-
 impl Installation {
-    fn create(agentseal: &Path, count: usize, alg: &str) -> Result<Installation> {
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().join("data");
-        let info: Value = serde_json::from_str(&cli(agentseal, &dir, &["init"])?)?;
-        let ca_id = info["ca_id"]
-            .as_str()
-            .ok_or("`init` printed no ca_id")?
-            .to_owned();
-        // From here on the guard exists, so a failing `agent create` still cleans up.
-        let installation = Installation {
-            agentseal: agentseal.to_owned(),
-            dir,
-            ca_id,
-            destroyed: false,
-            _tmp: tmp,
-        };
-        for i in 0..count {
-            installation.cli(&["agent", "create", &agent_id(i), "--alg", alg])?;
-        }
-        Ok(installation)
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<String> {
-        cli(&self.agentseal, &self.dir, args)
-    }
-
-    /// Destroys the installation, reporting failure (the `Drop` fallback can only print it).
-    fn destroy(mut self) -> Result<()> {
-        self.destroyed = true;
-        self.cli(&["destroy", "--confirm", &self.ca_id])?;
-        Ok(())
-    }
-
     /// Starts `agentseal serve --http 127.0.0.1:0` and waits for its "listening on" line.
     fn serve(&self) -> Result<Hub> {
         let mut child = StdCommand::new(&self.agentseal)
@@ -257,20 +213,6 @@ impl Installation {
                 Ok(token.trim().to_owned())
             })
             .collect()
-    }
-}
-
-impl Drop for Installation {
-    fn drop(&mut self) {
-        if !self.destroyed
-            && let Err(e) = self.cli(&["destroy", "--confirm", &self.ca_id])
-        {
-            eprintln!(
-                "warning: could not destroy the load-test installation in {} (CA {}): {e}",
-                self.dir.display(),
-                self.ca_id
-            );
-        }
     }
 }
 
@@ -733,7 +675,11 @@ async fn main_inner() -> Result<bool> {
         "creating an installation with {agents} {} agents ...",
         options.alg
     );
-    let installation = Installation::create(&options.agentseal, agents, &options.alg)?;
+    let ids: Vec<String> = (0..agents).map(agent_id).collect();
+    let installation = Installation::create(
+        &options.agentseal,
+        ids.iter().map(|id| (id.as_str(), options.alg.as_str())),
+    )?;
     eprintln!(
         "installation: {} (CA {}), keyutils",
         installation.dir.display(),

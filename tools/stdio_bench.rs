@@ -32,7 +32,7 @@
 #[path = "harness.rs"]
 mod harness;
 
-use harness::{Result, cli, machine_note, object, warn_if_stale};
+use harness::{Installation, Result, machine_note, object, warn_if_stale};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -109,51 +109,7 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-/// A temporary installation with the three agents. Dropping it destroys the installation
-/// (database and keyring entries) and then the temporary directory.
-struct Installation {
-    agentseal: PathBuf,
-    dir: PathBuf,
-    ca_id: String,
-    destroyed: bool,
-    /// Removed after `Drop::drop` has run `destroy` (fields are dropped after it).
-    _tmp: tempfile::TempDir,
-}
-
 impl Installation {
-    fn create(agentseal: &Path) -> Result<Installation> {
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().join("data");
-        let info: Value = serde_json::from_str(&cli(agentseal, &dir, &["init"])?)?;
-        let ca_id = info["ca_id"]
-            .as_str()
-            .ok_or("`init` printed no ca_id")?
-            .to_owned();
-        // From here on the guard exists, so a failing `agent create` still cleans up.
-        let installation = Installation {
-            agentseal: agentseal.to_owned(),
-            dir,
-            ca_id,
-            destroyed: false,
-            _tmp: tmp,
-        };
-        for (_, alg, agent) in AGENTS {
-            installation.cli(&["agent", "create", agent, "--alg", alg])?;
-        }
-        Ok(installation)
-    }
-
-    fn cli(&self, args: &[&str]) -> Result<String> {
-        cli(&self.agentseal, &self.dir, args)
-    }
-
-    /// Destroys the installation, reporting failure (the `Drop` fallback can only print it).
-    fn destroy(mut self) -> Result<()> {
-        self.destroyed = true;
-        self.cli(&["destroy", "--confirm", &self.ca_id])?;
-        Ok(())
-    }
-
     /// Starts `agentseal serve --agent ID` as a child process and completes the MCP handshake
     /// (`initialize` request, its reply, then the `initialized` notification). Returns the
     /// session and the time from just before the spawn to the handshake's completion.
@@ -168,20 +124,6 @@ impl Installation {
         // `initialize` and the client has sent `initialized`.
         let session = ().serve(transport).await?;
         Ok((session, start.elapsed()))
-    }
-}
-
-impl Drop for Installation {
-    fn drop(&mut self) {
-        if !self.destroyed
-            && let Err(e) = self.cli(&["destroy", "--confirm", &self.ca_id])
-        {
-            eprintln!(
-                "warning: could not destroy the benchmark installation in {} (CA {}): {e}",
-                self.dir.display(),
-                self.ca_id
-            );
-        }
     }
 }
 
@@ -366,7 +308,10 @@ async fn main_inner() -> Result<()> {
     let options = parse_options()?;
     let before = machine_note();
     eprintln!("agentseal: {}", options.agentseal.display());
-    let installation = Installation::create(&options.agentseal)?;
+    let installation = Installation::create(
+        &options.agentseal,
+        AGENTS.map(|(_, alg, agent)| (agent, alg)),
+    )?;
     eprintln!(
         "installation: {} (CA {}), keyutils",
         installation.dir.display(),
