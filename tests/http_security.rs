@@ -8,7 +8,8 @@ use agentseal::access::{self, AccessClaims};
 use agentseal::crypto::{Algorithm, SigningKey};
 use agentseal::keystore::{self, KeyName, KeyStoreKind};
 use common::hub::{
-    Answer, Hub, Installation, call_tool, mcp_request, mcp_request_to, send, structured,
+    Answer, Hub, Installation, call_tool, initialize_request, mcp_request, mcp_request_to, send,
+    structured,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -219,19 +220,7 @@ async fn each_token_acts_as_its_own_agent_only() {
     assert_eq!(answer.message()["error"]["code"], -32602, "{}", answer.body);
 
     // Sessions belong to the agent that opened them: Bob cannot use or close Alice's.
-    let init = send(
-        reqwest::Client::new()
-            .post(hub.mcp_url())
-            .bearer_auth(&alice)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"}}}),
-            ),
-    )
-    .await;
+    let init = send(initialize_request(&hub, &alice)).await;
     assert_eq!(init.status, StatusCode::OK, "{}", init.body);
     let session = init.headers["mcp-session-id"].to_str().unwrap().to_owned();
     let on_session = |token: &str, method: reqwest::Method| {
@@ -393,18 +382,7 @@ async fn an_agent_cannot_open_unbounded_sessions() {
     let hub = installation.serve(&[]);
     let alice = installation.access_token(&hub, A, &[]);
     let bob = installation.access_token(&hub, B, &[]);
-    let initialize = |token: &str| {
-        reqwest::Client::new()
-            .post(hub.mcp_url())
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .json(
-                &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                "protocolVersion": "2025-11-25", "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"}}}),
-            )
-    };
+    let initialize = |token: &str| initialize_request(&hub, token);
     let mut sessions = Vec::new();
     for _ in 0..64 {
         let answer = send(initialize(&alice)).await;

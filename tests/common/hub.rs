@@ -245,6 +245,20 @@ pub fn mcp_request(
     mcp_request_to(&hub.mcp_url(), method, name, params)
 }
 
+/// A 2025-11-25 `initialize` request with `token`: opens an MCP session.
+pub fn initialize_request(hub: &Hub, token: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .post(hub.mcp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}),
+        )
+}
+
 pub fn mcp_request_to(
     url: &str,
     method: &str,
