@@ -91,6 +91,7 @@ fn tokens(c: &mut Criterion) {
         });
         let signed = token::sign(&certificate, &refs, &request, now).unwrap();
         let expect = Expectations {
+            max_delegation_depth: None,
             audience: Some("svc".into()),
             action: Some("deploy".into()),
             args: Some(request.args.clone()),

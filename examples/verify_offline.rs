@@ -60,6 +60,7 @@ fn main() -> ExitCode {
             skew: 60,
         };
         let expect = Expectations {
+            max_delegation_depth: None,
             audience: Some(audience.clone()),
             action: Some(action.clone()),
             args: Some(agentseal::verify::parse_args(arguments)?),

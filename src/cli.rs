@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use agentseal::access::Scope;
+use agentseal::delegation::GrantRequest;
 use agentseal::jose::EdAlgName;
 use agentseal::keystore::KeyStoreKind;
 use agentseal::reason::VerifyError;
@@ -104,6 +105,31 @@ enum Command {
     /// Sign action tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Let one agent act for another (a signed delegation grant): prints the grant as JSON.
+    /// Revoke it with `agentseal revoke token <grant_id>`.
+    Delegate {
+        /// The delegating agent.
+        #[arg(long)]
+        from: String,
+        /// The delegate.
+        #[arg(long)]
+        to: String,
+        /// An action the delegate may authorize (repeatable; "*" for all).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// An audience the delegate may address (repeatable; default: any).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+        /// Space-separated scopes the delegate may use.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Lifetime, e.g. 1h (default), at most 1 day.
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        ttl: i64,
+        /// Pass on a delegation --from holds: the principal it acts for.
+        #[arg(long, value_name = "PRINCIPAL")]
+        on_behalf_of: Option<String>,
+    },
     /// Verify an action token; prints the verified claims, or the reason and exits 1.
     Verify {
         /// The token ("-" reads it from stdin).
@@ -146,6 +172,9 @@ enum Command {
         #[arg(long)]
         with_agents: bool,
     },
+    /// Check and export the tamper-evident audit log (every tool call and CLI operation).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy {
         /// The installation's CA id (see `agentseal status`), to confirm.
@@ -200,6 +229,52 @@ enum AccessTokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the whole audit log: every record's hash, signature by this CA, and place in the
+    /// chain. Prints the record count and head; if any record was edited, deleted, inserted or
+    /// reordered, names the first bad one and exits 1.
+    Verify {
+        /// Also require the log to end at this head (SEQ:HASH, as printed by an earlier
+        /// verify), to catch a database rolled back to an older state.
+        #[arg(long, value_name = "SEQ:HASH", value_parser = parse_head)]
+        head: Option<agentseal::audit::AuditHead>,
+    },
+    /// Print audit records, one JSON object per line: the exact signed body, its hash, key id
+    /// and signature (verifiable with the CA's JWKS), and the parsed record.
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// First record to print.
+        #[arg(long, default_value_t = 1, value_name = "SEQ")]
+        from: i64,
+        /// Only records whose actor is this agent id (or `operator`).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    /// JSON Lines.
+    Jsonl,
+}
+
+fn parse_head(text: &str) -> Result<agentseal::audit::AuditHead, String> {
+    text.split_once(':')
+        .and_then(|(seq, hash)| {
+            let seq = seq.parse().ok()?;
+            (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())).then(|| {
+                agentseal::audit::AuditHead {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                }
+            })
+        })
+        .ok_or_else(|| "expected SEQ:HASH, e.g. 42:3f1c… (64 hex digits)".to_owned())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -305,6 +380,9 @@ enum TokenCommand {
         /// Print a JSON object with the token, its id and expiry instead of the bare token.
         #[arg(long)]
         json: bool,
+        /// Act for this principal: an agent that delegated to --agent, or a user.
+        #[arg(long, value_name = "PRINCIPAL")]
+        on_behalf_of: Option<String>,
     },
 }
 
@@ -497,7 +575,10 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             eprintln!("warning: {caveat}");
         }
         tracing::info!(ca_id = %info.ca_id, key_store = %info.key_store, "installation created");
-        return Ok(Outcome::Json(json!(info)));
+        let (operation, request) = audit_request(&cli.command);
+        let info = json!(info);
+        record(&installation, &operation, request, Ok(&info))?;
+        return Ok(Outcome::Json(info));
     }
     let installation = match Installation::open(&dir, cli.global.key_store) {
         // The hub is the main job: on a fresh machine it starts on embedded defaults.
@@ -522,7 +603,55 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
     tracing::debug!(key_store = %installation.info().key_store, "installation opened");
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
-        Command::Status => Ok(Outcome::Json(json!(installation.info()))),
+        Command::Serve { .. } => {
+            let (operation, request) = audit_request(&cli.command);
+            record(&installation, &operation, request, Ok(&Value::Null))?;
+            serve(installation, cli.command)
+        }
+        // Reading the log is not recorded in it: verifying never changes what it verifies.
+        Command::Audit(command) => audit(&installation, command),
+        Command::Destroy { confirm } => {
+            if confirm != installation.trust_anchor().ca_id {
+                return Err(ServiceError::InvalidInput(format!(
+                    "--confirm must be this installation's CA id, {}",
+                    installation.trust_anchor().ca_id
+                )));
+            }
+            let deleted = installation.destroy()?;
+            Ok(Outcome::Json(
+                json!({ "destroyed": dir, "keys_deleted": deleted }),
+            ))
+        }
+        command => {
+            let (operation, request) = audit_request(&command);
+            let outcome = operate(&installation, command);
+            // A bare token printed is recorded by its id, like any token.
+            let printed = match &outcome {
+                Ok(Outcome::Text(text)) => json!({ "token": text }),
+                _ => Value::Null,
+            };
+            let result = match &outcome {
+                Ok(Outcome::Json(value) | Outcome::Invalid(value)) => Ok(value),
+                Ok(_) => Ok(&printed),
+                Err(error) => Err(error.code()),
+            };
+            match (record(&installation, &operation, request, result), outcome) {
+                (Ok(()), outcome) => outcome,
+                (Err(error), Ok(_)) => Err(ServiceError::InvalidInput(format!(
+                    "the operation was done but the audit log could not record it ({error}); its output is withheld"
+                ))),
+                (Err(error), Err(original)) => {
+                    eprintln!("warning: the audit log could not record this failure: {error}");
+                    Err(original)
+                }
+            }
+        }
+    }
+}
+
+/// Runs `serve` (stdio or HTTP) until it ends.
+fn serve(installation: Installation, command: Command) -> Result<Outcome, ServiceError> {
+    match command {
         Command::Serve {
             agent,
             http:
@@ -581,6 +710,14 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             crate::mcp::serve_stdio(installation, agent, trust)?;
             Ok(Outcome::Quiet)
         }
+        _ => unreachable!("only serve commands"),
+    }
+}
+
+/// Runs one operation that leaves the installation in place.
+fn operate(installation: &Installation, command: Command) -> Result<Outcome, ServiceError> {
+    match command {
+        Command::Status => Ok(Outcome::Json(json!(installation.info()))),
         Command::Agent(AgentCommand::Create {
             agent_id,
             alg,
@@ -681,6 +818,7 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             scope,
             ed_alg,
             json,
+            on_behalf_of,
         }) => {
             let mut request = ActionRequest::new(action, aud, args.value()?);
             request.ttl = ttl.unwrap_or(request.ttl);
@@ -690,13 +828,35 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             } else {
                 EdAlgName::EdDsa
             };
-            let signed = installation.sign_action(&agent, &request)?;
+            let signed = installation.sign_action_for(&agent, &request, on_behalf_of.as_deref())?;
             tracing::info!(agent = %agent, jti = %signed.jti, "action token signed");
             Ok(if json {
                 Outcome::Json(json!(signed))
             } else {
                 Outcome::Text(signed.token)
             })
+        }
+        Command::Delegate {
+            from,
+            to,
+            actions,
+            audiences,
+            scope,
+            ttl,
+            on_behalf_of,
+        } => {
+            let request = GrantRequest {
+                delegate: to,
+                actions,
+                audiences: (!audiences.is_empty()).then_some(audiences),
+                scope,
+                ttl,
+            };
+            Ok(Outcome::Json(json!(installation.delegate(
+                &from,
+                &request,
+                on_behalf_of.as_deref()
+            )?)))
         }
         Command::Verify {
             token,
@@ -707,6 +867,7 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
         } => {
             let token = read_input(&token)?;
             let expect = Expectations {
+                max_delegation_depth: None,
                 audience: aud,
                 action,
                 args: if args.given() {
@@ -756,17 +917,225 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
             Ok(Outcome::Json(json!(installation.trust_anchor().jwks())))
         }
         Command::Jwks { with_agents: true } => Ok(Outcome::Json(json!(installation.jwks()?))),
-        Command::Destroy { confirm } => {
-            if confirm != installation.trust_anchor().ca_id {
-                return Err(ServiceError::InvalidInput(format!(
-                    "--confirm must be this installation's CA id, {}",
-                    installation.trust_anchor().ca_id
-                )));
+        Command::Init { .. }
+        | Command::Serve { .. }
+        | Command::Audit(_)
+        | Command::Destroy { .. } => {
+            unreachable!("handled by execute")
+        }
+    }
+}
+
+/// The operation name and the request facts an audit record of `command` keeps (ids, actions,
+/// audiences; never tokens or action arguments as given).
+fn audit_request(command: &Command) -> (String, serde_json::Map<String, Value>) {
+    let mut request = serde_json::Map::new();
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(value) = value {
+            request.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    };
+    let operation = match command {
+        Command::Init { ca_id, .. } => {
+            put("id", ca_id.as_deref());
+            "init"
+        }
+        Command::Status => "status",
+        Command::Serve { agent, http, .. } => {
+            put("agent_id", agent.as_deref());
+            put(
+                "transport",
+                Some(if http.http.is_some() { "http" } else { "stdio" }),
+            );
+            "serve"
+        }
+        Command::AccessToken(AccessTokenCommand::Issue {
+            agent,
+            audience,
+            scope,
+            ..
+        }) => {
+            put("agent_id", Some(agent));
+            put("audience", Some(audience));
+            put("scope", scope.as_deref());
+            "access_token.issue"
+        }
+        Command::Agent(AgentCommand::Create { agent_id, .. }) => {
+            put("agent_id", Some(agent_id));
+            "agent.create"
+        }
+        Command::Agent(AgentCommand::List) => "agent.list",
+        Command::Cert(CertCommand::Show { agent_or_serial }) => {
+            put("id", Some(agent_or_serial));
+            "cert.show"
+        }
+        Command::Cert(CertCommand::Verify {
+            certificate, aud, ..
+        }) => {
+            put("certificate", Some(certificate));
+            put("audience", aud.as_deref());
+            "cert.verify"
+        }
+        Command::Cert(CertCommand::Present { agent, aud, .. }) => {
+            put("agent_id", Some(agent));
+            put("audience", aud.as_deref());
+            "cert.present"
+        }
+        Command::Cert(CertCommand::Renew { agent_id, .. }) => {
+            put("agent_id", Some(agent_id));
+            "cert.renew"
+        }
+        Command::Token(TokenCommand::Sign {
+            agent,
+            action,
+            aud,
+            on_behalf_of,
+            ..
+        }) => {
+            put("agent_id", Some(agent));
+            put("action", Some(action));
+            put("audience", Some(aud));
+            put("on_behalf_of", on_behalf_of.as_deref());
+            "token.sign"
+        }
+        Command::Delegate {
+            from,
+            to,
+            on_behalf_of,
+            ..
+        } => {
+            put("agent_id", Some(from));
+            put("delegate", Some(to));
+            put("on_behalf_of", on_behalf_of.as_deref());
+            "delegate"
+        }
+        Command::Verify {
+            token, aud, action, ..
+        } => {
+            put("token", Some(token));
+            put("audience", aud.as_deref());
+            put("expected_action", action.as_deref());
+            "verify"
+        }
+        Command::Revoke(RevokeCommand::Token {
+            token_or_jti,
+            reason,
+        }) => {
+            put("token", Some(token_or_jti));
+            if agentseal::jose::Jws::parse(token_or_jti).is_err() && token_or_jti != "-" {
+                put("token_id", Some(token_or_jti));
             }
-            let deleted = installation.destroy()?;
-            Ok(Outcome::Json(
-                json!({ "destroyed": dir, "keys_deleted": deleted }),
-            ))
+            put("reason", Some(reason));
+            "revoke.token"
+        }
+        Command::Revoke(RevokeCommand::Cert {
+            serial_or_agent,
+            reason,
+        }) => {
+            put("serial", Some(serial_or_agent));
+            put("reason", Some(reason));
+            "revoke.cert"
+        }
+        Command::CheckRevocation { kind, subject } => {
+            put(
+                "kind",
+                Some(match kind {
+                    KindArg::Token => "token",
+                    KindArg::Certificate => "certificate",
+                }),
+            );
+            put("id", Some(subject));
+            "check_revocation"
+        }
+        Command::Crl { .. } => "crl",
+        Command::Jwks { .. } => "jwks",
+        Command::Audit(_) => "audit",
+        Command::Destroy { .. } => "destroy",
+    };
+    (format!("cli.{operation}"), request)
+}
+
+/// Appends the record of a CLI operation by the operator.
+fn record(
+    installation: &Installation,
+    operation: &str,
+    request: serde_json::Map<String, Value>,
+    result: Result<&Value, &str>,
+) -> Result<(), ServiceError> {
+    let mut details = serde_json::Map::new();
+    details.insert("transport".into(), "cli".into());
+    if let Ok(user) = std::env::var("USER").or_else(|_| std::env::var("USERNAME")) {
+        details.insert(
+            "os_user".into(),
+            user.chars().take(64).collect::<String>().into(),
+        );
+    }
+    let event = crate::audit_event::event("operator", operation, &request, result, details);
+    installation.audit(&event).map(drop)
+}
+
+/// `agentseal audit ...`.
+fn audit(installation: &Installation, command: AuditCommand) -> Result<Outcome, ServiceError> {
+    match command {
+        AuditCommand::Verify { head } => Ok(match installation.verify_audit(head)? {
+            Ok(summary) => Outcome::Json(json!({
+                "valid": true,
+                "records": summary.records,
+                "head": format!("{}:{}", summary.head.seq, summary.head.hash),
+            })),
+            Err(fault) => Outcome::Invalid(json!({
+                "valid": false,
+                "reasons": [fault.code()],
+                "first_bad_record": fault.seq(),
+                "message": fault.to_string(),
+            })),
+        }),
+        AuditCommand::Export {
+            format: ExportFormat::Jsonl,
+            from,
+            actor,
+        } => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut failure = None;
+            installation.audit_records(from, &mut |record| {
+                let Ok(body) = record.parsed() else {
+                    // Not a record: exported as stored, for `audit verify` to explain.
+                    return write_line(&mut out, &json!(record), &mut failure);
+                };
+                if actor.as_ref().is_some_and(|a| *a != body.actor) {
+                    return true;
+                }
+                let mut line = json!(record);
+                line["record"] = json!(body);
+                write_line(&mut out, &line, &mut failure)
+            })?;
+            if failure.is_none()
+                && let Err(e) = out.flush()
+            {
+                failure = Some(e);
+            }
+            match failure {
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                Some(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(
+                    ServiceError::InvalidInput(format!("cannot write the export: {e}")),
+                ),
+                _ => Ok(Outcome::Quiet),
+            }
+        }
+    }
+}
+
+fn write_line(
+    out: &mut impl std::io::Write,
+    line: &Value,
+    failure: &mut Option<std::io::Error>,
+) -> bool {
+    match writeln!(out, "{line}") {
+        Ok(()) => true,
+        Err(e) => {
+            *failure = Some(e);
+            false
         }
     }
 }

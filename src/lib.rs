@@ -49,7 +49,7 @@
 //! let crl = RevocationList::verify(&crl, &anchor, 300).unwrap();
 //! let presented = PresentedCertificates(vec![cert]);
 //! let verifier = Verifier { anchor: &anchor, certificates: &presented, revocation: &crl, skew: 60 };
-//! let expect = Expectations {
+//! let expect = Expectations { max_delegation_depth: None,
 //!     audience: Some("https://deploy.acme.example".into()),
 //!     action: Some("deploy".into()),
 //!     args: Some(json!({"repo": "web"})),
@@ -66,10 +66,12 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod audit;
 pub mod certificate;
 pub mod challenge;
 pub mod clock;
 pub mod crypto;
+pub mod delegation;
 pub mod fsutil;
 pub mod jose;
 pub mod keystore;

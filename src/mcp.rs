@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use agentseal::access::{AccessGrant, Scope};
+use agentseal::delegation::GrantRequest;
 use agentseal::jose::JwkSet;
 use agentseal::remote::{HubSnapshot, HubTrust};
 use agentseal::revocation::{RevocationEntry, RevokedKind};
@@ -18,9 +19,9 @@ use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
 use rmcp::model::{
-    Implementation, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
-    ResourceContents, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::schemars::JsonSchema;
 use rmcp::service::RequestContext;
@@ -33,6 +34,9 @@ use serde_json::Value;
 const CERTIFICATE_URI: &str = "agentseal://agent/certificate";
 const JWKS_URI: &str = "agentseal://ca/jwks";
 const CRL_URI: &str = "agentseal://ca/crl";
+const AUDIT_URI: &str = "agentseal://agent/audit";
+/// How many of its records an agent's audit resource shows.
+const AUDIT_RESOURCE_RECORDS: i64 = 50;
 
 /// The MCP server of one agent (stdio), or of whichever agent each request is authorized as
 /// (HTTP hub).
@@ -62,7 +66,9 @@ impl FromContextPart<ToolCallContext<'_, AgentServer>> for Caller {
 /// `None`: any authorized agent may make it (initialize, ping, listings).
 pub fn required_scope(method: &str, tool: Option<&str>) -> Option<Scope> {
     match (method, tool) {
-        ("tools/call", Some("sign_action" | "present_certificate")) => Some(Scope::Sign),
+        ("tools/call", Some("sign_action" | "present_certificate" | "delegate")) => {
+            Some(Scope::Sign)
+        }
         ("tools/call", Some("revoke")) => Some(Scope::Revoke),
         // Unknown tools too: the call fails anyway, but only after the scope check.
         ("tools/call", _) | ("resources/read", _) => Some(Scope::Verify),
@@ -162,6 +168,51 @@ pub struct SignActionParams {
     /// Space-separated scopes to record in the token.
     #[serde(default)]
     pub scope: Option<String>,
+    /// Act for someone else: an agent that delegated to you with `delegate` (the token then
+    /// carries the whole delegation chain), or the user you act for (named on your word).
+    /// Omit it when you act for yourself.
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+}
+
+/// Parameters of `delegate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateParams {
+    /// The agent id that may act for you (or for whom you act) from now on.
+    pub delegate: String,
+    /// The actions it may authorize, e.g. ["deploy"]; "*" for every action you may do.
+    pub actions: Vec<String>,
+    /// The audiences it may address (default: any you may).
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// Space-separated scopes it may put in its tokens (default: none).
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// Lifetime in seconds (default 3600, at most 86400, and never beyond your own delegation).
+    #[serde(default)]
+    pub ttl_seconds: Option<i64>,
+    /// Pass on a delegation you hold: the principal you act for (default: yourself).
+    #[serde(default)]
+    pub on_behalf_of: Option<String>,
+}
+
+/// A delegation grant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GrantResult {
+    /// The signed grant. The delegate's server already has it; send it along only to a
+    /// delegate served elsewhere.
+    pub grant: String,
+    /// Its id: revoke the grant (and everything under it) with `revoke` and this grant.
+    pub grant_id: String,
+    /// For whom the delegate may act.
+    pub principal: String,
+    /// The delegate.
+    pub delegate: String,
+    /// When it expires.
+    pub expires_at: i64,
+    /// Actors in the chain, the delegate included.
+    pub depth: usize,
 }
 
 /// A signed action token.
@@ -247,6 +298,10 @@ pub struct PeerResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Value>,
     /// Whether a proof of possession over your challenge was verified.
+    /// When the signer acts for another: the principal, whether it signed the first grant
+    /// itself, the acting agents (principal side first, the signer last), and the grants.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Value>,
     pub proof_verified: bool,
     /// Where the revocation data came from and how fresh it is.
     pub revocation_freshness: Value,
@@ -265,6 +320,9 @@ impl From<PeerVerdict> for PeerResult {
             token: v
                 .token
                 .map(|t| serde_json::to_value(t).unwrap_or(Value::Null)),
+            delegation: v
+                .delegation
+                .map(|d| serde_json::to_value(d).unwrap_or(Value::Null)),
             proof_verified: v.proof_verified,
             revocation_freshness: serde_json::to_value(v.revocation).unwrap_or(Value::Null),
         }
@@ -325,7 +383,7 @@ impl From<RevocationStatus> for RevocationResult {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeParams {
-    /// A token you signed that must no longer be honoured (for example, it leaked).
+    /// A token or delegation grant you signed that must no longer be honoured.
     #[serde(default)]
     pub token: Option<String>,
     /// The serial of one of your own certificates.
@@ -518,11 +576,49 @@ impl AgentServer {
         }
         request.scope = p.scope;
         blocking(move || {
-            let signed = installation.sign_action(&agent, &request)?;
+            let signed =
+                installation.sign_action_for(&agent, &request, p.on_behalf_of.as_deref())?;
             Ok(Json(SignedToken {
                 token: signed.token,
                 token_id: signed.jti,
                 expires_at: signed.exp,
+            }))
+        })
+        .await
+    }
+
+    /// Lets another agent act for you (or pass on what you may do for someone): it may then
+    /// call sign_action with on_behalf_of set to you, for the actions, audiences and time you
+    /// grant here, never more than you hold yourself. Grant the least it needs; revoke the grant
+    /// when the work is done.
+    #[tool(input_schema = input_schema::<DelegateParams>(), annotations(
+        read_only_hint = false,
+        destructive_hint = false,
+        idempotent_hint = false,
+        open_world_hint = false
+    ))]
+    async fn delegate(
+        &self,
+        Caller(agent): Caller,
+        Args(p): Args<DelegateParams>,
+    ) -> Result<Json<GrantResult>, McpError> {
+        let installation = self.installation.clone();
+        let request = GrantRequest {
+            delegate: p.delegate,
+            actions: p.actions,
+            audiences: p.audiences,
+            scope: p.scope,
+            ttl: p.ttl_seconds.unwrap_or(3_600),
+        };
+        blocking(move || {
+            let issued = installation.delegate(&agent, &request, p.on_behalf_of.as_deref())?;
+            Ok(Json(GrantResult {
+                grant: issued.grant,
+                grant_id: issued.grant_id,
+                principal: issued.principal,
+                delegate: issued.delegate,
+                expires_at: issued.expires_at,
+                depth: issued.depth,
             }))
         })
         .await
@@ -661,8 +757,9 @@ impl AgentServer {
         .await
     }
 
-    /// Revokes a token you signed (for example one that leaked), or your own certificate if
-    /// your keys may be compromised. Irreversible: a revoked certificate stops you signing
+    /// Revokes a token or delegation grant you signed (for example one that leaked, or a
+    /// delegation whose work is done: everything under it stops verifying), or your own
+    /// certificate if your keys may be compromised. Irreversible: a revoked certificate stops you signing
     /// anything until the operator gives you a new identity. You cannot revoke other agents'
     /// tokens or certificates.
     #[tool(input_schema = input_schema::<RevokeParams>(), annotations(
@@ -717,15 +814,63 @@ impl ServerHandler for AgentServer {
         ))
     }
 
+    /// Runs the tool, then appends what happened to the audit log before answering: a result
+    /// that cannot be recorded is withheld (no unaudited token leaves the server).
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Ok(agent) = self.caller(&context) else {
+            // Nobody to attribute it to: the call fails the same way inside the router.
+            let call = ToolCallContext::new(self, request, context);
+            return self.tool_router.call(call).await;
+        };
+        let operation = format!("mcp.{}", request.name);
+        let arguments = request.arguments.clone().unwrap_or_default();
+        let details = request_details(&context);
+        let call = ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(call).await;
+        let outcome = match &response {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                Err("tool_error")
+            }
+            Ok(CallToolResponse::Complete(result)) => {
+                Ok(result.structured_content.clone().unwrap_or(Value::Null))
+            }
+            Ok(_) => Ok(Value::Null),
+            Err(error) => Err(error_code(error)),
+        };
+        let event = crate::audit_event::event(
+            &agent,
+            &operation,
+            &arguments,
+            outcome.as_ref().map_err(|code| *code),
+            details,
+        );
+        let installation = self.installation.clone();
+        match blocking(move || installation.audit(&event)).await {
+            Ok(_) => response,
+            Err(error) => {
+                tracing::error!(%error, operation, "audit log append failed; result withheld");
+                Err(McpError::internal_error(
+                    "the audit log could not record this call, so its result is withheld",
+                    None,
+                ))
+            }
+        }
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
         // In the order a model meets them: who am I, act, prove, then check others.
-        const ORDER: [&str; 7] = [
+        const ORDER: [&str; 8] = [
             "whoami",
             "sign_action",
+            "delegate",
             "present_certificate",
             "new_challenge",
             "verify_peer",
@@ -750,6 +895,12 @@ impl ServerHandler for AgentServer {
                 .with_mime_type("application/jwk-set+json"),
             Resource::new(CRL_URI, "revocation-list")
                 .with_description("The CA's current signed revocation list"),
+            Resource::new(AUDIT_URI, "audit-log")
+                .with_description(
+                    "Your most recent audit records (newest first): every tool call you made, \
+                     its decision and reason codes",
+                )
+                .with_mime_type("application/json"),
         ]))
     }
 
@@ -779,6 +930,28 @@ impl ServerHandler for AgentServer {
                 let mime = jose_media_type(&crl);
                 ResourceContents::text(crl, CRL_URI).with_mime_type(mime)
             }
+            AUDIT_URI => {
+                let agent = self.caller(&context)?;
+                let records =
+                    blocking(move || installation.recent_audit(&agent, AUDIT_RESOURCE_RECORDS))
+                        .await?;
+                let records: Vec<Value> = records
+                    .into_iter()
+                    .map(|(seq, body)| {
+                        serde_json::json!({
+                            "seq": seq,
+                            "time": body.time,
+                            "operation": body.op,
+                            "decision": body.decision,
+                            "reasons": body.reasons,
+                            "chain": body.chain,
+                            "details": body.details,
+                        })
+                    })
+                    .collect();
+                let text = serde_json::to_string(&records).unwrap_or_default();
+                ResourceContents::text(text, AUDIT_URI).with_mime_type("application/json")
+            }
             other => {
                 return Err(McpError::resource_not_found(
                     format!("unknown resource {other}: see resources/list"),
@@ -787,6 +960,61 @@ impl ServerHandler for AgentServer {
             }
         };
         Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+/// Where a tool call came from: transport, protocol revision, client, and on the hub the MCP
+/// session and the access token used.
+fn request_details(context: &RequestContext<RoleServer>) -> serde_json::Map<String, Value> {
+    let mut details = serde_json::Map::new();
+    let parts = context.extensions.get::<axum::http::request::Parts>();
+    details.insert(
+        "transport".into(),
+        if parts.is_some() { "http" } else { "stdio" }.into(),
+    );
+    if let Some(version) = context.protocol_version() {
+        details.insert("protocol".into(), version.to_string().into());
+    }
+    if let Some(client) = context.client_info() {
+        details.insert(
+            "client".into(),
+            format!("{} {}", client.name, client.version)
+                .chars()
+                .take(128)
+                .collect::<String>()
+                .into(),
+        );
+    }
+    if let Some(parts) = parts {
+        if let Some(session) = parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            details.insert(
+                "session".into(),
+                session.chars().take(128).collect::<String>().into(),
+            );
+        }
+        if let Some(jti) = parts
+            .extensions
+            .get::<AccessGrant>()
+            .and_then(|g| g.jti.clone())
+        {
+            details.insert("access_token_id".into(), jti.into());
+        }
+    }
+    details
+}
+
+/// A stable name for an MCP error's JSON-RPC code.
+fn error_code(error: &McpError) -> &'static str {
+    match error.code.0 {
+        -32602 => "invalid_params",
+        -32601 => "method_not_found",
+        -32600 => "invalid_request",
+        -32002 => "resource_not_found",
+        _ => "internal_error",
     }
 }
 

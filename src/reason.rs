@@ -113,6 +113,51 @@ pub enum VerifyError {
     /// No fresh revocation data is available, so the verifier fails closed.
     #[error("revocation data unavailable or stale")]
     RevocationUnavailable,
+    /// The delegation chain does not connect: a grant names other parties, another principal
+    /// or another parent than the chain's, or `act` disagrees with the grants.
+    #[error("delegation chain broken: {0}")]
+    DelegationBroken(String),
+    /// A grant is not signed by the certified keys of the agent it names as delegator (forged,
+    /// or re-signed by another agent).
+    #[error("delegation grant {index} is not signed by its delegator's certified keys")]
+    DelegationBadSignature {
+        /// The grant's position in the chain, from 0 at the root.
+        index: usize,
+    },
+    /// A grant, or its delegator's certificate, is revoked: so is everything under it.
+    #[error("delegation grant {index} is revoked: {detail}")]
+    DelegationRevoked {
+        /// The grant's position in the chain.
+        index: usize,
+        /// What was revoked, and why.
+        detail: String,
+    },
+    /// A grant or the token allows more than the grant above it: an action, audience or scope.
+    #[error("scope escalation: {0}")]
+    ScopeEscalation(String),
+    /// A grant or the token is valid beyond the grant above it.
+    #[error("delegation grant {index} is outlived by what it authorizes")]
+    DelegationOutlivesParent {
+        /// The position of the grant that is outlived.
+        index: usize,
+    },
+    /// A grant is past its `exp` (or before its `nbf`).
+    #[error("delegation grant {index} is not valid now")]
+    DelegationExpired {
+        /// The grant's position in the chain.
+        index: usize,
+    },
+    /// The chain has more actors than the verifier allows.
+    #[error("delegation chain has {depth} actors, more than the limit of {max}")]
+    DelegationTooDeep {
+        /// Actors in the chain (the signer included).
+        depth: usize,
+        /// The verifier's limit.
+        max: usize,
+    },
+    /// A party appears twice in the chain.
+    #[error("delegation chain names {0} twice")]
+    DelegationCycle(String),
 }
 
 impl VerifyError {
@@ -141,6 +186,14 @@ impl VerifyError {
             VerifyError::ProofRequired => "proof_required",
             VerifyError::RevocationUnavailable => "revocation_unavailable",
             VerifyError::Replayed(_) => "replayed",
+            VerifyError::DelegationBroken(_) => "delegation_broken",
+            VerifyError::DelegationBadSignature { .. } => "delegation_bad_signature",
+            VerifyError::DelegationRevoked { .. } => "delegation_revoked",
+            VerifyError::ScopeEscalation(_) => "scope_escalation",
+            VerifyError::DelegationOutlivesParent { .. } => "delegation_outlives_parent",
+            VerifyError::DelegationExpired { .. } => "delegation_expired",
+            VerifyError::DelegationTooDeep { .. } => "delegation_too_deep",
+            VerifyError::DelegationCycle(_) => "delegation_cycle",
         }
     }
 

@@ -10,17 +10,21 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::access::{self, AccessClaims, AccessGrant, Scope};
+use crate::audit::{
+    self, AuditEvent, AuditFault, AuditHead, AuditSummary, AuditVerifier, RecordBody, SealedRecord,
+};
 use crate::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use crate::challenge::ChallengeBook;
 use crate::clock;
 use crate::crypto::{Algorithm, CryptoError, PublicKey, Seed, SigningKey};
+use crate::delegation::{self, Chain, GrantClaims, GrantRequest};
 use crate::jose::{Jwk, JwkSet};
 use crate::keystore::{self, KeyName, KeyStore, KeyStoreError, KeyStoreKind};
 use crate::reason::VerifyError;
 use crate::revocation::{
     CrlClaims, Freshness, RevocationEntry, RevocationList, RevocationSource, RevokedKind,
 };
-use crate::store::{AgentRecord, CertificateRecord, Store, StoreError};
+use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Store, StoreError};
 use crate::token::{self, ActionRequest, Expectations, SignedAction};
 use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, Verifier};
 
@@ -98,6 +102,29 @@ pub enum ServiceError {
         /// The error.
         source: std::io::Error,
     },
+}
+
+impl ServiceError {
+    /// A stable code for the kind of error (audit records and machine-readable output).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ServiceError::NotInitialized(_) => "not_initialized",
+            ServiceError::AlreadyInitialized(_) => "already_initialized",
+            ServiceError::KeyStoreMismatch { .. } => "key_store_mismatch",
+            ServiceError::UnknownAgent(_) => "unknown_agent",
+            ServiceError::AgentExists(_) => "agent_exists",
+            ServiceError::InvalidInput(_) => "invalid_input",
+            ServiceError::UnknownCertificate(_) => "unknown_certificate",
+            ServiceError::CertificateUnusable { .. } => "certificate_unusable",
+            ServiceError::KeyMismatch(_) => "key_mismatch",
+            ServiceError::NotPermitted(_) => "not_permitted",
+            ServiceError::Unverifiable(reason) => reason.code(),
+            ServiceError::KeyStore(_) => "key_store_error",
+            ServiceError::Store(_) => "database_error",
+            ServiceError::Crypto(_) => "crypto_error",
+            ServiceError::Io { .. } => "io_error",
+        }
+    }
 }
 
 fn renewal_hint(reason: &VerifyError) -> &'static str {
@@ -244,6 +271,9 @@ pub struct PeerVerdict {
     /// The verified token's claims.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<token::ActionClaims>,
+    /// The verified delegation chain, when the token's signer acts for another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<crate::verify::VerifiedChain>,
     /// Whether a proof of possession was verified.
     pub proof_verified: bool,
     /// How fresh the revocation data used is.
@@ -308,6 +338,40 @@ fn jti_of(token: &str) -> Result<String, VerifyError> {
         Some(jti) if !jti.is_empty() => Ok(jti.to_owned()),
         _ => Err(VerifyError::Malformed("the token has no jti".into())),
     }
+}
+
+/// A delegation grant just signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct IssuedGrant {
+    /// The signed grant (send it to the delegate if it lives on another hub).
+    pub grant: String,
+    /// Its id: revoke it like a token id.
+    pub grant_id: String,
+    /// For whom the delegate may act.
+    pub principal: String,
+    /// The delegate.
+    pub delegate: String,
+    /// When it expires (capped at the delegator's own grant).
+    pub expires_at: i64,
+    /// Actors in the chain, the delegate included.
+    pub depth: usize,
+}
+
+/// A principal or actor named in a chain: a non-empty id of at most 256 printable bytes.
+fn check_party(party: &str) -> Result<(), ServiceError> {
+    if party.is_empty() || party.len() > 256 || party.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidInput(
+            "on_behalf_of must be 1 to 256 bytes without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The claims of a grant read back from the database.
+fn grant_claims(encoded: &str) -> Result<GrantClaims, ServiceError> {
+    delegation::parse_unverified(encoded)
+        .map(|(_, claims)| claims)
+        .map_err(|e| ServiceError::InvalidInput(format!("stored delegation grant: {e}")))
 }
 
 /// A certificate as presented to a peer, with a proof of possession when a challenge was given.
@@ -713,6 +777,229 @@ impl Installation {
         Ok(token::sign(&certificate, &refs, request, clock::now())?)
     }
 
+    /// Signs an action token as `agent_id` acting for `on_behalf_of`: an agent that granted it
+    /// a delegation (directly or through a chain), or a party outside the CA, such as a user,
+    /// that the agent names on its own word. The token carries the chain (`sub`, `act`, `dlg`);
+    /// its lifetime is capped at the grant's.
+    pub fn sign_action_for(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+        on_behalf_of: Option<&str>,
+    ) -> Result<SignedAction, ServiceError> {
+        let Some(principal) = on_behalf_of.filter(|p| *p != agent_id) else {
+            return self.sign_action(agent_id, request);
+        };
+        let now = clock::now();
+        let (chain, last) = self.chain_for(agent_id, principal, now)?;
+        let mut request = request.clone();
+        if let Some(last) = &last {
+            let refused = |what: String| {
+                ServiceError::NotPermitted(format!(
+                    "{what} is not delegated to {agent_id} for {principal}"
+                ))
+            };
+            if !delegation::action_allowed(last, &request.action) {
+                return Err(refused(format!("action {:?}", request.action)));
+            }
+            if !delegation::audience_allowed(last, &request.audience) {
+                return Err(refused(format!("audience {:?}", request.audience)));
+            }
+            delegation::scope_within(last.scope.as_deref(), request.scope.as_deref())
+                .map_err(|extra| refused(format!("scope {extra:?}")))?;
+            request.ttl = request.ttl.min(last.exp - now);
+        }
+        request.delegation = Some(chain);
+        self.sign_action(agent_id, &request)
+    }
+
+    /// Grants `request.delegate` the right to act for `delegator` (or, with `on_behalf_of`, for
+    /// the principal `delegator` itself acts for), within what `delegator` holds. Returns the
+    /// signed grant, also recorded so the delegate's `sign_action_for` finds it.
+    pub fn delegate(
+        &self,
+        delegator: &str,
+        request: &GrantRequest,
+        on_behalf_of: Option<&str>,
+    ) -> Result<IssuedGrant, ServiceError> {
+        validate_agent_id(&request.delegate)?;
+        let principal = on_behalf_of.unwrap_or(delegator);
+        check_party(principal)?;
+        if request.actions.is_empty() {
+            return Err(ServiceError::InvalidInput(
+                "name at least one action to delegate (or \"*\" for all you may do)".into(),
+            ));
+        }
+        for (field, values, limit) in [
+            ("action", request.actions.as_slice(), 128),
+            (
+                "audience",
+                request.audiences.as_deref().unwrap_or_default(),
+                512,
+            ),
+        ] {
+            if values.len() > 64
+                || values
+                    .iter()
+                    .any(|v| v.is_empty() || v.len() > limit || v.chars().any(char::is_control))
+            {
+                return Err(ServiceError::InvalidInput(format!(
+                    "at most 64 {field}s, each 1 to {limit} bytes without control characters"
+                )));
+            }
+        }
+        if request.ttl <= 0 || request.ttl > delegation::MAX_GRANT_TTL {
+            return Err(ServiceError::InvalidInput(format!(
+                "delegation TTL must be between 1 and {} seconds",
+                delegation::MAX_GRANT_TTL
+            )));
+        }
+        let now = clock::now();
+        let (chain, parent) = if principal == delegator {
+            (
+                Chain {
+                    principal: principal.to_owned(),
+                    actors: Vec::new(),
+                    grants: Vec::new(),
+                },
+                None,
+            )
+        } else {
+            self.chain_for(delegator, principal, now)?
+        };
+        // Parties after this grant: principal, earlier actors, delegator, delegate.
+        let parties: Vec<&str> = std::iter::once(principal)
+            .chain(chain.actors.iter().map(String::as_str))
+            .chain([delegator])
+            .collect();
+        if parties.contains(&request.delegate.as_str()) {
+            return Err(ServiceError::InvalidInput(format!(
+                "{} is already in this delegation chain",
+                request.delegate
+            )));
+        }
+        // Actors after this grant: the earlier ones, the delegator unless it is the principal,
+        // and the delegate.
+        let depth = chain.actors.len() + usize::from(principal != delegator) + 1;
+        if depth > delegation::DEFAULT_MAX_DEPTH {
+            return Err(ServiceError::InvalidInput(format!(
+                "the chain would have {depth} actors; the limit is {}",
+                delegation::DEFAULT_MAX_DEPTH
+            )));
+        }
+        let mut request = request.clone();
+        if let Some(parent) = &parent {
+            request.ttl = request.ttl.min(parent.exp - now);
+            if request.ttl <= 0 {
+                return Err(ServiceError::NotPermitted(format!(
+                    "{delegator}'s own delegation has expired"
+                )));
+            }
+        }
+        let (certificate, keys) = self.usable_signer(delegator)?;
+        let refs: Vec<&SigningKey> = keys.iter().collect();
+        let (encoded, claims) = delegation::grant(
+            &certificate,
+            &refs,
+            principal,
+            parent.as_ref(),
+            &request,
+            now,
+        )?;
+        if let Some(parent) = &parent {
+            // What the verifier would refuse is refused here, with the same words.
+            delegation::narrows(parent, &claims).map_err(ServiceError::NotPermitted)?;
+        }
+        self.store.insert_grant(&GrantRecord {
+            jti: claims.jti.clone(),
+            delegator: delegator.to_owned(),
+            delegate: claims.sub.clone(),
+            principal: principal.to_owned(),
+            expires_at: claims.exp,
+            encoded: encoded.clone(),
+        })?;
+        Ok(IssuedGrant {
+            grant: encoded,
+            grant_id: claims.jti,
+            principal: principal.to_owned(),
+            delegate: claims.sub,
+            expires_at: claims.exp,
+            depth,
+        })
+    }
+
+    /// The chain that lets `agent_id` act for `principal`, and its last grant's claims: from
+    /// the recorded grants; a principal that is not an agent of this installation and granted
+    /// nothing is a party the agent names on its own word.
+    fn chain_for(
+        &self,
+        agent_id: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<(Chain, Option<GrantClaims>), ServiceError> {
+        check_party(principal)?;
+        let revoked = |jti: &str| -> Result<bool, ServiceError> {
+            Ok(self.store.revocation(RevokedKind::Token, jti)?.is_some())
+        };
+        for record in self.store.grants_for(agent_id, principal, now)? {
+            if revoked(&record.jti)? {
+                continue;
+            }
+            // Walk up to the root; a revoked or missing ancestor makes this grant useless.
+            let mut grants = vec![record.encoded.clone()];
+            let mut claims = vec![grant_claims(&record.encoded)?];
+            let mut usable = true;
+            while let Some(parent) = claims.last().and_then(|c| c.parent.clone()) {
+                match self.store.grant(&parent)? {
+                    Some(p) if !revoked(&p.jti)? && p.expires_at >= now => {
+                        claims.push(grant_claims(&p.encoded)?);
+                        grants.push(p.encoded);
+                    }
+                    _ => {
+                        usable = false;
+                        break;
+                    }
+                }
+                if grants.len() > delegation::DEFAULT_MAX_DEPTH {
+                    usable = false;
+                    break;
+                }
+            }
+            if !usable {
+                continue;
+            }
+            grants.reverse();
+            claims.reverse();
+            let mut actors: Vec<String> = Vec::new();
+            if claims[0].iss != principal {
+                actors.push(claims[0].iss.clone());
+            }
+            actors.extend(claims[..claims.len() - 1].iter().map(|c| c.sub.clone()));
+            let last = claims.pop();
+            return Ok((
+                Chain {
+                    principal: principal.to_owned(),
+                    actors,
+                    grants,
+                },
+                last,
+            ));
+        }
+        if self.store.agent(principal)?.is_some() {
+            return Err(ServiceError::NotPermitted(format!(
+                "{principal} has not delegated to {agent_id} (or the delegation expired or was revoked): it must call delegate first"
+            )));
+        }
+        Ok((
+            Chain {
+                principal: principal.to_owned(),
+                actors: Vec::new(),
+                grants: Vec::new(),
+            },
+            None,
+        ))
+    }
+
     /// Issues a fresh single-use challenge for a peer's proof of possession, to be verified by
     /// `verifier` only (the agent whose `verify_peer` will check it); returns it and its expiry.
     /// Held in this process's memory.
@@ -852,6 +1139,7 @@ impl Installation {
                 agent_id: None,
                 certificate: None,
                 token: None,
+                delegation: None,
                 proof_verified: false,
                 revocation: self.store.freshness(now),
             });
@@ -875,6 +1163,7 @@ impl Installation {
             agent_id: None,
             certificate: None,
             token: None,
+            delegation: None,
             proof_verified: false,
             revocation: verifier.revocation.freshness(now),
         };
@@ -907,6 +1196,7 @@ impl Installation {
             }
             if let Some(token) = &evidence.token {
                 let expect = Expectations {
+                    max_delegation_depth: None,
                     audience: Some(evidence.audience.clone()),
                     action: evidence.action.clone(),
                     args: args.clone(),
@@ -915,10 +1205,10 @@ impl Installation {
                 if verdict
                     .agent_id
                     .as_ref()
-                    .is_some_and(|a| a != &verified.claims.sub)
+                    .is_some_and(|a| a != &verified.claims.iss)
                 {
                     return Err(VerifyError::SubjectMismatch {
-                        token: verified.claims.sub.clone(),
+                        token: verified.claims.iss.clone(),
                         certificate: verdict.agent_id.clone().unwrap_or_default(),
                     });
                 }
@@ -940,9 +1230,10 @@ impl Installation {
                         return Err(VerifyError::RevocationUnavailable);
                     }
                 }
-                verdict.agent_id = Some(verified.claims.sub.clone());
+                verdict.agent_id = Some(verified.claims.iss.clone());
                 verdict.certificate = Some(verified.certificate.claims);
                 verdict.token = Some(verified.claims);
+                verdict.delegation = verified.delegation;
             }
             Ok(())
         })();
@@ -954,6 +1245,7 @@ impl Installation {
                 verdict.agent_id = None;
                 verdict.certificate = None;
                 verdict.token = None;
+                verdict.delegation = None;
                 verdict.proof_verified = false;
             }
         }
@@ -1111,19 +1403,29 @@ impl Installation {
         token: &str,
         reason: &str,
     ) -> Result<RevocationEntry, ServiceError> {
-        let (jws, claims) = token::parse_unverified(token.trim())
-            .map_err(|e| ServiceError::InvalidInput(format!("not an action token: {e}")))?;
+        // An action token, or a delegation grant (revoking it cuts off everything under it).
+        let (jws, typ, iss, cert, jti) = match token::parse_unverified(token.trim()) {
+            Ok((jws, c)) => (jws, token::TOKEN_TYP, c.iss, c.cert, c.jti),
+            Err(e) => match delegation::parse_unverified(token.trim()) {
+                Ok((jws, c)) => (jws, delegation::GRANT_TYP, c.iss, c.cert, c.jti),
+                Err(_) => {
+                    return Err(ServiceError::InvalidInput(format!(
+                        "not an action token or delegation grant: {e}"
+                    )));
+                }
+            },
+        };
         let record = self
             .store
-            .certificate(&claims.cert)?
-            .filter(|record| record.agent_id == agent_id && claims.iss == agent_id)
+            .certificate(&cert)?
+            .filter(|record| record.agent_id == agent_id && iss == agent_id)
             .ok_or_else(|| {
                 ServiceError::NotPermitted(format!("{agent_id} may revoke only tokens it signed"))
             })?;
         let (_, _, keys) = AgentCertificate::parse_unverified(&record.encoded).map_err(|e| {
             StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
         })?;
-        jws.check_typ(token::TOKEN_TYP)
+        jws.check_typ(typ)
             .and_then(|()| jws.verify(&keys))
             .map_err(|e| {
                 ServiceError::NotPermitted(format!(
@@ -1131,7 +1433,7 @@ impl Installation {
                     e.code()
                 ))
             })?;
-        self.revoke_token(&claims.jti, reason)
+        self.revoke_token(&jti, reason)
     }
 
     /// Revokes one of `agent_id`'s own certificates (its current one by default).
@@ -1352,6 +1654,70 @@ impl Installation {
         };
         *cache = Some((state, crl.clone()));
         Ok(crl)
+    }
+
+    /// Appends `event` to the audit log, signed by the CA's first key, durably before returning.
+    pub fn audit(&self, event: &AuditEvent) -> Result<SealedRecord, ServiceError> {
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let now = clock::now();
+        self.store.append_audit(&event.actor, |previous| {
+            Ok::<_, ServiceError>(audit::seal(event, previous, now, &ca[0])?)
+        })
+    }
+
+    /// Verifies the whole audit log against the CA's keys and the head the last append
+    /// recorded, or `head` if given (one kept aside, so that rolling back the database with its
+    /// recorded head is found too). `Ok(Err(fault))` names the first bad record.
+    pub fn verify_audit(
+        &self,
+        head: Option<AuditHead>,
+    ) -> Result<Result<AuditSummary, AuditFault>, ServiceError> {
+        let head = match head {
+            Some(head) => Some(head),
+            None => self.store.audit_head()?,
+        };
+        let mut verifier = AuditVerifier::new(&self.anchor.keys);
+        let mut fault = None;
+        self.store
+            .audit_records(1, &mut |record| match verifier.push(&record) {
+                Ok(()) => true,
+                Err(e) => {
+                    fault = Some(e);
+                    false
+                }
+            })?;
+        Ok(match fault {
+            Some(fault) => Err(fault),
+            None => verifier.finish(head.as_ref()),
+        })
+    }
+
+    /// Visits the audit records from position `from` on, as stored (verify before trusting).
+    pub fn audit_records(
+        &self,
+        from: i64,
+        visit: &mut dyn FnMut(SealedRecord) -> bool,
+    ) -> Result<(), ServiceError> {
+        Ok(self.store.audit_records(from, visit)?)
+    }
+
+    /// The `limit` most recent audit records about `actor`, newest first, as signed.
+    pub fn recent_audit(
+        &self,
+        actor: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, RecordBody)>, ServiceError> {
+        Ok(self
+            .store
+            .audit_recent(actor, limit)?
+            .into_iter()
+            .filter_map(|record| {
+                let body = record.parsed().ok()?;
+                (body.actor == actor).then_some((record.seq, body))
+            })
+            .collect())
     }
 
     /// The public keys peers need: the CA's, then every agent's current keys.

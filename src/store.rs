@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::audit::{AuditHead, SealedRecord};
 use crate::reason::VerifyError;
 use crate::revocation::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
 
@@ -98,6 +99,24 @@ CREATE TABLE IF NOT EXISTS consumed_tokens (
     PRIMARY KEY (issuer, jti)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS consumed_tokens_by_expiry ON consumed_tokens(expires_at);
+CREATE TABLE IF NOT EXISTS delegations (
+    jti        TEXT PRIMARY KEY,
+    delegator  TEXT NOT NULL,
+    delegate   TEXT NOT NULL,
+    principal  TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, principal, expires_at);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq   INTEGER PRIMARY KEY,
+    actor TEXT NOT NULL,
+    body  TEXT NOT NULL,
+    hash  TEXT NOT NULL,
+    kid   TEXT NOT NULL,
+    sig   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
 ";
 
 impl Store {
@@ -427,6 +446,201 @@ impl Store {
         tx.commit().map_err(sqlite)?;
         Ok((next, certificates, tokens))
     }
+}
+
+/// A delegation grant as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// Grant id.
+    pub jti: String,
+    /// The delegating agent.
+    pub delegator: String,
+    /// The delegate.
+    pub delegate: String,
+    /// The principal the chain acts for.
+    pub principal: String,
+    /// Expiry.
+    pub expires_at: i64,
+    /// The signed grant.
+    pub encoded: String,
+}
+
+impl Store {
+    /// Records a grant an agent of this installation signed.
+    pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO delegations(jti, delegator, delegate, principal, expires_at, encoded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    grant.jti,
+                    grant.delegator,
+                    grant.delegate,
+                    grant.principal,
+                    grant.expires_at,
+                    grant.encoded
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The unexpired grants that let `delegate` act for `principal`, newest expiry first.
+    pub fn grants_for(
+        &self,
+        delegate: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT jti, delegator, delegate, principal, expires_at, encoded FROM delegations
+                 WHERE delegate = ?1 AND principal = ?2 AND expires_at >= ?3
+                 ORDER BY expires_at DESC",
+            )?
+            .query_map(params![delegate, principal, now], grant_record)?
+            .collect()
+        })
+    }
+
+    /// A grant by id.
+    pub fn grant(&self, jti: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT jti, delegator, delegate, principal, expires_at, encoded FROM delegations
+                 WHERE jti = ?1",
+            )?
+            .query_row([jti], grant_record)
+            .optional()
+        })
+    }
+}
+
+fn grant_record(row: &rusqlite::Row) -> rusqlite::Result<GrantRecord> {
+    Ok(GrantRecord {
+        jti: row.get(0)?,
+        delegator: row.get(1)?,
+        delegate: row.get(2)?,
+        principal: row.get(3)?,
+        expires_at: row.get(4)?,
+        encoded: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Appends the audit record `seal` makes from the current last record (`None`: the log is
+    /// empty), and moves the recorded head to it, in one transaction that holds the database's
+    /// write lock: processes sharing the database append to one chain. `actor` only indexes the
+    /// record for [`Store::audit_recent`]; the signed body is the evidence.
+    pub fn append_audit<E: From<StoreError>>(
+        &self,
+        actor: &str,
+        seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E>,
+    ) -> Result<SealedRecord, E> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let last = tx
+            .prepare_cached(
+                "SELECT seq, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], sealed_record).optional())
+            .map_err(sqlite)?;
+        let record = seal(last.as_ref())?;
+        tx.prepare_cached(
+            "INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.seq,
+                actor,
+                record.body,
+                record.hash,
+                record.kid,
+                record.sig
+            ])
+        })
+        .map_err(sqlite)?;
+        tx.prepare_cached(
+            "INSERT INTO meta(key, value) VALUES ('audit_head', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut stmt| stmt.execute([format!("{}:{}", record.seq, record.hash)]))
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok(record)
+    }
+
+    /// The head the last append recorded (`None`: nothing appended yet).
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        let Some(value) = self.meta("audit_head")? else {
+            return Ok(None);
+        };
+        value
+            .split_once(':')
+            .and_then(|(seq, hash)| {
+                Some(AuditHead {
+                    seq: seq.parse().ok()?,
+                    hash: hash.to_owned(),
+                })
+            })
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(self.path.clone(), format!("audit_head {value:?}")))
+    }
+
+    /// Visits the audit records from position `from` on, in order of position, in one read
+    /// transaction (a consistent snapshot while others append).
+    pub fn audit_records(
+        &self,
+        from: i64,
+        visit: &mut dyn FnMut(SealedRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "SELECT seq, body, hash, kid, sig FROM audit_log WHERE seq >= ?1 ORDER BY seq",
+                )?;
+                let mut rows = stmt.query([from])?;
+                while let Some(row) = rows.next()? {
+                    if !visit(sealed_record(row)?) {
+                        break;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// The last `limit` audit records indexed under `actor`, newest first (callers check the
+    /// signed body's actor: the index is not evidence).
+    pub fn audit_recent(&self, actor: &str, limit: i64) -> Result<Vec<SealedRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT seq, body, hash, kid, sig FROM audit_log WHERE actor = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )?
+            .query_map(params![actor, limit], sealed_record)?
+            .collect()
+        })
+    }
+}
+
+fn sealed_record(row: &rusqlite::Row) -> rusqlite::Result<SealedRecord> {
+    Ok(SealedRecord {
+        seq: row.get(0)?,
+        body: row.get(1)?,
+        hash: row.get(2)?,
+        kid: row.get(3)?,
+        sig: row.get(4)?,
+    })
 }
 
 /// Reads `id, revoked_at, reason` columns.

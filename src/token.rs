@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::certificate::AgentCertificate;
 use crate::crypto::{CryptoError, SigningKey};
+use crate::delegation::Chain;
 use crate::jose::{self, EdAlgName, Jws};
 use crate::reason::VerifyError;
 
@@ -46,9 +47,12 @@ pub struct ActionClaims {
     pub scope: Option<String>,
     /// Serial of the agent's certificate.
     pub cert: String,
-    /// RFC 8693 actor chain, when delegated.
+    /// RFC 8693 actor chain, when delegated: the signer outermost, then earlier actors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Value>,
+    /// The delegation grants the chain rests on, root first (see [`crate::delegation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dlg: Option<Vec<String>>,
 }
 
 /// The digest that binds a token to its arguments: base64url(SHA-256(JCS(args))) (RFC 8785).
@@ -100,6 +104,8 @@ pub struct ActionRequest {
     pub scope: Option<String>,
     /// How to name Ed25519 in the header.
     pub ed_alg: EdAlgName,
+    /// The delegation chain the agent acts under (`None`: it acts for itself).
+    pub delegation: Option<Chain>,
 }
 
 impl ActionRequest {
@@ -112,6 +118,7 @@ impl ActionRequest {
             ttl: DEFAULT_TTL,
             scope: None,
             ed_alg: EdAlgName::EdDsa,
+            delegation: None,
         }
     }
 }
@@ -138,7 +145,10 @@ pub fn sign(
     let agent = certificate.claims.sub.clone();
     let claims = ActionClaims {
         iss: agent.clone(),
-        sub: agent,
+        sub: request
+            .delegation
+            .as_ref()
+            .map_or_else(|| agent.clone(), |chain| chain.principal.clone()),
         aud: request.audience.clone(),
         iat: now,
         nbf: now,
@@ -148,7 +158,12 @@ pub fn sign(
         args_sha256: args_sha256(&request.args),
         scope: request.scope.clone(),
         cert: certificate.claims.jti.clone(),
-        act: None,
+        act: request.delegation.as_ref().map(|chain| chain.act(&agent)),
+        dlg: request
+            .delegation
+            .as_ref()
+            .filter(|chain| !chain.grants.is_empty())
+            .map(|chain| chain.grants.clone()),
     };
     let token = jose::sign(&claims, TOKEN_TYP, keys, request.ed_alg)?;
     Ok(SignedAction {
@@ -167,6 +182,8 @@ pub struct Expectations {
     pub action: Option<String>,
     /// The arguments about to be used; they must hash to `args_sha256`.
     pub args: Option<Value>,
+    /// Most actors a delegation chain may have (`None`: [`crate::delegation::DEFAULT_MAX_DEPTH`]).
+    pub max_delegation_depth: Option<usize>,
 }
 
 /// Parses a token and reads its claims without verifying anything.

@@ -9,6 +9,7 @@
 use serde_json::Value;
 
 use crate::certificate::{AgentCertificate, TrustAnchor};
+use crate::delegation::{self, GrantClaims};
 use crate::jose::{self, Jws};
 use crate::reason::VerifyError;
 use crate::revocation::RevocationSource;
@@ -40,6 +41,8 @@ pub struct VerifiedAction {
     pub claims: ActionClaims,
     /// The signer's verified certificate.
     pub certificate: AgentCertificate,
+    /// The delegation chain, when the signer acts for another.
+    pub delegation: Option<VerifiedChain>,
 }
 
 /// Verifies tokens and certificates against one CA.
@@ -105,7 +108,9 @@ impl Verifier<'_> {
             return Err(VerifyError::UnknownCertificate(claims.cert.clone()));
         }
         jws.verify(&agent_keys)?;
-        if claims.iss != cert_claims.sub || claims.sub != cert_claims.sub {
+        // A token speaks for its signer, unless a delegation chain says for whom (checked below).
+        let delegated = claims.act.is_some() || claims.dlg.is_some();
+        if claims.iss != cert_claims.sub || (!delegated && claims.sub != cert_claims.sub) {
             return Err(VerifyError::SubjectMismatch {
                 token: claims.iss.clone(),
                 certificate: cert_claims.sub.clone(),
@@ -138,6 +143,14 @@ impl Verifier<'_> {
                 reason: entry.reason,
             });
         }
+        let delegation = if delegated {
+            let max_depth = expect
+                .max_delegation_depth
+                .unwrap_or(delegation::DEFAULT_MAX_DEPTH);
+            Some(self.verify_chain(&claims, max_depth, now)?)
+        } else {
+            None
+        };
         if let Some(action) = &expect.action
             && &claims.action != action
         {
@@ -155,8 +168,175 @@ impl Verifier<'_> {
         Ok(VerifiedAction {
             claims,
             certificate,
+            delegation,
         })
     }
+
+    /// Verifies the delegation chain of a signed, current token: see [`crate::delegation`].
+    fn verify_chain(
+        &self,
+        claims: &ActionClaims,
+        max_depth: usize,
+        now: i64,
+    ) -> Result<VerifiedChain, VerifyError> {
+        let act = claims
+            .act
+            .as_ref()
+            .ok_or_else(|| VerifyError::DelegationBroken("grants without an act claim".into()))?;
+        let actors = delegation::actors_of(act)?;
+        if actors[0] != claims.iss {
+            return Err(VerifyError::DelegationBroken(format!(
+                "act names {} as the current actor, but {} signed the token",
+                actors[0], claims.iss
+            )));
+        }
+        if actors.len() > max_depth {
+            return Err(VerifyError::DelegationTooDeep {
+                depth: actors.len(),
+                max: max_depth,
+            });
+        }
+        // Every party, principal first, signer last.
+        let parties: Vec<&str> = std::iter::once(claims.sub.as_str())
+            .chain(actors.iter().rev().map(String::as_str))
+            .collect();
+        for (i, party) in parties.iter().enumerate() {
+            if parties[..i].contains(party) {
+                return Err(VerifyError::DelegationCycle((*party).to_owned()));
+            }
+        }
+        let encoded = claims.dlg.as_deref().unwrap_or_default();
+        let grants = encoded
+            .iter()
+            .map(|g| delegation::parse_unverified(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A principal that signed the first grant is verified; otherwise the first agent asserts
+        // it, and the grants start at that agent.
+        let principal_verified = grants.first().is_some_and(|(_, g)| g.iss == claims.sub);
+        let first = usize::from(!principal_verified);
+        if grants.len() + first + 1 != parties.len() {
+            return Err(VerifyError::DelegationBroken(format!(
+                "{} grants for a chain of {} parties",
+                grants.len(),
+                parties.len()
+            )));
+        }
+        let mut previous: Option<&GrantClaims> = None;
+        for (index, (jws, grant)) in grants.iter().enumerate() {
+            let (delegator, delegate) = (parties[first + index], parties[first + index + 1]);
+            if grant.iss != delegator || grant.sub != delegate {
+                return Err(VerifyError::DelegationBroken(format!(
+                    "grant {index} is from {} to {}, the chain needs {delegator} to {delegate}",
+                    grant.iss, grant.sub
+                )));
+            }
+            if grant.principal != claims.sub {
+                return Err(VerifyError::DelegationBroken(format!(
+                    "grant {index} acts for {}, the token for {}",
+                    grant.principal, claims.sub
+                )));
+            }
+            if grant.parent.as_deref() != previous.map(|p| p.jti.as_str()) {
+                return Err(VerifyError::DelegationBroken(format!(
+                    "grant {index} does not name the grant before it as its parent"
+                )));
+            }
+            // Signed by the delegator's certified keys: the certificate must be for the
+            // delegator, and its keys must verify the grant.
+            let encoded_cert = self
+                .certificates
+                .certificate(&grant.cert)
+                .ok_or_else(|| VerifyError::UnknownCertificate(grant.cert.clone()))?;
+            let (_, cert_claims, keys) = AgentCertificate::parse_unverified(&encoded_cert)?;
+            if cert_claims.jti != grant.cert
+                || cert_claims.sub != grant.iss
+                || jws.verify(&keys).is_err()
+            {
+                return Err(VerifyError::DelegationBadSignature { index });
+            }
+            if grant.exp < grant.nbf
+                || grant.exp.saturating_sub(grant.iat) > delegation::MAX_GRANT_TTL
+            {
+                return Err(VerifyError::malformed(format!(
+                    "grant {index} lifetime is not between nbf and iat + {} s",
+                    delegation::MAX_GRANT_TTL
+                )));
+            }
+            if now > grant.exp.saturating_add(self.skew)
+                || now.saturating_add(self.skew) < grant.nbf
+            {
+                return Err(VerifyError::DelegationExpired { index });
+            }
+            match self.verify_certificate(&encoded_cert, now) {
+                Err(VerifyError::CertificateRevoked { serial, reason }) => {
+                    return Err(VerifyError::DelegationRevoked {
+                        index,
+                        detail: format!("the delegator's certificate {serial} ({reason})"),
+                    });
+                }
+                other => other?,
+            };
+            if let Some(entry) = self.revocation.token_revocation(&grant.jti, now)? {
+                return Err(VerifyError::DelegationRevoked {
+                    index,
+                    detail: format!("grant {} ({})", grant.jti, entry.reason),
+                });
+            }
+            if let Some(parent) = previous {
+                if grant.exp > parent.exp || grant.nbf < parent.nbf {
+                    return Err(VerifyError::DelegationOutlivesParent { index: index - 1 });
+                }
+                delegation::narrows(parent, grant).map_err(VerifyError::ScopeEscalation)?;
+            }
+            previous = Some(grant);
+        }
+        if let Some(last) = previous {
+            let index = grants.len() - 1;
+            if claims.exp > last.exp {
+                return Err(VerifyError::DelegationOutlivesParent { index });
+            }
+            if !delegation::action_allowed(last, &claims.action) {
+                return Err(VerifyError::ScopeEscalation(format!(
+                    "action {:?} is not granted to {}",
+                    claims.action, claims.iss
+                )));
+            }
+            if !delegation::audience_allowed(last, &claims.aud) {
+                return Err(VerifyError::ScopeEscalation(format!(
+                    "audience {:?} is not granted to {}",
+                    claims.aud, claims.iss
+                )));
+            }
+            delegation::scope_within(last.scope.as_deref(), claims.scope.as_deref()).map_err(
+                |extra| {
+                    VerifyError::ScopeEscalation(format!(
+                        "scope {extra:?} is not granted to {}",
+                        claims.iss
+                    ))
+                },
+            )?;
+        }
+        Ok(VerifiedChain {
+            principal: claims.sub.clone(),
+            principal_verified,
+            actors: parties[1..].iter().map(|p| (*p).to_owned()).collect(),
+            grants: grants.into_iter().map(|(_, g)| g).collect(),
+        })
+    }
+}
+
+/// A delegation chain that passed every check.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VerifiedChain {
+    /// For whom the chain acts (the token's `sub`).
+    pub principal: String,
+    /// Whether the principal itself signed the first grant; if not, it is a party outside the
+    /// CA (such as a user) that the first agent names, and only that agent vouches for it.
+    pub principal_verified: bool,
+    /// The agents acting, principal side first, the token's signer last.
+    pub actors: Vec<String>,
+    /// The verified grants, root first.
+    pub grants: Vec<GrantClaims>,
 }
 
 /// Convenience for callers holding arguments as JSON text.

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 const AGENT: &str = "agent://acme.example/alice";
 const PEER: &str = "agent://acme.example/bob";
 const CHALLENGE: &str = "bob-challenge-6f1d2e3c4b5a";
-const TOOLS: [&str; 7] = [
+const TOOLS: [&str; 8] = [
     "whoami",
     "sign_action",
     "present_certificate",
@@ -32,6 +32,7 @@ const TOOLS: [&str; 7] = [
     "check_revocation",
     "revoke",
     "new_challenge",
+    "delegate",
 ];
 /// The Inspector's `--protocol-era` values: 2025-11-25 (initialize, sessions) and 2026-07-28
 /// (`server/discover`, stateless).
@@ -275,9 +276,9 @@ fn run_with_timeout(
     )
 }
 
-/// Checks a `tools/list` result: the seven tools, each described, with object input and output
+/// Checks a `tools/list` result: the eight tools, each described, with object input and output
 /// schemas, none open-world.
-fn assert_lists_the_seven_tools(listed: &Value) {
+fn assert_lists_the_eight_tools(listed: &Value) {
     let tools = listed["tools"].as_array().expect("a tools array");
     let mut names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
     names.sort_unstable();
@@ -297,11 +298,11 @@ fn assert_lists_the_seven_tools(listed: &Value) {
 }
 
 #[test]
-fn the_inspector_lists_the_seven_tools_and_the_three_resources() {
+fn the_inspector_lists_the_eight_tools_and_the_four_resources() {
     let installation = Installation::new();
     let inspector = &installation.inspector;
 
-    assert_lists_the_seven_tools(&inspector.inspect("tools/list", &[]));
+    assert_lists_the_eight_tools(&inspector.inspect("tools/list", &[]));
 
     let resources = inspector.inspect("resources/list", &[]);
     let mut uris: Vec<&str> = resources["resources"]
@@ -314,6 +315,7 @@ fn the_inspector_lists_the_seven_tools_and_the_three_resources() {
     assert_eq!(
         uris,
         [
+            "agentseal://agent/audit",
             "agentseal://agent/certificate",
             "agentseal://ca/crl",
             "agentseal://ca/jwks"
@@ -423,7 +425,7 @@ fn the_inspector_lists_the_tools_over_http_only_with_a_bearer_token_for_the_hub(
     ]);
     for era in ERAS {
         let listed = Inspector::http(&hub.mcp_url(), Some(&token), era).inspect("tools/list", &[]);
-        assert_lists_the_seven_tools(&listed);
+        assert_lists_the_eight_tools(&listed);
 
         for (without, token) in [
             ("no token", None),

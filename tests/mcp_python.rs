@@ -96,8 +96,8 @@ fn passed_lines<'a>(stdout: &'a str, revision: &str) -> Vec<&'a str> {
 }
 
 /// The checks the script passes in each revision on every transport.
-const EVERY_TRANSPORT: [&str; 17] = [
-    "tools/list lists 7 tools",
+const EVERY_TRANSPORT: [&str; 18] = [
+    "tools/list lists 8 tools",
     "every tool has an output schema",
     "A whoami",
     "B whoami",
@@ -108,10 +108,11 @@ const EVERY_TRANSPORT: [&str; 17] = [
     "A revoke own token",
     "B verify_peer after revoke: reasons [\"revoked\"]",
     "B check_revocation after revoke: revoked",
-    "resources/list lists the 3 resources",
+    "resources/list lists the 4 resources",
     "resources/read agentseal://agent/certificate",
     "resources/read agentseal://ca/jwks",
     "resources/read agentseal://ca/crl",
+    "resources/read agentseal://agent/audit",
     "sign_action without audience is JSON-RPC error -32602",
     "A still serves after the error",
 ];

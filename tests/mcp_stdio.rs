@@ -141,6 +141,7 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
         "check_revocation",
         "revoke",
         "new_challenge",
+        "delegate",
     ] {
         let tool = tools
             .iter()
@@ -167,7 +168,7 @@ async fn tools_are_listed_with_schemas_descriptions_and_honest_annotations() {
         );
         assert_eq!(annotations.open_world_hint, Some(false), "{expected}");
     }
-    assert_eq!(tools.len(), 7);
+    assert_eq!(tools.len(), 8);
     let sign = tools.iter().find(|t| t.name == "sign_action").unwrap();
     let props = &sign.input_schema["properties"];
     assert!(

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 fn expect() -> Expectations {
     Expectations {
+        max_delegation_depth: None,
         audience: Some(AUD.into()),
         action: Some("deploy".into()),
         args: Some(json!({"repo": "web"})),

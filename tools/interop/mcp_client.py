@@ -54,8 +54,14 @@ EXPECTED_TOOLS = {
     "check_revocation",
     "revoke",
     "new_challenge",
+    "delegate",
 }
-RESOURCES = ("agentseal://agent/certificate", "agentseal://ca/jwks", "agentseal://ca/crl")
+RESOURCES = (
+    "agentseal://agent/certificate",
+    "agentseal://ca/jwks",
+    "agentseal://ca/crl",
+    "agentseal://agent/audit",
+)
 
 # The `typ` of the JWS each JWS resource holds (docs/formats.md).
 JWS_TYP = {"agentseal://agent/certificate": "agent-cert+jwt", "agentseal://ca/crl": "agent-crl+jwt"}
@@ -156,10 +162,10 @@ async def exercise(label: str, alice: Client, bob: Client, a: str, b: str, check
         if not check(label, f"agent {who} negotiated protocol {label}", ok, desc):
             raise Step(f"agent {who} negotiated {desc}, wanted {label}")
 
-    # tools/list: all seven, each with an input and an output schema.
+    # tools/list: all eight, each with an input and an output schema.
     listed = await alice.list_tools()
     tools = {t.name: t for t in listed.tools}
-    check(label, "tools/list lists 7 tools", len(listed.tools) == 7 and set(tools) == EXPECTED_TOOLS, sorted(tools))
+    check(label, "tools/list lists 8 tools", len(listed.tools) == 8 and set(tools) == EXPECTED_TOOLS, sorted(tools))
     no_out = sorted(n for n, t in tools.items() if not t.output_schema)
     check(label, "every tool has an output schema", not no_out, f"missing: {no_out}" if no_out else "")
     no_in = sorted(n for n, t in tools.items() if t.input_schema.get("type") != "object")
@@ -241,7 +247,7 @@ async def exercise(label: str, alice: Client, bob: Client, a: str, b: str, check
     # Resources: listed, and each readable as non-empty text.
     listed_resources = await alice.list_resources()
     uris = sorted(str(r.uri) for r in listed_resources.resources)
-    check(label, "resources/list lists the 3 resources", uris == sorted(RESOURCES), uris)
+    check(label, "resources/list lists the 4 resources", uris == sorted(RESOURCES), uris)
     for uri in RESOURCES:
         read = await alice.read_resource(uri)
         texts = [getattr(c, "text", None) for c in read.contents]
@@ -253,6 +259,10 @@ async def exercise(label: str, alice: Client, bob: Client, a: str, b: str, check
             ok = bool(typs) and set(typs) == {JWS_TYP[uri]}
             shape = "compact" if texts[0].count(".") == 2 else "JSON"
             detail = f"{shape} JWS typ={typs} mimeType={mime[0]} {len(texts[0])} chars"
+        elif ok and uri == "agentseal://agent/audit":
+            records = json.loads(texts[0])
+            ok = isinstance(records, list) and any(r.get("operation") == "mcp.sign_action" for r in records)
+            detail = f"{len(records)} audit records mimeType={mime[0]}"
         elif ok:
             keys = json.loads(texts[0]).get("keys")
             ok = isinstance(keys, list) and len(keys) > 0
