@@ -69,9 +69,16 @@ fn main() -> ExitCode {
     });
     match outcome {
         Ok(verified) => {
+            // The signer is `iss`; `sub` differs only when it acts for a principal through a
+            // verified delegation chain (or for a `user:` it names).
+            let on_behalf = if verified.claims.sub == verified.claims.iss {
+                String::new()
+            } else {
+                format!(" on behalf of {}", verified.claims.sub)
+            };
             println!(
-                "ALLOW {} to {} for {}",
-                verified.claims.sub, verified.claims.action, verified.claims.aud
+                "ALLOW {}{on_behalf} to {} for {}",
+                verified.claims.iss, verified.claims.action, verified.claims.aud
             );
             ExitCode::SUCCESS
         }

@@ -51,6 +51,8 @@ pub enum Decision {
     Denied,
     /// Could not be done (bad input, an unknown agent, a storage failure).
     Failed,
+    /// Waiting for a person's answer (an approval asked through the client).
+    Pending,
 }
 
 /// What a front-end reports about one operation.
@@ -293,17 +295,21 @@ pub struct AuditSummary {
 pub struct AuditVerifier {
     keys: Vec<(String, PublicKey)>,
     last: AuditHead,
+    head: Option<AuditHead>,
 }
 
 impl AuditVerifier {
-    /// A verifier for a log signed by one of `keys`, starting from its first record.
-    pub fn new(keys: &[PublicKey]) -> Self {
+    /// A verifier for a log signed by one of `keys`, starting from its first record. With
+    /// `head` (the head the installation last wrote, or one an operator kept aside), the log
+    /// must pass through exactly that record: a rolled-back log fails even after it grew again.
+    pub fn new(keys: &[PublicKey], head: Option<&AuditHead>) -> Self {
         AuditVerifier {
             keys: keys.iter().map(|k| (thumbprint(k), k.clone())).collect(),
             last: AuditHead {
                 seq: 0,
                 hash: GENESIS.to_owned(),
             },
+            head: head.cloned(),
         }
     }
 
@@ -352,6 +358,13 @@ impl AuditVerifier {
         if !signed {
             return Err(AuditFault::BadSignature { seq });
         }
+        if self
+            .head
+            .as_ref()
+            .is_some_and(|head| head.seq == seq && head.hash != record.hash)
+        {
+            return Err(AuditFault::HeadMismatch { seq });
+        }
         self.last = AuditHead {
             seq,
             hash: record.hash.clone(),
@@ -359,19 +372,15 @@ impl AuditVerifier {
         Ok(())
     }
 
-    /// Ends the walk; with `head`, also checks that the log ends exactly there (the head the
-    /// installation last wrote, or one an operator kept aside).
-    pub fn finish(self, head: Option<&AuditHead>) -> Result<AuditSummary, AuditFault> {
-        if let Some(head) = head {
-            if self.last.seq < head.seq {
-                return Err(AuditFault::Truncated {
-                    last: self.last.seq,
-                    head: head.seq,
-                });
-            }
-            if self.last.seq == head.seq && self.last.hash != head.hash {
-                return Err(AuditFault::HeadMismatch { seq: head.seq });
-            }
+    /// Ends the walk; the log must reach the head given to [`AuditVerifier::new`].
+    pub fn finish(self) -> Result<AuditSummary, AuditFault> {
+        if let Some(head) = &self.head
+            && self.last.seq < head.seq
+        {
+            return Err(AuditFault::Truncated {
+                last: self.last.seq,
+                head: head.seq,
+            });
         }
         Ok(AuditSummary {
             records: self.last.seq,
@@ -386,11 +395,11 @@ pub fn verify(
     keys: &[PublicKey],
     head: Option<&AuditHead>,
 ) -> Result<AuditSummary, AuditFault> {
-    let mut verifier = AuditVerifier::new(keys);
+    let mut verifier = AuditVerifier::new(keys, head);
     for record in records {
         verifier.push(&record)?;
     }
-    verifier.finish(head)
+    verifier.finish()
 }
 
 #[cfg(test)]
@@ -519,6 +528,29 @@ mod tests {
         assert_eq!(
             verify(records.iter().cloned(), &keys, Some(&wrong)).unwrap_err(),
             AuditFault::HeadMismatch { seq: 4 }
+        );
+    }
+
+    #[test]
+    fn a_rollback_is_found_against_a_kept_head_even_after_the_log_grew_again() {
+        let key = key();
+        let records = log(&key, 4);
+        let kept = AuditHead {
+            seq: 3,
+            hash: records[2].hash.clone(),
+        };
+        // Rolled back to record 2, then records 3.. appended afresh.
+        let mut regrown = records[..2].to_vec();
+        for i in 0..3 {
+            let event = AuditEvent::new("agent://b", format!("mcp.other{i}"), Decision::Allowed);
+            let record = seal(&event, regrown.last(), 1_800_000_000, &key).unwrap();
+            regrown.push(record);
+        }
+        let keys = [key.public_key().clone()];
+        assert!(verify(regrown.iter().cloned(), &keys, None).is_ok());
+        assert_eq!(
+            verify(regrown.iter().cloned(), &keys, Some(&kept)).unwrap_err(),
+            AuditFault::HeadMismatch { seq: 3 }
         );
     }
 

@@ -65,9 +65,24 @@ pub fn event(
             event.reasons = vec![code.to_owned()];
         }
     }
+    if let Ok(Some(chain)) = result.map(|r| r.get("delegation")) {
+        // The chain a verified token carried: principal first, then the acting agents.
+        event.chain = std::iter::once(chain.get("principal"))
+            .chain(chain["actors"].as_array().into_iter().flatten().map(Some))
+            .filter_map(|v| v.and_then(Value::as_str).map(shorten))
+            .take(16)
+            .collect();
+    }
+    // A record stays small whatever the caller sent.
+    if serde_json::to_string(&details).map_or(0, |t| t.len()) > MAX_DETAILS {
+        details = Map::from_iter([("truncated".to_owned(), Value::Bool(true))]);
+    }
     event.details = details;
     event
 }
+
+/// Largest serialized `details` kept; beyond it only `truncated: true` is recorded.
+const MAX_DETAILS: usize = 4096;
 
 /// Copies the allow-listed fields; tokens and certificates become the ids they name.
 fn copy_fields(from: &Map<String, Value>, to: &mut Map<String, Value>) {

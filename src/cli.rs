@@ -15,7 +15,7 @@ use agentseal::jose::EdAlgName;
 use agentseal::keystore::KeyStoreKind;
 use agentseal::reason::VerifyError;
 use agentseal::revocation::RevokedKind;
-use agentseal::service::{self, InitOptions, Installation, KeyChoice, ServiceError};
+use agentseal::service::{self, Approval, InitOptions, Installation, KeyChoice, ServiceError};
 use agentseal::token::{ActionRequest, Expectations};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -47,6 +47,10 @@ struct Global {
         value_name = "KIND"
     )]
     key_store: KeyStoreKind,
+    /// The policy file (Rego) [default: policy.rego in the data directory if it exists, else
+    /// the built-in default policy]. Reloaded when it changes.
+    #[arg(long, global = true, env = "AGENTSEAL_POLICY", value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Log filter for stderr (error, warn, info, debug, trace, or a tracing directive).
     #[arg(
         long,
@@ -172,6 +176,9 @@ enum Command {
         #[arg(long)]
         with_agents: bool,
     },
+    /// Evaluate the policy for a sample request and explain the decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check and export the tamper-evident audit log (every tool call and CLI operation).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -229,6 +236,38 @@ enum AccessTokenCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// What the policy decides if --agent asks to sign --action for --aud: allowed or denied
+    /// and why, the lifetime it caps to, the rate limit, whether a person must approve. Exits 1
+    /// when denied. Counts nothing against rate limits.
+    Check {
+        /// The agent asking.
+        #[arg(long)]
+        agent: String,
+        /// The action.
+        #[arg(long)]
+        action: String,
+        /// The audience.
+        #[arg(long)]
+        aud: String,
+        /// Requested lifetime, e.g. 5m (default).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<i64>,
+        /// Requested scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// For whom the agent acts.
+        #[arg(long, value_name = "PRINCIPAL")]
+        on_behalf_of: Option<String>,
+        /// Evaluate this policy file (a draft) instead of the one in force.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the built-in default policy (a starting point for your own).
+    Default,
 }
 
 #[derive(Subcommand)]
@@ -601,6 +640,9 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
         other => other?,
     };
     tracing::debug!(key_store = %installation.info().key_store, "installation opened");
+    if let Some(path) = &cli.global.policy {
+        installation.use_policy_file(path)?;
+    }
     match cli.command {
         Command::Init { .. } => unreachable!("handled above"),
         Command::Serve { .. } => {
@@ -651,6 +693,8 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
 
 /// Runs `serve` (stdio or HTTP) until it ends.
 fn serve(installation: Installation, command: Command) -> Result<Outcome, ServiceError> {
+    // A policy file that does not compile stops the server here, not at the first request.
+    installation.policy()?;
     match command {
         Command::Serve {
             agent,
@@ -828,7 +872,12 @@ fn operate(installation: &Installation, command: Command) -> Result<Outcome, Ser
             } else {
                 EdAlgName::EdDsa
             };
-            let signed = installation.sign_action_for(&agent, &request, on_behalf_of.as_deref())?;
+            let signed = installation.sign_action_for(
+                &agent,
+                &request,
+                on_behalf_of.as_deref(),
+                Approval::Operator,
+            )?;
             tracing::info!(agent = %agent, jti = %signed.jti, "action token signed");
             Ok(if json {
                 Outcome::Json(json!(signed))
@@ -911,6 +960,56 @@ fn operate(installation: &Installation, command: Command) -> Result<Outcome, Ser
             Ok(Outcome::Json(json!(
                 installation.check_revocation(kind, &read_input(&subject)?)?
             )))
+        }
+        Command::Policy(PolicyCommand::Default) => Ok(Outcome::Text(
+            agentseal::policy::DEFAULT_POLICY.trim_end().to_owned(),
+        )),
+        Command::Policy(PolicyCommand::Check {
+            agent,
+            action,
+            aud,
+            ttl,
+            scope,
+            on_behalf_of,
+            file,
+        }) => {
+            let mut request = ActionRequest::new(action, aud, json!({}));
+            request.ttl = ttl.unwrap_or(request.ttl);
+            request.scope = scope;
+            let input = installation.policy_input(&agent, &request, on_behalf_of.as_deref())?;
+            let (policy, problem) = match file {
+                Some(file) => (
+                    std::sync::Arc::new(agentseal::policy::Policy::from_file(&file)?),
+                    None,
+                ),
+                None => {
+                    let source = installation.policy()?;
+                    (source.current(), source.problem())
+                }
+            };
+            let decision = policy.evaluate(&input)?;
+            let outcome = match (decision.allow, decision.approval) {
+                (false, _) => "denied",
+                (true, true) => "allowed once a person approves",
+                (true, false) => "allowed",
+            };
+            let mut report = json!({
+                "policy": policy.name(),
+                "outcome": outcome,
+                "decision": decision,
+                "ttl": decision.max_ttl.map_or(request.ttl, |max| request.ttl.min(max)),
+                "input": input,
+            });
+            if let Some(problem) = problem {
+                report["problem"] = json!(problem.to_string());
+            }
+            Ok(if decision.allow {
+                Outcome::Json(report)
+            } else {
+                report["valid"] = json!(false);
+                report["reasons"] = json!(["policy_denied"]);
+                Outcome::Invalid(report)
+            })
         }
         Command::Crl { validity } => Ok(Outcome::Text(installation.issue_crl(validity)?)),
         Command::Jwks { with_agents: false } => {
@@ -1047,6 +1146,7 @@ fn audit_request(command: &Command) -> (String, serde_json::Map<String, Value>) 
             put("id", Some(subject));
             "check_revocation"
         }
+        Command::Policy(_) => "policy",
         Command::Crl { .. } => "crl",
         Command::Jwks { .. } => "jwks",
         Command::Audit(_) => "audit",

@@ -11,9 +11,10 @@
 //! links connect, that actions, audiences and scopes only narrow and lifetimes only shrink, that
 //! nothing in it is revoked, that no party appears twice, and that it is no deeper than allowed.
 //!
-//! The principal is either an agent (then the first grant is signed by it) or a party outside the
-//! CA, such as a user, named by the first agent: that first link is the agent's assertion, which
-//! every grant and the token then carry unchanged.
+//! The principal is either an agent (then the first grant is signed by it) or a person outside
+//! the CA, a `user:` id named by the first agent: that first link is the agent's assertion, which
+//! every grant and the token then carry unchanged. Only `user:` principals may be asserted, so a
+//! token can never name another agent as its principal without that agent's grant.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -31,6 +32,17 @@ pub const DEFAULT_MAX_DEPTH: usize = 5;
 pub const MAX_GRANT_TTL: i64 = 86_400;
 /// The action pattern that allows every action (only a root grant may use it).
 pub const ANY_ACTION: &str = "*";
+/// The scheme of principals outside the CA (people): only these may be named on an agent's
+/// word; any other principal must have signed the chain's first grant.
+pub const USER_SCHEME: &str = "user:";
+
+/// Whether `principal` is a well-formed party outside the CA: `user:` then 1 to 250 printable
+/// ASCII characters (no spaces or look-alike Unicode that could pass for an agent id).
+pub fn is_user_principal(principal: &str) -> bool {
+    principal.strip_prefix(USER_SCHEME).is_some_and(|rest| {
+        !rest.is_empty() && rest.len() <= 250 && rest.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
 
 /// The claims of a delegation grant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

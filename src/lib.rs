@@ -55,7 +55,7 @@
 //!     args: Some(json!({"repo": "web"})),
 //! };
 //! let verified = verifier.verify_token(&signed.token, &expect, now).unwrap();
-//! assert_eq!(verified.claims.sub, "agent://acme.example/reviewer");
+//! assert_eq!(verified.claims.iss, "agent://acme.example/reviewer");
 //!
 //! // Other arguments than the ones authorized are refused with a stable reason code.
 //! let other = Expectations { args: Some(json!({"repo": "prod"})), ..expect };
@@ -75,6 +75,7 @@ pub mod delegation;
 pub mod fsutil;
 pub mod jose;
 pub mod keystore;
+pub mod policy;
 pub mod presentation;
 pub mod reason;
 pub mod remote;

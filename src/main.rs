@@ -1,6 +1,7 @@
 //! The `agentseal` command: parses the command line and hands it to the CLI front-end.
 #![forbid(unsafe_code)]
 
+mod approval;
 mod audit_event;
 mod cli;
 mod http;

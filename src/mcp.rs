@@ -8,20 +8,25 @@ use std::sync::Arc;
 
 use agentseal::access::{AccessGrant, Scope};
 use agentseal::delegation::GrantRequest;
+
+use crate::approval;
 use agentseal::jose::JwkSet;
 use agentseal::remote::{HubSnapshot, HubTrust};
 use agentseal::revocation::{RevocationEntry, RevokedKind};
 use agentseal::service::{
-    Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus, ServiceError,
+    Approval, Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus, ServiceError,
 };
 use agentseal::token::ActionRequest;
 use rmcp::handler::server::common::FromContextPart;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::ToolCallContext;
+use rmcp::handler::server::tool::{
+    InputResponses as InputAnswers, IntoCallToolResult, RequestState,
+};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    Resource, ResourceContents, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ReadResourceResult, Resource, ResourceContents, ServerCapabilities, ServerConfig,
 };
 use rmcp::schemars::JsonSchema;
 use rmcp::service::RequestContext;
@@ -50,7 +55,21 @@ pub struct AgentServer {
     trust: Option<Arc<HubTrust>>,
     /// Validity of the revocation lists it publishes (default: the core's).
     crl_validity: Option<i64>,
+    /// Pending and used approvals (the key sealing 2026-07-28 request states).
+    approvals: Arc<crate::approval::Approvals>,
     tool_router: ToolRouter<Self>,
+}
+
+/// One approvals book per process: the HTTP hub makes a server per session, and a 2026-07-28
+/// retry must find the key that sealed its state.
+fn approvals() -> Arc<crate::approval::Approvals> {
+    static APPROVALS: std::sync::OnceLock<Arc<crate::approval::Approvals>> =
+        std::sync::OnceLock::new();
+    APPROVALS
+        .get_or_init(|| {
+            Arc::new(crate::approval::Approvals::new().expect("the OS provides randomness"))
+        })
+        .clone()
 }
 
 /// The agent a call acts as.
@@ -96,6 +115,33 @@ fn to_mcp_error(error: ServiceError) -> McpError {
         | ServiceError::NotPermitted(_) => McpError::invalid_params(error.to_string(), None),
         other => McpError::internal_error(other.to_string(), None),
     }
+}
+
+/// A policy's refusal is a tool error the model can read and act on (`valid: false` with
+/// reason codes, like a failed verification); other errors stay protocol errors.
+fn refusal(error: ServiceError) -> Result<CallToolResult, McpError> {
+    let mut reasons = vec![error.code().to_owned()];
+    match &error {
+        ServiceError::PolicyDenied(why) => reasons.extend(why.iter().cloned()),
+        ServiceError::RateLimited(_) | ServiceError::ApprovalRequired(_) => {}
+        _ => return Err(to_mcp_error(error)),
+    }
+    let mut result = refused(reasons, error.to_string());
+    if let (ServiceError::RateLimited(seconds), Some(refusal)) =
+        (&error, result.structured_content.as_mut())
+    {
+        refusal["retry_after"] = (*seconds).into();
+    }
+    Ok(result)
+}
+
+/// An error result: `valid: false`, the reason codes, and a sentence for the model.
+fn refused(reasons: Vec<String>, message: String) -> CallToolResult {
+    CallToolResult::structured_error(serde_json::json!({
+        "valid": false,
+        "reasons": reasons,
+        "message": message,
+    }))
 }
 
 /// Tool arguments, parsed strictly. Unlike rmcp's `Parameters`, whose parse failures become an
@@ -460,6 +506,7 @@ impl AgentServer {
             agent_id: Some(agent_id.into()),
             trust: None,
             crl_validity: None,
+            approvals: approvals(),
             tool_router: Self::tool_router(),
         }
     }
@@ -503,6 +550,7 @@ impl AgentServer {
             agent_id: None,
             trust: None,
             crl_validity: None,
+            approvals: approvals(),
             tool_router: Self::tool_router(),
         }
     }
@@ -553,18 +601,27 @@ impl AgentServer {
     /// Signs a short-lived action token that authorizes ONE action, for ONE audience, with
     /// EXACTLY the given arguments. Call it right before asking another agent or service to do
     /// something on your behalf, and send the token along; the receiver verifies it offline.
-    /// Never reuse a token for another action or other arguments.
-    #[tool(input_schema = input_schema::<SignActionParams>(), annotations(
-        read_only_hint = false,
-        destructive_hint = false,
-        idempotent_hint = false,
-        open_world_hint = false
-    ))]
+    /// Never reuse a token for another action or other arguments. The installation's policy may
+    /// refuse, shorten the lifetime, limit how often you sign, or ask a person to approve first:
+    /// a refusal is an error result whose `reasons` say why.
+    #[tool(
+        input_schema = input_schema::<SignActionParams>(),
+        output_schema = rmcp::handler::server::tool::schema_for_output::<SignedToken>(),
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
     async fn sign_action(
         &self,
         Caller(agent): Caller,
+        context: RequestContext<RoleServer>,
+        RequestState(state): RequestState,
+        InputAnswers(answers): InputAnswers,
         Args(p): Args<SignActionParams>,
-    ) -> Result<Json<SignedToken>, McpError> {
+    ) -> Result<CallToolResponse, McpError> {
         let installation = self.installation.clone();
         let mut request = ActionRequest::new(
             p.action,
@@ -575,16 +632,60 @@ impl AgentServer {
             request.ttl = ttl;
         }
         request.scope = p.scope;
-        blocking(move || {
-            let signed =
-                installation.sign_action_for(&agent, &request, p.on_behalf_of.as_deref())?;
-            Ok(Json(SignedToken {
+        let on_behalf_of = p.on_behalf_of;
+        // Ask a person first if the policy says so (in this task: the client's answer comes
+        // back on this request's stream).
+        let decision = {
+            let (installation, agent, request, on_behalf_of) = (
+                installation.clone(),
+                agent.clone(),
+                request.clone(),
+                on_behalf_of.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                installation.policy_decision(&agent, &request, on_behalf_of.as_deref())
+            })
+            .await
+            .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?
+        };
+        let approval = match decision {
+            Ok((_, decision)) if decision.allow && decision.approval => {
+                let asked = approval::Request {
+                    agent: agent.to_string(),
+                    action: request.action.clone(),
+                    audience: request.audience.clone(),
+                    args_sha256: agentseal::token::args_sha256(&request.args),
+                    ttl: request.ttl,
+                    scope: request.scope.clone(),
+                    on_behalf_of: on_behalf_of.clone(),
+                };
+                match self.approvals.ask(&context, state, answers, asked).await? {
+                    approval::Answer::Approved => Approval::Given,
+                    approval::Answer::Ask(input) => {
+                        return Ok(CallToolResponse::InputRequired(input));
+                    }
+                    approval::Answer::Refused(code, message) => {
+                        return Ok(refused(vec![code.to_owned()], message).into());
+                    }
+                }
+            }
+            // Refusals and errors are the signing call's to report.
+            _ => Approval::NotGiven,
+        };
+        let signed = tokio::task::spawn_blocking(move || {
+            installation.sign_action_for(&agent, &request, on_behalf_of.as_deref(), approval)
+        })
+        .await
+        .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?;
+        match signed {
+            Ok(signed) => Json(SignedToken {
                 token: signed.token,
                 token_id: signed.jti,
                 expires_at: signed.exp,
-            }))
-        })
-        .await
+            })
+            .into_call_tool_result(),
+            Err(error) => refusal(error).map(CallToolResponse::from),
+        }
     }
 
     /// Lets another agent act for you (or pass on what you may do for someone): it may then
@@ -826,14 +927,22 @@ impl ServerHandler for AgentServer {
             let call = ToolCallContext::new(self, request, context);
             return self.tool_router.call(call).await;
         };
-        let operation = format!("mcp.{}", request.name);
+        // Only tools that exist name an operation: a caller cannot write what it likes.
+        let operation = if self.tool_router.has_route(&request.name) {
+            format!("mcp.{}", request.name)
+        } else {
+            "mcp.unknown_tool".to_owned()
+        };
         let arguments = request.arguments.clone().unwrap_or_default();
         let details = request_details(&context);
         let call = ToolCallContext::new(self, request, context);
         let response = self.tool_router.call(call).await;
         let outcome = match &response {
             Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
-                Err("tool_error")
+                match &result.structured_content {
+                    Some(refusal) if refusal.get("reasons").is_some() => Ok(refusal.clone()),
+                    _ => Err("tool_error"),
+                }
             }
             Ok(CallToolResponse::Complete(result)) => {
                 Ok(result.structured_content.clone().unwrap_or(Value::Null))
@@ -841,13 +950,17 @@ impl ServerHandler for AgentServer {
             Ok(_) => Ok(Value::Null),
             Err(error) => Err(error_code(error)),
         };
-        let event = crate::audit_event::event(
+        let mut event = crate::audit_event::event(
             &agent,
             &operation,
             &arguments,
             outcome.as_ref().map_err(|code| *code),
             details,
         );
+        if let Ok(CallToolResponse::InputRequired(_)) = &response {
+            event.decision = agentseal::audit::Decision::Pending;
+            event.reasons = vec!["approval_requested".into()];
+        }
         let installation = self.installation.clone();
         match blocking(move || installation.audit(&event)).await {
             Ok(_) => response,

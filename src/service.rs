@@ -20,6 +20,7 @@ use crate::crypto::{Algorithm, CryptoError, PublicKey, Seed, SigningKey};
 use crate::delegation::{self, Chain, GrantClaims, GrantRequest};
 use crate::jose::{Jwk, JwkSet};
 use crate::keystore::{self, KeyName, KeyStore, KeyStoreError, KeyStoreKind};
+use crate::policy::{Decision, PolicyError, PolicyInput, PolicySource, RateLimiter};
 use crate::reason::VerifyError;
 use crate::revocation::{
     CrlClaims, Freshness, RevocationEntry, RevocationList, RevocationSource, RevokedKind,
@@ -82,6 +83,18 @@ pub enum ServiceError {
     /// The caller may not do this.
     #[error("not permitted: {0}")]
     NotPermitted(String),
+    /// The policy refuses the operation.
+    #[error("denied by policy: {}", .0.join("; "))]
+    PolicyDenied(Vec<String>),
+    /// The policy's rate limit for this agent is reached.
+    #[error("rate limited by policy: try again in {0} s")]
+    RateLimited(i64),
+    /// The policy wants a person to approve this first, and nobody has.
+    #[error("this action needs a person's approval: {0}")]
+    ApprovalRequired(String),
+    /// The policy cannot be loaded or evaluated: operations it governs are refused.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// No trustworthy answer can be given (for example, the revocation data is stale).
     #[error("{code}: {0}", code = .0.code())]
     Unverifiable(VerifyError),
@@ -119,6 +132,10 @@ impl ServiceError {
             ServiceError::KeyMismatch(_) => "key_mismatch",
             ServiceError::NotPermitted(_) => "not_permitted",
             ServiceError::Unverifiable(reason) => reason.code(),
+            ServiceError::PolicyDenied(_) => "policy_denied",
+            ServiceError::RateLimited(_) => "rate_limited",
+            ServiceError::ApprovalRequired(_) => "approval_required",
+            ServiceError::Policy(_) => "policy_error",
             ServiceError::KeyStore(_) => "key_store_error",
             ServiceError::Store(_) => "database_error",
             ServiceError::Crypto(_) => "crypto_error",
@@ -340,6 +357,17 @@ fn jti_of(token: &str) -> Result<String, VerifyError> {
     }
 }
 
+/// Whether a person approved an operation the policy marks for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    /// Nobody was asked (or the caller cannot ask).
+    NotGiven,
+    /// The person at the agent's MCP client approved this very request.
+    Given,
+    /// The operator ran it from the CLI: the operator is the approving person.
+    Operator,
+}
+
 /// A delegation grant just signed.
 #[derive(Debug, Clone, Serialize)]
 pub struct IssuedGrant {
@@ -359,9 +387,12 @@ pub struct IssuedGrant {
 
 /// A principal or actor named in a chain: a non-empty id of at most 256 printable bytes.
 fn check_party(party: &str) -> Result<(), ServiceError> {
-    if party.is_empty() || party.len() > 256 || party.chars().any(char::is_control) {
+    if !delegation::is_user_principal(party) && validate_agent_id(party).is_err()
+        || !party.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(ServiceError::InvalidInput(
-            "on_behalf_of must be 1 to 256 bytes without control characters".into(),
+            "on_behalf_of must be an agent id or user:<id> (printable ASCII, no spaces, at most 256 bytes)"
+                .into(),
         ));
     }
     Ok(())
@@ -395,6 +426,8 @@ pub struct Installation {
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
     challenges: ChallengeBook,
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
+    policy: OnceLock<PolicySource>,
+    rates: RateLimiter,
 }
 
 impl std::fmt::Debug for Installation {
@@ -426,6 +459,7 @@ pub fn validate_agent_id(agent_id: &str) -> Result<(), ServiceError> {
     });
     if agent_id.len() > 256
         || !scheme_ok
+        || agent_id.starts_with(crate::delegation::USER_SCHEME)
         || agent_id
             .chars()
             .any(|c| c.is_whitespace() || c.is_control())
@@ -495,6 +529,8 @@ impl Installation {
             signers: Mutex::new(HashMap::new()),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
+            policy: OnceLock::new(),
+            rates: RateLimiter::default(),
         };
         installation.cache_signers("ca", signers);
         Ok(installation)
@@ -548,6 +584,8 @@ impl Installation {
             signers: Mutex::new(HashMap::new()),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
+            policy: OnceLock::new(),
+            rates: RateLimiter::default(),
         })
     }
 
@@ -781,18 +819,51 @@ impl Installation {
     /// a delegation (directly or through a chain), or a party outside the CA, such as a user,
     /// that the agent names on its own word. The token carries the chain (`sub`, `act`, `dlg`);
     /// its lifetime is capped at the grant's.
+    ///
+    /// The installation's policy decides first (see [`crate::policy`]): it may deny, cap the
+    /// lifetime, rate-limit, or ask for a person's approval, which `approval` says was given.
     pub fn sign_action_for(
         &self,
         agent_id: &str,
         request: &ActionRequest,
         on_behalf_of: Option<&str>,
+        approval: Approval,
     ) -> Result<SignedAction, ServiceError> {
-        let Some(principal) = on_behalf_of.filter(|p| *p != agent_id) else {
-            return self.sign_action(agent_id, request);
-        };
-        let now = clock::now();
-        let (chain, last) = self.chain_for(agent_id, principal, now)?;
+        // What no policy can make valid is refused before the policy caps anything.
+        if request.ttl <= 0 || request.ttl > token::MAX_TTL {
+            return Err(ServiceError::InvalidInput(format!(
+                "token TTL must be between 1 and {} seconds",
+                token::MAX_TTL
+            )));
+        }
+        let (_, decision) = self.policy_decision(agent_id, request, on_behalf_of)?;
+        if !decision.allow {
+            return Err(ServiceError::PolicyDenied(if decision.reasons.is_empty() {
+                vec!["the policy does not allow this".into()]
+            } else {
+                decision.reasons
+            }));
+        }
+        if decision.approval && approval == Approval::NotGiven {
+            return Err(ServiceError::ApprovalRequired(format!(
+                "{agent_id} may {} for {} only once a person approves",
+                request.action, request.audience
+            )));
+        }
         let mut request = request.clone();
+        if let Some(max) = decision.max_ttl {
+            request.ttl = request.ttl.min(max);
+        }
+        let now = clock::now();
+        if let Some(limit) = decision.rate_limit {
+            self.rates
+                .admit(agent_id, limit, now)
+                .map_err(ServiceError::RateLimited)?;
+        }
+        let Some(principal) = on_behalf_of.filter(|p| *p != agent_id) else {
+            return self.sign_action(agent_id, &request);
+        };
+        let (chain, last) = self.chain_for(agent_id, principal, now)?;
         if let Some(last) = &last {
             let refused = |what: String| {
                 ServiceError::NotPermitted(format!(
@@ -853,6 +924,20 @@ impl Installation {
                 "delegation TTL must be between 1 and {} seconds",
                 delegation::MAX_GRANT_TTL
             )));
+        }
+        let mut input = PolicyInput::new(delegator, "delegate");
+        let record = self.agent(delegator)?;
+        input.role = record.meta.get("role").cloned();
+        input.meta = record.meta;
+        input.action = request.actions.first().cloned();
+        input.actions = request.actions.clone();
+        input.ttl = Some(request.ttl);
+        input.scope = request.scope.clone();
+        input.delegate = Some(request.delegate.clone());
+        input.on_behalf_of = on_behalf_of.map(str::to_owned);
+        let decision = self.policy()?.current().evaluate(&input)?;
+        if !decision.allow {
+            return Err(ServiceError::PolicyDenied(decision.reasons));
         }
         let now = clock::now();
         let (chain, parent) = if principal == delegator {
@@ -928,6 +1013,63 @@ impl Installation {
         })
     }
 
+    /// What the installation's policy decides about `agent_id` signing `request` (for
+    /// `on_behalf_of`), and the input it decided on. Evaluating has no effect: rate limits are
+    /// counted only when signing.
+    pub fn policy_decision(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+        on_behalf_of: Option<&str>,
+    ) -> Result<(PolicyInput, Decision), ServiceError> {
+        let input = self.policy_input(agent_id, request, on_behalf_of)?;
+        let decision = self.policy()?.current().evaluate(&input)?;
+        Ok((input, decision))
+    }
+
+    /// The input the policy sees when `agent_id` asks to sign `request` (for `on_behalf_of`).
+    pub fn policy_input(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+        on_behalf_of: Option<&str>,
+    ) -> Result<PolicyInput, ServiceError> {
+        let record = self.agent(agent_id)?;
+        let mut input = PolicyInput::new(agent_id, "sign_action");
+        input.role = record.meta.get("role").cloned();
+        input.meta = record.meta;
+        input.action = Some(request.action.clone());
+        input.audience = Some(request.audience.clone());
+        input.ttl = Some(request.ttl);
+        input.scope = request.scope.clone();
+        input.on_behalf_of = on_behalf_of.filter(|p| *p != agent_id).map(str::to_owned);
+        Ok(input)
+    }
+
+    /// The policy in force: the installation's `policy.rego` (reloaded when it changes), or
+    /// the built-in default.
+    pub fn policy(&self) -> Result<&PolicySource, ServiceError> {
+        if let Some(policy) = self.policy.get() {
+            return Ok(policy);
+        }
+        let loaded = PolicySource::load(&self.data_dir.join(crate::policy::POLICY_FILE))?;
+        Ok(self.policy.get_or_init(|| loaded))
+    }
+
+    /// Uses the policy file at `path` instead of the data directory's (before first use).
+    pub fn use_policy_file(&self, path: &Path) -> Result<(), ServiceError> {
+        if !path.exists() {
+            return Err(ServiceError::InvalidInput(format!(
+                "policy file {} does not exist",
+                path.display()
+            )));
+        }
+        let loaded = PolicySource::load(path)?;
+        self.policy.set(loaded).map_err(|_| {
+            ServiceError::InvalidInput("the policy is already in use; set it before serving".into())
+        })
+    }
+
     /// The chain that lets `agent_id` act for `principal`, and its last grant's claims: from
     /// the recorded grants; a principal that is not an agent of this installation and granted
     /// nothing is a party the agent names on its own word.
@@ -985,9 +1127,10 @@ impl Installation {
                 last,
             ));
         }
-        if self.store.agent(principal)?.is_some() {
+        if !delegation::is_user_principal(principal) {
             return Err(ServiceError::NotPermitted(format!(
-                "{principal} has not delegated to {agent_id} (or the delegation expired or was revoked): it must call delegate first"
+                "{principal} has not delegated to {agent_id} (or the delegation expired or was revoked): \
+                 an agent must call delegate first; a person is named as user:<id>"
             )));
         }
         Ok((
@@ -1211,6 +1354,21 @@ impl Installation {
                         token: verified.claims.iss.clone(),
                         certificate: verdict.agent_id.clone().unwrap_or_default(),
                     });
+                }
+                // Another CA's chain may not name this installation's agents as its principal.
+                if external.is_some()
+                    && verified.claims.sub != verified.claims.iss
+                    && self
+                        .store
+                        .agent(&verified.claims.sub)
+                        .ok()
+                        .flatten()
+                        .is_some()
+                {
+                    return Err(VerifyError::UnknownIssuer(format!(
+                        "{} (its chain names {}, an agent of this installation)",
+                        verified.certificate.claims.iss, verified.claims.sub
+                    )));
                 }
                 // Only a token valid in every other respect is looked up, and recorded.
                 let (issuer, jti) = (&verified.claims.iss, &verified.claims.jti);
@@ -1678,7 +1836,7 @@ impl Installation {
             Some(head) => Some(head),
             None => self.store.audit_head()?,
         };
-        let mut verifier = AuditVerifier::new(&self.anchor.keys);
+        let mut verifier = AuditVerifier::new(&self.anchor.keys, head.as_ref());
         let mut fault = None;
         self.store
             .audit_records(1, &mut |record| match verifier.push(&record) {
@@ -1690,7 +1848,7 @@ impl Installation {
             })?;
         Ok(match fault {
             Some(fault) => Err(fault),
-            None => verifier.finish(head.as_ref()),
+            None => verifier.finish(),
         })
     }
 

@@ -213,6 +213,12 @@ impl Verifier<'_> {
         // A principal that signed the first grant is verified; otherwise the first agent asserts
         // it, and the grants start at that agent.
         let principal_verified = grants.first().is_some_and(|(_, g)| g.iss == claims.sub);
+        if !principal_verified && !delegation::is_user_principal(&claims.sub) {
+            return Err(VerifyError::DelegationBroken(format!(
+                "{} did not grant this chain, and only `user:` principals may be named without a grant",
+                claims.sub
+            )));
+        }
         let first = usize::from(!principal_verified);
         if grants.len() + first + 1 != parties.len() {
             return Err(VerifyError::DelegationBroken(format!(
@@ -255,7 +261,7 @@ impl Verifier<'_> {
                 return Err(VerifyError::DelegationBadSignature { index });
             }
             if grant.exp < grant.nbf
-                || grant.exp.saturating_sub(grant.iat) > delegation::MAX_GRANT_TTL
+                || grant.exp.saturating_sub(grant.iat.min(grant.nbf)) > delegation::MAX_GRANT_TTL
             {
                 return Err(VerifyError::malformed(format!(
                     "grant {index} lifetime is not between nbf and iat + {} s",
@@ -263,7 +269,7 @@ impl Verifier<'_> {
                 )));
             }
             if now > grant.exp.saturating_add(self.skew)
-                || now.saturating_add(self.skew) < grant.nbf
+                || now.saturating_add(self.skew) < grant.nbf.max(grant.iat)
             {
                 return Err(VerifyError::DelegationExpired { index });
             }

@@ -389,6 +389,23 @@ fn a_chain_deeper_than_allowed_is_refused() {
 }
 
 #[test]
+fn a_grant_dated_in_the_future_cannot_stretch_its_lifetime() {
+    let fleet = Fleet::new();
+    let (mut chain_, claims) = chain(&fleet, "ab", &allow(&["deploy"], 600));
+    let a = fleet.agent('a');
+    let mut stretched = claims[0].clone();
+    stretched.iat = now() + 30 * 86_400;
+    stretched.exp = stretched.iat;
+    chain_.grants[0] = common::compact_with(
+        &a.key,
+        &json!({"alg": "EdDSA", "typ": delegation::GRANT_TYP}),
+        &serde_json::to_value(&stretched).unwrap(),
+    );
+    let token = sign(&fleet, 'b', chain_, "deploy", 300);
+    assert_eq!(fleet.verify(&token, &expect()).unwrap_err(), "malformed");
+}
+
+#[test]
 fn a_cycle_in_the_chain_is_refused() {
     let fleet = Fleet::new();
     // a → b → a: a signs a token for itself through b.
@@ -423,6 +440,21 @@ fn grants_from_another_chain_or_a_lying_act_claim_break_the_chain() {
     let (mut chain_, _) = chain(&fleet, "abc", &allow(&["deploy"], 600));
     chain_.actors = vec![fleet.agent('d').id.clone()];
     let token = sign(&fleet, 'c', chain_, "deploy", 300);
+    assert_eq!(
+        fleet.verify(&token, &expect()).unwrap_err(),
+        "delegation_broken"
+    );
+    // An agent names another agent as its principal with no grant at all.
+    let c = fleet.agent('c');
+    let mut request = ActionRequest::new("deploy", AUD, json!({}));
+    request.delegation = Some(Chain {
+        principal: fleet.agent('a').id.clone(),
+        actors: vec![],
+        grants: vec![],
+    });
+    let token = token::sign(&c.cert, &[&c.key], &request, now())
+        .unwrap()
+        .token;
     assert_eq!(
         fleet.verify(&token, &expect()).unwrap_err(),
         "delegation_broken"
@@ -508,6 +540,15 @@ async fn agents_delegate_sign_and_verify_chains_through_mcp() {
         ),
         (
             json!({"action": "deploy", "audience": A, "on_behalf_of": C}),
+            "has not delegated",
+        ),
+        // A look-alike of an agent id is neither an agent nor a user: refused.
+        (
+            json!({"action": "deploy", "audience": C, "on_behalf_of": format!("{A}\u{200b}")}),
+            "user:<id>",
+        ),
+        (
+            json!({"action": "deploy", "audience": C, "on_behalf_of": "agent://acme.example/nobody"}),
             "has not delegated",
         ),
     ] {

@@ -17,6 +17,12 @@ const A: &str = "agent://acme.example/alice";
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_calls_and_loses_no_acknowledged_revocation() {
     let installation = Installation::new(&[(A, "ed25519")]);
+    // Signing as fast as it can, one agent would hit the default policy's rate limit.
+    std::fs::write(
+        installation.dir.join("policy.rego"),
+        "package agentseal\ndefault decision := {\"allow\": true}\n",
+    )
+    .unwrap();
     let mut hub = installation.serve(&[]);
     let token = Arc::new(installation.access_token(&hub, A, &[]));
     let url = Arc::new(hub.mcp_url());
