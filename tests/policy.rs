@@ -60,38 +60,73 @@ fn refusal(answer: &Answer) -> Value {
     refusal
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_policy_allows_denies_caps_rate_limits_and_asks_for_approval_through_mcp() {
+/// A hub on the policy above, with access tokens for the deployer and the peer.
+struct Setup {
+    installation: Installation,
+    hub: Hub,
+    deployer: String,
+    peer: String,
+}
+
+fn setup() -> Setup {
     let installation = installation();
     let hub = installation.serve(&[]);
     let deployer = installation.access_token(&hub, DEPLOYER, &[]);
     let peer = installation.access_token(&hub, PEER, &[]);
+    Setup {
+        installation,
+        hub,
+        deployer,
+        peer,
+    }
+}
 
-    // Allowed: a token that verifies.
+impl Setup {
+    async fn verify(&self, token: &Value) -> Value {
+        structured(
+            &call_tool(
+                &self.hub,
+                Some(&self.peer),
+                "verify_peer",
+                json!({"token": token, "expected_action": "deploy"}),
+            )
+            .await,
+        )
+    }
+
+    /// The deployer's audit records of `sign_action` with `decision`.
+    fn signings(&self, decision: &str) -> Vec<Value> {
+        self.installation
+            .cli(&["audit", "export", "--actor", DEPLOYER])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].clone())
+            .filter(|r| r["op"] == "mcp.sign_action" && r["decision"] == decision)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_action_is_signed_and_verifies() {
+    let s = setup();
     let signed = structured(
         &sign(
-            &hub,
-            &deployer,
+            &s.hub,
+            &s.deployer,
             json!({"action": "deploy", "audience": PEER}),
         )
         .await,
     );
-    let verdict = structured(
-        &call_tool(
-            &hub,
-            Some(&peer),
-            "verify_peer",
-            json!({"token": signed["token"], "expected_action": "deploy"}),
-        )
-        .await,
-    );
-    assert_eq!(verdict["valid"], true, "{verdict}");
+    assert_eq!(s.verify(&signed["token"]).await["valid"], true);
+    assert_eq!(s.signings("allowed").len(), 1);
+}
 
-    // Denied, with the policy's reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_action_is_refused_with_the_policys_reasons_and_audited() {
+    let s = setup();
     let denied = refusal(
         &sign(
-            &hub,
-            &deployer,
+            &s.hub,
+            &s.deployer,
             json!({"action": "delete", "audience": PEER}),
         )
         .await,
@@ -101,84 +136,94 @@ async fn the_policy_allows_denies_caps_rate_limits_and_asks_for_approval_through
         json!(["policy_denied", "no rule allows this action"]),
         "{denied}"
     );
-    // An agent without the role is denied the same action the deployer may do.
+    // An agent without the role is denied the action the deployer may do.
     let denied = refusal(
         &sign(
-            &hub,
-            &peer,
+            &s.hub,
+            &s.peer,
             json!({"action": "deploy", "audience": DEPLOYER}),
         )
         .await,
     );
     assert_eq!(denied["reasons"][0], "policy_denied");
+    let audited = s.signings("denied");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(audited[0]["reasons"][0], "policy_denied");
+}
 
-    // TTL capped: an hour asked, two minutes given.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_longer_lifetime_than_the_policy_allows_is_capped() {
+    let s = setup();
     let capped = structured(
         &sign(
-            &hub,
-            &deployer,
+            &s.hub,
+            &s.deployer,
             json!({"action": "deploy", "audience": PEER, "ttl_seconds": 3600}),
         )
         .await,
     );
-    let claims = &structured(
-        &call_tool(
-            &hub,
-            Some(&peer),
-            "verify_peer",
-            json!({"token": capped["token"], "expected_action": "deploy"}),
-        )
-        .await,
-    )["token"];
+    let claims = &s.verify(&capped["token"]).await["token"];
     assert_eq!(
         claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
         120,
         "{claims}"
     );
+}
 
-    // Rate-limited: three deploys an hour per agent; the fourth is refused and says when.
-    let bursty = installation.access_token(&hub, BURSTY, &[]);
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_past_the_rate_limit_is_refused_and_says_when_to_retry() {
+    let s = setup();
+    let bursty = s.installation.access_token(&s.hub, BURSTY, &[]);
     for _ in 0..3 {
-        structured(&sign(&hub, &bursty, json!({"action": "deploy", "audience": PEER})).await);
+        structured(
+            &sign(
+                &s.hub,
+                &bursty,
+                json!({"action": "deploy", "audience": PEER}),
+            )
+            .await,
+        );
     }
-    let limited =
-        refusal(&sign(&hub, &bursty, json!({"action": "deploy", "audience": PEER})).await);
+    let limited = refusal(
+        &sign(
+            &s.hub,
+            &bursty,
+            json!({"action": "deploy", "audience": PEER}),
+        )
+        .await,
+    );
     assert_eq!(limited["reasons"], json!(["rate_limited"]), "{limited}");
     assert!(limited["retry_after"].as_i64().unwrap() > 3000, "{limited}");
     // Other agents have their own windows.
     structured(
         &sign(
-            &hub,
-            &deployer,
+            &s.hub,
+            &s.deployer,
             json!({"action": "deploy", "audience": PEER}),
         )
         .await,
     );
+}
 
-    // Approval needed: this client declared no elicitation, so nobody can approve: refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_action_needing_approval_is_not_signed_without_a_person() {
+    let s = setup();
+    // This client declared no elicitation, so nobody can approve: refused, and it says why.
     let held = refusal(
         &sign(
-            &hub,
-            &deployer,
+            &s.hub,
+            &s.deployer,
             json!({"action": "payments.refund", "audience": PEER}),
         )
         .await,
     );
-    assert_eq!(held["reasons"][0], "approval_unavailable", "{held}");
-
-    // Every refusal is in the audit log as a denial with its reasons.
-    let log = installation.cli(&["audit", "export", "--actor", DEPLOYER]);
-    let denials: Vec<Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].clone())
-        .filter(|r| r["op"] == "mcp.sign_action" && r["decision"] == "denied")
-        .collect();
-    let reasons: Vec<&Value> = denials.iter().map(|r| &r["reasons"][0]).collect();
-    assert_eq!(
-        reasons,
-        [&json!("policy_denied"), &json!("approval_unavailable")],
-        "{denials:?}"
+    assert_eq!(held["reasons"], json!(["approval_unavailable"]), "{held}");
+    assert!(
+        held["message"].as_str().unwrap().contains("approve"),
+        "{held}"
     );
+    assert!(s.signings("allowed").is_empty());
+    // With a client that can ask, the person decides: tests/approval.rs.
 }
 
 #[tokio::test(flavor = "multi_thread")]
