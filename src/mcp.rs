@@ -633,50 +633,47 @@ impl AgentServer {
         }
         request.scope = p.scope;
         let on_behalf_of = p.on_behalf_of;
-        // Ask a person first if the policy says so (in this task: the client's answer comes
-        // back on this request's stream).
-        let decision = {
+        let sign = |approval: Approval| {
             let (installation, agent, request, on_behalf_of) = (
                 installation.clone(),
                 agent.clone(),
                 request.clone(),
                 on_behalf_of.clone(),
             );
-            tokio::task::spawn_blocking(move || {
-                installation.policy_decision(&agent, &request, on_behalf_of.as_deref())
-            })
-            .await
-            .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?
-        };
-        let approval = match decision {
-            Ok((_, decision)) if decision.allow && decision.approval => {
-                let asked = approval::Request {
-                    agent: agent.to_string(),
-                    action: request.action.clone(),
-                    audience: request.audience.clone(),
-                    args_sha256: agentseal::token::args_sha256(&request.args),
-                    ttl: request.ttl,
-                    scope: request.scope.clone(),
-                    on_behalf_of: on_behalf_of.clone(),
-                };
-                match self.approvals.ask(&context, state, answers, asked).await? {
-                    approval::Answer::Approved => Approval::Given,
-                    approval::Answer::Ask(input) => {
-                        return Ok(CallToolResponse::InputRequired(input));
-                    }
-                    approval::Answer::Refused(code, message) => {
-                        return Ok(refused(vec![code.to_owned()], message).into());
-                    }
-                }
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    installation.sign_action_for(
+                        &agent,
+                        &request,
+                        on_behalf_of.as_deref(),
+                        approval,
+                    )
+                })
+                .await
+                .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))
             }
-            // Refusals and errors are the signing call's to report.
-            _ => Approval::NotGiven,
         };
-        let signed = tokio::task::spawn_blocking(move || {
-            installation.sign_action_for(&agent, &request, on_behalf_of.as_deref(), approval)
-        })
-        .await
-        .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?;
+        let mut signed = sign(Approval::NotGiven).await?;
+        if let Err(ServiceError::ApprovalRequired(_)) = &signed {
+            // Ask the person in this task: the client's answer comes back on this request's
+            // stream. Nothing was signed or counted yet.
+            let asked = approval::Request {
+                agent: agent.to_string(),
+                action: request.action.clone(),
+                audience: request.audience.clone(),
+                args_sha256: agentseal::token::args_sha256(&request.args),
+                ttl: request.ttl,
+                scope: request.scope.clone(),
+                on_behalf_of: on_behalf_of.clone(),
+            };
+            signed = match self.approvals.ask(&context, state, answers, asked).await? {
+                approval::Answer::Approved => sign(Approval::Given).await?,
+                approval::Answer::Ask(input) => return Ok(CallToolResponse::InputRequired(input)),
+                approval::Answer::Refused(code, message) => {
+                    return Ok(refused(vec![code.to_owned()], message).into());
+                }
+            };
+        }
         match signed {
             Ok(signed) => Json(SignedToken {
                 token: signed.token,

@@ -836,14 +836,7 @@ impl Installation {
                 token::MAX_TTL
             )));
         }
-        let (_, decision) = self.policy_decision(agent_id, request, on_behalf_of)?;
-        if !decision.allow {
-            return Err(ServiceError::PolicyDenied(if decision.reasons.is_empty() {
-                vec!["the policy does not allow this".into()]
-            } else {
-                decision.reasons
-            }));
-        }
+        let decision = self.decide(&self.policy_input(agent_id, request, on_behalf_of)?)?;
         if decision.approval && approval == Approval::NotGiven {
             return Err(ServiceError::ApprovalRequired(format!(
                 "{agent_id} may {} for {} only once a person approves",
@@ -925,20 +918,14 @@ impl Installation {
                 delegation::MAX_GRANT_TTL
             )));
         }
-        let mut input = PolicyInput::new(delegator, "delegate");
-        let record = self.agent(delegator)?;
-        input.role = record.meta.get("role").cloned();
-        input.meta = record.meta;
+        let mut input = self.agent_policy_input(delegator, "delegate")?;
         input.action = request.actions.first().cloned();
         input.actions = request.actions.clone();
         input.ttl = Some(request.ttl);
         input.scope = request.scope.clone();
         input.delegate = Some(request.delegate.clone());
         input.on_behalf_of = on_behalf_of.map(str::to_owned);
-        let decision = self.policy()?.current().evaluate(&input)?;
-        if !decision.allow {
-            return Err(ServiceError::PolicyDenied(decision.reasons));
-        }
+        self.decide(&input)?;
         let now = clock::now();
         let (chain, parent) = if principal == delegator {
             (
@@ -1013,18 +1000,31 @@ impl Installation {
         })
     }
 
-    /// What the installation's policy decides about `agent_id` signing `request` (for
-    /// `on_behalf_of`), and the input it decided on. Evaluating has no effect: rate limits are
-    /// counted only when signing.
-    pub fn policy_decision(
+    /// What the policy in force decides about `input`; a denial is an error with its reasons.
+    /// Evaluating has no effect: rate limits are counted only when signing.
+    fn decide(&self, input: &PolicyInput) -> Result<Decision, ServiceError> {
+        let decision = self.policy()?.current().evaluate(input)?;
+        if !decision.allow {
+            return Err(ServiceError::PolicyDenied(if decision.reasons.is_empty() {
+                vec!["the policy does not allow this".into()]
+            } else {
+                decision.reasons
+            }));
+        }
+        Ok(decision)
+    }
+
+    /// A policy input for `operation` by `agent_id`, with its role and certificate metadata.
+    fn agent_policy_input(
         &self,
         agent_id: &str,
-        request: &ActionRequest,
-        on_behalf_of: Option<&str>,
-    ) -> Result<(PolicyInput, Decision), ServiceError> {
-        let input = self.policy_input(agent_id, request, on_behalf_of)?;
-        let decision = self.policy()?.current().evaluate(&input)?;
-        Ok((input, decision))
+        operation: &str,
+    ) -> Result<PolicyInput, ServiceError> {
+        let record = self.agent(agent_id)?;
+        let mut input = PolicyInput::new(agent_id, operation);
+        input.role = record.meta.get("role").cloned();
+        input.meta = record.meta;
+        Ok(input)
     }
 
     /// The input the policy sees when `agent_id` asks to sign `request` (for `on_behalf_of`).
@@ -1034,10 +1034,7 @@ impl Installation {
         request: &ActionRequest,
         on_behalf_of: Option<&str>,
     ) -> Result<PolicyInput, ServiceError> {
-        let record = self.agent(agent_id)?;
-        let mut input = PolicyInput::new(agent_id, "sign_action");
-        input.role = record.meta.get("role").cloned();
-        input.meta = record.meta;
+        let mut input = self.agent_policy_input(agent_id, "sign_action")?;
         input.action = Some(request.action.clone());
         input.audience = Some(request.audience.clone());
         input.ttl = Some(request.ttl);
