@@ -81,6 +81,7 @@ pub mod reason;
 pub mod remote;
 pub mod revocation;
 pub mod service;
+pub mod signals;
 pub mod store;
 pub mod token;
 pub mod verify;
