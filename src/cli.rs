@@ -15,7 +15,10 @@ use agentseal::jose::EdAlgName;
 use agentseal::keystore::KeyStoreKind;
 use agentseal::reason::VerifyError;
 use agentseal::revocation::RevokedKind;
-use agentseal::service::{self, Approval, InitOptions, Installation, KeyChoice, ServiceError};
+use agentseal::service::{
+    self, Approval, AutoRevokeRule, InitOptions, Installation, KeyChoice, ServiceError,
+};
+use agentseal::signals::WebhookSecret;
 use agentseal::token::{ActionRequest, Expectations};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -182,6 +185,11 @@ enum Command {
     /// Check and export the tamper-evident audit log (every tool call and CLI operation).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Security signals: webhooks for rejected and revoked tokens, revoked certificates, rate
+    /// limits and approval requests, and the rule that revokes an agent after repeated
+    /// rejections.
+    #[command(subcommand)]
+    Signals(SignalsCommand),
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy {
         /// The installation's CA id (see `agentseal status`), to confirm.
@@ -268,6 +276,36 @@ enum PolicyCommand {
     },
     /// Print the built-in default policy (a starting point for your own).
     Default,
+}
+
+#[derive(Subcommand)]
+enum SignalsCommand {
+    /// The webhook, the outbox (webhooks waiting, given up on) and the auto-revoke rule.
+    Status,
+    /// Send signals to URL as Standard Webhooks, signed with the secret in
+    /// AGENTSEAL_WEBHOOK_SECRET (whsec_..., 32 bytes) or, without it, a new one printed once.
+    /// Servers running now pick the change up within seconds.
+    Webhook {
+        /// The receiver's endpoint (http:// or https://).
+        #[arg(required_unless_present = "remove", conflicts_with = "remove")]
+        url: Option<String>,
+        /// Stop sending webhooks and delete the secret.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Revoke an agent's certificates once --after of its own tokens (authentic ones: forged
+    /// tokens do not count) are rejected within --within; signalled as agent.auto_revoked.
+    AutoRevoke {
+        /// Rejections that trigger the revocation.
+        #[arg(long, required_unless_present = "off", conflicts_with = "off")]
+        after: Option<u32>,
+        /// The window they are counted in, e.g. 10m.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        within: i64,
+        /// Turn the rule off.
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -961,6 +999,7 @@ fn operate(installation: &Installation, command: Command) -> Result<Outcome, Ser
                 installation.check_revocation(kind, &read_input(&subject)?)?
             )))
         }
+        Command::Signals(command) => signals(installation, command),
         Command::Policy(PolicyCommand::Default) => Ok(Outcome::Text(
             agentseal::policy::DEFAULT_POLICY.trim_end().to_owned(),
         )),
@@ -1150,6 +1189,27 @@ fn audit_request(command: &Command) -> (String, serde_json::Map<String, Value>) 
         Command::Crl { .. } => "crl",
         Command::Jwks { .. } => "jwks",
         Command::Audit(_) => "audit",
+        Command::Signals(SignalsCommand::Status) => "signals.status",
+        Command::Signals(SignalsCommand::Webhook { url, remove }) => {
+            // Only the host: some receivers take a credential in the path.
+            let host = url
+                .as_deref()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_owned));
+            put("id", host.as_deref());
+            if *remove {
+                "signals.webhook.remove"
+            } else {
+                "signals.webhook.set"
+            }
+        }
+        Command::Signals(SignalsCommand::AutoRevoke { off, .. }) => {
+            if *off {
+                "signals.auto_revoke.off"
+            } else {
+                "signals.auto_revoke.set"
+            }
+        }
         Command::Destroy { .. } => "destroy",
     };
     (format!("cli.{operation}"), request)
@@ -1172,6 +1232,50 @@ fn record(
     }
     let event = crate::audit_event::event("operator", operation, &request, result, details);
     installation.audit(&event).map(drop)
+}
+
+/// Environment variable holding the secret `signals webhook` uses instead of making one.
+const WEBHOOK_SECRET_ENV: &str = "AGENTSEAL_WEBHOOK_SECRET";
+
+/// `agentseal signals ...`.
+fn signals(installation: &Installation, command: SignalsCommand) -> Result<Outcome, ServiceError> {
+    match command {
+        SignalsCommand::Status => Ok(Outcome::Json(json!(installation.signals_status()?))),
+        SignalsCommand::Webhook { remove: true, .. } => {
+            let removed = installation.remove_webhook()?;
+            Ok(Outcome::Json(json!({ "webhook_removed": removed })))
+        }
+        SignalsCommand::Webhook { url, .. } => {
+            let url = url.unwrap_or_default();
+            let secret = match std::env::var(WEBHOOK_SECRET_ENV) {
+                Ok(text) => Some(WebhookSecret::parse(text.trim()).map_err(|e| {
+                    ServiceError::InvalidInput(format!("{WEBHOOK_SECRET_ENV}: {e}"))
+                })?),
+                Err(_) => None,
+            };
+            let set = installation.set_webhook(&url, secret)?;
+            let mut report = json!({ "webhook_url": installation.signals_status()?.webhook_url });
+            if let Some(secret) = &set.generated_secret {
+                eprintln!(
+                    "agentseal: give this secret to the receiver now; it is not shown again (it stays in the key store)"
+                );
+                report["secret"] = Value::String(secret.to_string());
+            }
+            Ok(Outcome::Json(report))
+        }
+        SignalsCommand::AutoRevoke { off: true, .. } => {
+            installation.set_auto_revoke(None)?;
+            Ok(Outcome::Json(json!({ "auto_revoke": null })))
+        }
+        SignalsCommand::AutoRevoke { after, within, .. } => {
+            let rule = AutoRevokeRule {
+                rejections: after.unwrap_or_default(),
+                window_seconds: within,
+            };
+            installation.set_auto_revoke(Some(rule))?;
+            Ok(Outcome::Json(json!({ "auto_revoke": rule })))
+        }
+    }
 }
 
 /// `agentseal audit ...`.

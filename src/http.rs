@@ -125,7 +125,10 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
         )?;
         let resource = format!("{}mcp", public.as_str());
         let shutdown = CancellationToken::new();
-        let app = router(Arc::new(installation), &options, &public, local, shutdown.child_token());
+        let installation = Arc::new(installation);
+        let signals = CancellationToken::new();
+        let delivery = installation.spawn_signal_delivery(signals.clone());
+        let app = router(installation, &options, &public, local, shutdown.child_token());
         if let Some(agent) = &options.insecure_agent {
             tracing::warn!(
                 agent = %agent,
@@ -150,6 +153,9 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
             .await
             .map_err(|e| ServiceError::InvalidInput(format!("HTTP server failed: {e}")))?;
         shutdown.cancel();
+        // Signals recorded by the last requests are still delivered by the next start.
+        signals.cancel();
+        let _ = delivery.await;
         tracing::info!("stopped");
         Ok(())
     })

@@ -130,15 +130,16 @@ pub enum KeyStoreError {
     },
 }
 
-/// The name of one secret: which installation, which owner (the CA or an agent), which algorithm.
+/// The name of one secret: which installation, which owner (the CA, an agent, the webhook
+/// sender), which kind of key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyName {
     /// The installation's random id (namespaces the keyring).
     pub installation: String,
     /// `ca`, or `agent:<agent id>`.
     pub owner: String,
-    /// The key's algorithm.
-    pub algorithm: Algorithm,
+    /// The key's kind: a signature algorithm's name, or `hmac-sha256` for the webhook secret.
+    pub kind: String,
 }
 
 impl KeyName {
@@ -147,7 +148,7 @@ impl KeyName {
         KeyName {
             installation: installation.to_owned(),
             owner: "ca".to_owned(),
-            algorithm,
+            kind: algorithm.to_string(),
         }
     }
 
@@ -156,7 +157,21 @@ impl KeyName {
         KeyName {
             installation: installation.to_owned(),
             owner: format!("agent:{agent_id}"),
-            algorithm,
+            kind: algorithm.to_string(),
+        }
+    }
+
+    /// The signature algorithm of a CA or agent key; `None` for the webhook secret.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        Algorithm::from_name(&self.kind)
+    }
+
+    /// The secret shared with the webhook receiver (see [`crate::signals`]).
+    pub fn webhook(installation: &str) -> Self {
+        KeyName {
+            installation: installation.to_owned(),
+            owner: "webhook".to_owned(),
+            kind: "hmac-sha256".to_owned(),
         }
     }
 
@@ -165,15 +180,15 @@ impl KeyName {
         format!("agentseal/{}", self.installation)
     }
 
-    /// The keyring "user" attribute: owner and algorithm.
+    /// The keyring "user" attribute: owner and kind.
     pub fn user(&self) -> String {
-        format!("{}#{}", self.owner, self.algorithm)
+        format!("{}#{}", self.owner, self.kind)
     }
 }
 
 impl fmt::Display for KeyName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{} ({})", self.owner, self.algorithm, self.service())
+        write!(f, "{}#{} ({})", self.owner, self.kind, self.service())
     }
 }
 

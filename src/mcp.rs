@@ -1154,6 +1154,9 @@ pub fn serve_stdio(
     let installation = Arc::new(installation);
     runtime.block_on(async move {
         use rmcp::ServiceExt as _;
+        let signals = tokio_util::sync::CancellationToken::new();
+        let delivery = installation.spawn_signal_delivery(signals.clone());
+        let _stop_delivery = signals.clone().drop_guard();
         let server = AgentServer::new(installation, &agent_id).trusting(trust);
         let running = match server.serve(rmcp::transport::stdio()).await {
             Ok(running) => running,
@@ -1170,10 +1173,13 @@ pub fn serve_stdio(
             }
         };
         tracing::info!(agent = %agent_id, "serving MCP on stdio");
-        running
+        let ended = running
             .waiting()
             .await
-            .map_err(|e| ServiceError::InvalidInput(format!("MCP service failed: {e}")))?;
-        Ok(())
+            .map_err(|e| ServiceError::InvalidInput(format!("MCP service failed: {e}")));
+        // An attempt in flight is released for the next server to send.
+        signals.cancel();
+        let _ = delivery.await;
+        ended.map(drop)
     })
 }

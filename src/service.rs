@@ -25,6 +25,7 @@ use crate::reason::VerifyError;
 use crate::revocation::{
     CrlClaims, Freshness, RevocationEntry, RevocationList, RevocationSource, RevokedKind,
 };
+use crate::signals::SignalKind;
 use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Store, StoreError};
 use crate::token::{self, ActionRequest, Expectations, SignedAction};
 use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, Verifier};
@@ -33,6 +34,10 @@ use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, 
 pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
 /// Default revocation list validity: one hour until `next_update`.
 pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
+mod signalling;
+
+pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
+
 /// Name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "agentseal.db";
 
@@ -107,6 +112,9 @@ pub enum ServiceError {
     /// A cryptographic primitive failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// The webhook outbox failed.
+    #[error(transparent)]
+    Signals(#[from] crate::signals::SignalError),
     /// Creating the data directory failed.
     #[error("data directory {path}: {source}")]
     Io {
@@ -139,6 +147,7 @@ impl ServiceError {
             ServiceError::KeyStore(_) => "key_store_error",
             ServiceError::Store(_) => "database_error",
             ServiceError::Crypto(_) => "crypto_error",
+            ServiceError::Signals(_) => "signals_error",
             ServiceError::Io { .. } => "io_error",
         }
     }
@@ -428,6 +437,8 @@ pub struct Installation {
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
     policy: OnceLock<PolicySource>,
     rates: RateLimiter,
+    outbox: OnceLock<crate::signals::Outbox>,
+    signal_wake: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Installation {
@@ -502,7 +513,7 @@ impl Installation {
         let mut signers = Vec::new();
         for algorithm in options.keys.algorithms() {
             let name = KeyName::ca(&install_id, algorithm);
-            let key = create_key(keys.as_ref(), &name)?;
+            let key = create_key(keys.as_ref(), &name, algorithm)?;
             public.push(key.public_key().clone());
             signers.push(key);
         }
@@ -531,6 +542,8 @@ impl Installation {
             published: Mutex::default(),
             policy: OnceLock::new(),
             rates: RateLimiter::default(),
+            outbox: OnceLock::new(),
+            signal_wake: Arc::default(),
         };
         installation.cache_signers("ca", signers);
         Ok(installation)
@@ -586,6 +599,8 @@ impl Installation {
             published: Mutex::default(),
             policy: OnceLock::new(),
             rates: RateLimiter::default(),
+            outbox: OnceLock::new(),
+            signal_wake: Arc::default(),
         })
     }
 
@@ -637,7 +652,7 @@ impl Installation {
         let mut signers = Vec::new();
         for algorithm in keys.algorithms() {
             let name = KeyName::agent(&self.install_id, agent_id, algorithm);
-            signers.push(create_key(self.key_store()?.as_ref(), &name)?);
+            signers.push(create_key(self.key_store()?.as_ref(), &name, algorithm)?);
         }
         let public: Vec<PublicKey> = signers.iter().map(|k| k.public_key().clone()).collect();
         let now = clock::now();
@@ -838,6 +853,15 @@ impl Installation {
         }
         let decision = self.decide(&self.policy_input(agent_id, request, on_behalf_of)?)?;
         if decision.approval && approval == Approval::NotGiven {
+            self.signal(
+                SignalKind::ApprovalRequested,
+                Some(agent_id),
+                serde_json::json!({
+                    "action": request.action,
+                    "audience": request.audience,
+                    "on_behalf_of": on_behalf_of,
+                }),
+            );
             return Err(ServiceError::ApprovalRequired(format!(
                 "{agent_id} may {} for {} only once a person approves",
                 request.action, request.audience
@@ -848,10 +872,20 @@ impl Installation {
             request.ttl = request.ttl.min(max);
         }
         let now = clock::now();
-        if let Some(limit) = decision.rate_limit {
-            self.rates
-                .admit(agent_id, limit, now)
-                .map_err(ServiceError::RateLimited)?;
+        if let Some(limit) = decision.rate_limit
+            && let Err(retry_after) = self.rates.admit(agent_id, limit, now)
+        {
+            self.signal(
+                SignalKind::RateLimited,
+                Some(agent_id),
+                serde_json::json!({
+                    "operation": "sign_action",
+                    "action": request.action,
+                    "audience": request.audience,
+                    "retry_after": retry_after,
+                }),
+            );
+            return Err(ServiceError::RateLimited(retry_after));
         }
         let Some(principal) = on_behalf_of.filter(|p| *p != agent_id) else {
             return self.sign_action(agent_id, &request);
@@ -1217,6 +1251,20 @@ impl Installation {
         evidence: &PeerEvidence,
         external: Option<ExternalTrust<'_>>,
     ) -> Result<PeerVerdict, ServiceError> {
+        let verdict = self.judge_peer(evidence, external)?;
+        if !verdict.valid
+            && let Some(token) = &evidence.token
+        {
+            self.token_rejected(token, &verdict, evidence);
+        }
+        Ok(verdict)
+    }
+
+    fn judge_peer(
+        &self,
+        evidence: &PeerEvidence,
+        external: Option<ExternalTrust<'_>>,
+    ) -> Result<PeerVerdict, ServiceError> {
         if evidence.token.is_none() && evidence.certificate.is_none() {
             return Err(ServiceError::InvalidInput(
                 "give a token, a certificate, or both".into(),
@@ -1524,6 +1572,20 @@ impl Installation {
         token_or_jti: &str,
         reason: &str,
     ) -> Result<RevocationEntry, ServiceError> {
+        let signer = token::parse_unverified(token_or_jti.trim())
+            .ok()
+            .and_then(|(_, claims)| self.store.agent(&claims.iss).ok().flatten())
+            .map(|agent| agent.agent_id);
+        self.revoke_token_of(token_or_jti, reason, signer.as_deref())
+    }
+
+    /// As [`Installation::revoke_token`], naming the token's signer (if known) in the signal.
+    fn revoke_token_of(
+        &self,
+        token_or_jti: &str,
+        reason: &str,
+        signer: Option<&str>,
+    ) -> Result<RevocationEntry, ServiceError> {
         check_reason(reason)?;
         let token_or_jti = token_or_jti.trim();
         // Any token this CA's world issues (action or access token) is revoked by its `jti`.
@@ -1541,12 +1603,17 @@ impl Installation {
             revoked_at: clock::now(),
             reason: reason.to_owned(),
         };
+        let before = self.store.revocation(RevokedKind::Token, &entry.id)?;
         self.store
             .revoke(RevokedKind::Token, std::slice::from_ref(&entry))?;
-        Ok(self
-            .store
-            .revocation(RevokedKind::Token, &entry.id)?
-            .unwrap_or(entry))
+        if before.is_none() {
+            self.signal(
+                SignalKind::TokenRevoked,
+                signer,
+                serde_json::json!({ "jti": entry.id, "reason": reason }),
+            );
+        }
+        Ok(before.unwrap_or(entry))
     }
 
     /// Revokes a token on behalf of `agent_id`, who may revoke only tokens it signed itself:
@@ -1588,7 +1655,7 @@ impl Installation {
                     e.code()
                 ))
             })?;
-        self.revoke_token(&jti, reason)
+        self.revoke_token_of(&jti, reason, Some(agent_id))
     }
 
     /// Revokes one of `agent_id`'s own certificates (its current one by default).
@@ -1626,6 +1693,10 @@ impl Installation {
             return Err(ServiceError::UnknownCertificate(serial_or_agent.to_owned()));
         };
         let now = clock::now();
+        let mut earlier = Vec::with_capacity(serials.len());
+        for serial in &serials {
+            earlier.push(self.store.revocation(RevokedKind::Certificate, serial)?);
+        }
         let entries: Vec<RevocationEntry> = serials
             .into_iter()
             .map(|id| RevocationEntry {
@@ -1636,15 +1707,26 @@ impl Installation {
             .collect();
         self.store.revoke(RevokedKind::Certificate, &entries)?;
         // Report what is recorded: a certificate revoked before keeps its first time and reason.
-        entries
-            .into_iter()
-            .map(|entry| {
-                Ok(self
-                    .store
-                    .revocation(RevokedKind::Certificate, &entry.id)?
-                    .unwrap_or(entry))
-            })
-            .collect()
+        let mut reported = Vec::with_capacity(entries.len());
+        for (entry, earlier) in entries.into_iter().zip(earlier) {
+            match earlier {
+                Some(earlier) => reported.push(earlier),
+                None => {
+                    let agent = self.store.certificate(&entry.id)?.map(|c| c.agent_id);
+                    self.signal(
+                        SignalKind::CertificateRevoked,
+                        agent.as_deref(),
+                        serde_json::json!({ "serial": entry.id, "reason": reason }),
+                    );
+                    reported.push(
+                        self.store
+                            .revocation(RevokedKind::Certificate, &entry.id)?
+                            .unwrap_or(entry),
+                    );
+                }
+            }
+        }
+        Ok(reported)
     }
 
     /// Whether a token (given whole or by id) or a certificate (given whole, by serial, or by
@@ -1906,6 +1988,9 @@ impl Installation {
                 names.push(KeyName::agent(&self.install_id, &agent.agent_id, algorithm));
             }
         }
+        if self.store.meta(signalling::WEBHOOK_URL)?.is_some() {
+            names.push(KeyName::webhook(&self.install_id));
+        }
         let keys = self.key_store()?;
         for name in &names {
             keys.delete(name)?;
@@ -1990,14 +2075,18 @@ impl CertificateResolver for Installation {
 
 /// Generates a seed, stores it, and reads it back, so a store that silently drops writes is
 /// caught at creation rather than at the first signature.
-fn create_key(store: &dyn KeyStore, name: &KeyName) -> Result<SigningKey, ServiceError> {
+fn create_key(
+    store: &dyn KeyStore,
+    name: &KeyName,
+    algorithm: Algorithm,
+) -> Result<SigningKey, ServiceError> {
     let seed = Seed::generate()?;
     store.put(name, &seed)?;
     let stored = store.get(name)?;
     if stored.expose() != seed.expose() {
         return Err(ServiceError::KeyMismatch(name.to_string()));
     }
-    Ok(SigningKey::from_seed(name.algorithm, &seed))
+    Ok(SigningKey::from_seed(algorithm, &seed))
 }
 
 /// Longest revocation reason accepted: reasons are published in every revocation list.

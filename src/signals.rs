@@ -62,7 +62,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
-use crate::crypto::CryptoError;
+use crate::crypto::{CryptoError, Seed};
 
 /// Longest the dispatcher sleeps between two looks at the outbox when nothing wakes it: entries
 /// enqueued by other processes are picked up this way.
@@ -265,6 +265,19 @@ impl WebhookSecret {
         Ok(WebhookSecret { key })
     }
 
+    /// The secret kept in a key store as a 32-byte seed.
+    pub fn from_seed(seed: &Seed) -> WebhookSecret {
+        WebhookSecret {
+            key: Zeroizing::new(seed.expose().to_vec()),
+        }
+    }
+
+    /// The secret as a seed for a key store, which keeps 32-byte secrets: `None` for another
+    /// length.
+    pub fn to_seed(&self) -> Option<Seed> {
+        Seed::from_slice(&self.key)
+    }
+
     /// The secret in its `whsec_` form, to show the operator once or store in configuration.
     pub fn reveal(&self) -> Zeroizing<String> {
         Zeroizing::new(format!("{SECRET_PREFIX}{}", STANDARD.encode(&*self.key)))
@@ -396,6 +409,15 @@ pub struct OutboxEntry {
     pub last_error: Option<String>,
 }
 
+/// The state of the outbox, for the operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxCounts {
+    /// Entries waiting for delivery (or for their next attempt).
+    pub pending: u64,
+    /// Entries given up on after the last attempt failed.
+    pub given_up: u64,
+}
+
 /// What [`Outbox::claim`] found.
 enum Claim {
     /// An entry due now, reserved for this dispatcher.
@@ -521,6 +543,35 @@ impl Outbox {
             ))?
             .query_map([limit], entry_from_row)?
             .collect()
+        })
+    }
+
+    /// How many entries wait for delivery, and how many were given up on.
+    pub fn counts(&self) -> Result<OutboxCounts, SignalError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FILTER (WHERE next_attempt_at IS NOT NULL),
+                        COUNT(*) FILTER (WHERE next_attempt_at IS NULL AND delivered_at IS NULL)
+                 FROM webhook_outbox",
+                [],
+                |r| {
+                    Ok(OutboxCounts {
+                        pending: r.get(0)?,
+                        given_up: r.get(1)?,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Deletes entries delivered before `before` (milliseconds since the epoch); returns how
+    /// many. Entries given up on stay, for the operator to see.
+    pub fn prune_delivered(&self, before: i64) -> Result<usize, SignalError> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM webhook_outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+                [before],
+            )
         })
     }
 
@@ -878,6 +929,15 @@ mod tests {
         assert!((timestamp - crate::clock::now()).abs() < 300);
         assert_eq!(header(request, "content-type"), "application/json");
         id.to_owned()
+    }
+
+    #[test]
+    fn a_secret_survives_the_key_store_only_at_32_bytes() {
+        let secret = WebhookSecret::generate().unwrap();
+        let seed = secret.to_seed().expect("generated secrets are 32 bytes");
+        assert_eq!(*WebhookSecret::from_seed(&seed).reveal(), *secret.reveal());
+        let short = WebhookSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        assert!(short.to_seed().is_none());
     }
 
     #[test]

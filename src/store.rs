@@ -117,6 +117,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
     sig   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
+CREATE TABLE IF NOT EXISTS rejections (
+    agent_id TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rejections_by_agent ON rejections(agent_id, at);
 ";
 
 impl Store {
@@ -340,6 +345,44 @@ impl Store {
             c.prepare_cached("SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM revocations")?
                 .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
         })
+    }
+
+    /// Deletes metadata values in one transaction.
+    pub fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for key in keys {
+                tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records one rejection of `agent_id`'s evidence at `now` and returns how many it has had
+    /// since `since` (this one included), in one transaction so that processes sharing the
+    /// database count together. Older records of the agent are dropped on the way.
+    pub fn count_rejection(&self, agent_id: &str, now: i64, since: i64) -> Result<i64, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1 AND at < ?2")?
+                .execute(params![agent_id, since])?;
+            tx.prepare_cached("INSERT INTO rejections(agent_id, at) VALUES (?1, ?2)")?
+                .execute(params![agent_id, now])?;
+            let count = tx
+                .prepare_cached("SELECT COUNT(*) FROM rejections WHERE agent_id = ?1")?
+                .query_row([agent_id], |r| r.get(0))?;
+            tx.commit()?;
+            Ok(count)
+        })
+    }
+
+    /// Forgets `agent_id`'s recorded rejections (once acted on).
+    pub fn clear_rejections(&self, agent_id: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
+                .execute([agent_id])
+        })?;
+        Ok(())
     }
 
     /// Whether token `jti` of `issuer` was recorded as consumed.

@@ -384,7 +384,7 @@ fn helper_process() {
         .map(|owner| KeyName {
             installation: installation.clone(),
             owner: owner.to_owned(),
-            algorithm,
+            kind: algorithm.to_string(),
         })
         .collect();
     let result = keystore::open(kind, &dir).and_then(|store| match mode.as_str() {

@@ -646,7 +646,7 @@ async fn nothing_the_model_sees_contains_key_material() {
     assert!(seen.len() > 10_000, "too little output to prove anything");
     for name in names {
         let seed = keys.get(&name).unwrap();
-        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm) {
+        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm().unwrap()) {
             if let Some(found) = common::find_secret(seen.as_bytes(), &secret) {
                 panic!("{what} of {name} visible to the model as {found:?}");
             }

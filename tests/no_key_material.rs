@@ -117,7 +117,7 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     let mut scanned = 0;
     for name in names {
         let seed = keys.get(&name).unwrap();
-        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm) {
+        for (what, secret) in common::secrets_of(seed.expose(), name.algorithm().unwrap()) {
             for (file, bytes) in &files {
                 if let Some(found) = common::find_secret(bytes, &secret) {
                     panic!("{what} of {name} found in {file} as {found:?}");
