@@ -282,6 +282,8 @@ enum PolicyCommand {
 enum SignalsCommand {
     /// The webhook, the outbox (webhooks waiting, given up on) and the auto-revoke rule.
     Status,
+    /// Try the webhooks given up on again (each keeps its webhook-id).
+    Retry,
     /// Send signals to URL as Standard Webhooks, signed with the secret in
     /// AGENTSEAL_WEBHOOK_SECRET (whsec_..., 32 bytes) or, without it, a new one printed once.
     /// Servers running now pick the change up within seconds.
@@ -293,8 +295,9 @@ enum SignalsCommand {
         #[arg(long)]
         remove: bool,
     },
-    /// Revoke an agent's certificates once --after of its own tokens (authentic ones: forged
-    /// tokens do not count) are rejected within --within; signalled as agent.auto_revoked.
+    /// Revoke an agent's certificates once --after of its own requests are refused (policy
+    /// denial, rate limit, beyond its delegation) or its own tokens are rejected for what it
+    /// wrote in them, within --within; signalled as agent.auto_revoked.
     AutoRevoke {
         /// Rejections that trigger the revocation.
         #[arg(long, required_unless_present = "off", conflicts_with = "off")]
@@ -1190,6 +1193,7 @@ fn audit_request(command: &Command) -> (String, serde_json::Map<String, Value>) 
         Command::Jwks { .. } => "jwks",
         Command::Audit(_) => "audit",
         Command::Signals(SignalsCommand::Status) => "signals.status",
+        Command::Signals(SignalsCommand::Retry) => "signals.retry",
         Command::Signals(SignalsCommand::Webhook { url, remove }) => {
             // Only the host: some receivers take a credential in the path.
             let host = url
@@ -1241,6 +1245,9 @@ const WEBHOOK_SECRET_ENV: &str = "AGENTSEAL_WEBHOOK_SECRET";
 fn signals(installation: &Installation, command: SignalsCommand) -> Result<Outcome, ServiceError> {
     match command {
         SignalsCommand::Status => Ok(Outcome::Json(json!(installation.signals_status()?))),
+        SignalsCommand::Retry => Ok(Outcome::Json(
+            json!({ "requeued": installation.retry_signals()? }),
+        )),
         SignalsCommand::Webhook { remove: true, .. } => {
             let removed = installation.remove_webhook()?;
             Ok(Outcome::Json(json!({ "webhook_removed": removed })))

@@ -128,6 +128,7 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
         let installation = Arc::new(installation);
         let signals = CancellationToken::new();
         let delivery = installation.spawn_signal_delivery(signals.clone());
+        let _stop_delivery = signals.clone().drop_guard();
         let app = router(installation, &options, &public, local, shutdown.child_token());
         if let Some(agent) = &options.insecure_agent {
             tracing::warn!(

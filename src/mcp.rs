@@ -655,6 +655,20 @@ impl AgentServer {
         };
         let mut signed = sign(Approval::NotGiven).await?;
         if let Err(ServiceError::ApprovalRequired(_)) = &signed {
+            // Signalled when first asked, not again when the answer comes back (2026-07-28).
+            if answers.is_none() {
+                let (installation, agent, request, on_behalf_of) = (
+                    installation.clone(),
+                    agent.clone(),
+                    request.clone(),
+                    on_behalf_of.clone(),
+                );
+                blocking(move || {
+                    installation.approval_requested(&agent, &request, on_behalf_of.as_deref());
+                    Ok(())
+                })
+                .await?;
+            }
             // Ask the person in this task: the client's answer comes back on this request's
             // stream. Nothing was signed or counted yet.
             let asked = approval::Request {

@@ -801,30 +801,7 @@ impl Installation {
         agent_id: &str,
         request: &ActionRequest,
     ) -> Result<SignedAction, ServiceError> {
-        if request.ttl <= 0 || request.ttl > token::MAX_TTL {
-            return Err(ServiceError::InvalidInput(format!(
-                "token TTL must be between 1 and {} seconds",
-                token::MAX_TTL
-            )));
-        }
-        if request.action.is_empty() || request.audience.is_empty() {
-            return Err(ServiceError::InvalidInput(
-                "action and audience must not be empty".into(),
-            ));
-        }
-        // Bounds keep even a hybrid token inside an 8 KB HTTP header.
-        for (field, value, limit) in [
-            ("action", request.action.as_str(), 128),
-            ("audience", request.audience.as_str(), 512),
-            ("scope", request.scope.as_deref().unwrap_or(""), 512),
-        ] {
-            if value.len() > limit || value.chars().any(char::is_control) {
-                return Err(ServiceError::InvalidInput(format!(
-                    "{field} must be at most {limit} bytes without control characters"
-                )));
-            }
-        }
-        token::check_args(&request.args).map_err(ServiceError::InvalidInput)?;
+        check_action_request(request)?;
         let (certificate, keys) = self.usable_signer(agent_id)?;
         let refs: Vec<&SigningKey> = keys.iter().collect();
         Ok(token::sign(&certificate, &refs, request, clock::now())?)
@@ -837,6 +814,8 @@ impl Installation {
     ///
     /// The installation's policy decides first (see [`crate::policy`]): it may deny, cap the
     /// lifetime, rate-limit, or ask for a person's approval, which `approval` says was given.
+    /// Refusals of the agent's own requests (not the operator's) count towards the auto-revoke
+    /// rule, if it is on.
     pub fn sign_action_for(
         &self,
         agent_id: &str,
@@ -844,24 +823,26 @@ impl Installation {
         on_behalf_of: Option<&str>,
         approval: Approval,
     ) -> Result<SignedAction, ServiceError> {
-        // What no policy can make valid is refused before the policy caps anything.
-        if request.ttl <= 0 || request.ttl > token::MAX_TTL {
-            return Err(ServiceError::InvalidInput(format!(
-                "token TTL must be between 1 and {} seconds",
-                token::MAX_TTL
-            )));
+        let signed = self.sign_action_decided(agent_id, request, on_behalf_of, approval);
+        if let Err(error) = &signed
+            && approval != Approval::Operator
+        {
+            self.request_refused(agent_id, error);
         }
+        signed
+    }
+
+    fn sign_action_decided(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+        on_behalf_of: Option<&str>,
+        approval: Approval,
+    ) -> Result<SignedAction, ServiceError> {
+        // What no policy can make valid is refused before the policy sees it.
+        check_action_request(request)?;
         let decision = self.decide(&self.policy_input(agent_id, request, on_behalf_of)?)?;
         if decision.approval && approval == Approval::NotGiven {
-            self.signal(
-                SignalKind::ApprovalRequested,
-                Some(agent_id),
-                serde_json::json!({
-                    "action": request.action,
-                    "audience": request.audience,
-                    "on_behalf_of": on_behalf_of,
-                }),
-            );
             return Err(ServiceError::ApprovalRequired(format!(
                 "{agent_id} may {} for {} only once a person approves",
                 request.action, request.audience
@@ -1603,17 +1584,22 @@ impl Installation {
             revoked_at: clock::now(),
             reason: reason.to_owned(),
         };
-        let before = self.store.revocation(RevokedKind::Token, &entry.id)?;
-        self.store
+        let added = self
+            .store
             .revoke(RevokedKind::Token, std::slice::from_ref(&entry))?;
-        if before.is_none() {
+        // Signalled by the process that recorded it, once.
+        if !added.is_empty() {
             self.signal(
                 SignalKind::TokenRevoked,
                 signer,
                 serde_json::json!({ "jti": entry.id, "reason": reason }),
             );
         }
-        Ok(before.unwrap_or(entry))
+        // Report what is recorded: a token revoked before keeps its first time and reason.
+        Ok(self
+            .store
+            .revocation(RevokedKind::Token, &entry.id)?
+            .unwrap_or(entry))
     }
 
     /// Revokes a token on behalf of `agent_id`, who may revoke only tokens it signed itself:
@@ -1693,10 +1679,6 @@ impl Installation {
             return Err(ServiceError::UnknownCertificate(serial_or_agent.to_owned()));
         };
         let now = clock::now();
-        let mut earlier = Vec::with_capacity(serials.len());
-        for serial in &serials {
-            earlier.push(self.store.revocation(RevokedKind::Certificate, serial)?);
-        }
         let entries: Vec<RevocationEntry> = serials
             .into_iter()
             .map(|id| RevocationEntry {
@@ -1705,28 +1687,25 @@ impl Installation {
                 reason: reason.to_owned(),
             })
             .collect();
-        self.store.revoke(RevokedKind::Certificate, &entries)?;
-        // Report what is recorded: a certificate revoked before keeps its first time and reason.
-        let mut reported = Vec::with_capacity(entries.len());
-        for (entry, earlier) in entries.into_iter().zip(earlier) {
-            match earlier {
-                Some(earlier) => reported.push(earlier),
-                None => {
-                    let agent = self.store.certificate(&entry.id)?.map(|c| c.agent_id);
-                    self.signal(
-                        SignalKind::CertificateRevoked,
-                        agent.as_deref(),
-                        serde_json::json!({ "serial": entry.id, "reason": reason }),
-                    );
-                    reported.push(
-                        self.store
-                            .revocation(RevokedKind::Certificate, &entry.id)?
-                            .unwrap_or(entry),
-                    );
-                }
-            }
+        let added = self.store.revoke(RevokedKind::Certificate, &entries)?;
+        for serial in &added {
+            let agent = self.store.certificate(serial)?.map(|c| c.agent_id);
+            self.signal(
+                SignalKind::CertificateRevoked,
+                agent.as_deref(),
+                serde_json::json!({ "serial": serial, "reason": reason }),
+            );
         }
-        Ok(reported)
+        // Report what is recorded: a certificate revoked before keeps its first time and reason.
+        entries
+            .into_iter()
+            .map(|entry| {
+                Ok(self
+                    .store
+                    .revocation(RevokedKind::Certificate, &entry.id)?
+                    .unwrap_or(entry))
+            })
+            .collect()
     }
 
     /// Whether a token (given whole or by id) or a certificate (given whole, by serial, or by
@@ -1988,10 +1967,10 @@ impl Installation {
                 names.push(KeyName::agent(&self.install_id, &agent.agent_id, algorithm));
             }
         }
-        if self.store.meta(signalling::WEBHOOK_URL)?.is_some() {
-            names.push(KeyName::webhook(&self.install_id));
-        }
+        let webhook = self.store.meta(signalling::WEBHOOK_URL)?.is_some();
         let keys = self.key_store()?;
+        // Deleted even if no webhook is set now (a set-up may have stopped half-way).
+        keys.delete(&KeyName::webhook(&self.install_id))?;
         for name in &names {
             keys.delete(name)?;
         }
@@ -2013,7 +1992,7 @@ impl Installation {
                 _ => {}
             }
         }
-        Ok(names.len())
+        Ok(names.len() + usize::from(webhook))
     }
 
     /// The key store, opened on first use: verification never needs it, so a verifier works
@@ -2087,6 +2066,35 @@ fn create_key(
         return Err(ServiceError::KeyMismatch(name.to_string()));
     }
     Ok(SigningKey::from_seed(algorithm, &seed))
+}
+
+/// Refuses what no policy can make a valid action request: a TTL out of bounds, empty or
+/// oversized fields, control characters, bad arguments. Bounds keep even a hybrid token inside
+/// an 8 KB HTTP header (and whatever reaches signals and the audit log small).
+fn check_action_request(request: &ActionRequest) -> Result<(), ServiceError> {
+    if request.ttl <= 0 || request.ttl > token::MAX_TTL {
+        return Err(ServiceError::InvalidInput(format!(
+            "token TTL must be between 1 and {} seconds",
+            token::MAX_TTL
+        )));
+    }
+    if request.action.is_empty() || request.audience.is_empty() {
+        return Err(ServiceError::InvalidInput(
+            "action and audience must not be empty".into(),
+        ));
+    }
+    for (field, value, limit) in [
+        ("action", request.action.as_str(), 128),
+        ("audience", request.audience.as_str(), 512),
+        ("scope", request.scope.as_deref().unwrap_or(""), 512),
+    ] {
+        if value.len() > limit || value.chars().any(char::is_control) {
+            return Err(ServiceError::InvalidInput(format!(
+                "{field} must be at most {limit} bytes without control characters"
+            )));
+        }
+    }
+    token::check_args(&request.args).map_err(ServiceError::InvalidInput)
 }
 
 /// Longest revocation reason accepted: reasons are published in every revocation list.

@@ -342,7 +342,7 @@ impl WebhookConfig {
     /// Default for [`WebhookConfig::timeout`].
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default for [`WebhookConfig::max_attempts`].
-    pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
     /// Default for [`WebhookConfig::first_backoff`].
     pub const DEFAULT_FIRST_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -564,15 +564,33 @@ impl Outbox {
         })
     }
 
-    /// Deletes entries delivered before `before` (milliseconds since the epoch); returns how
-    /// many. Entries given up on stay, for the operator to see.
-    pub fn prune_delivered(&self, before: i64) -> Result<usize, SignalError> {
+    /// Deletes entries delivered before `delivered_before` and entries given up on that were
+    /// created before `given_up_before` (milliseconds since the epoch); returns how many.
+    pub fn prune(&self, delivered_before: i64, given_up_before: i64) -> Result<usize, SignalError> {
         self.with(|c| {
             c.execute(
-                "DELETE FROM webhook_outbox WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
-                [before],
+                "DELETE FROM webhook_outbox
+                 WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                    OR (delivered_at IS NULL AND next_attempt_at IS NULL AND created_at < ?2)",
+                params![delivered_before, given_up_before],
             )
         })
+    }
+
+    /// Makes every entry given up on due again at `now` with its attempts reset; returns how
+    /// many. Each keeps its `webhook-id`, so a receiver that did get one drops the repeat.
+    pub fn requeue_given_up(&self, now: i64) -> Result<usize, SignalError> {
+        let requeued = self.with(|c| {
+            c.execute(
+                "UPDATE webhook_outbox SET attempts = 0, next_attempt_at = ?1
+                 WHERE delivered_at IS NULL AND next_attempt_at IS NULL",
+                [now],
+            )
+        })?;
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+        Ok(requeued)
     }
 
     /// Reserves the oldest due entry until `lease_until` and counts the attempt, in one
@@ -1108,6 +1126,46 @@ mod tests {
                 assert!(wait >= full / 2 && wait <= full, "{attempts}: {wait:?}");
             }
         }
+    }
+
+    #[test]
+    fn given_up_entries_are_counted_requeued_on_demand_and_pruned_late() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&tmp.path().join("t.db")).unwrap();
+        let (gone, kept) = (
+            outbox.enqueue(&revoked(1)).unwrap(),
+            outbox.enqueue(&revoked(2)).unwrap(),
+        );
+        let now = now_ms();
+        outbox.mark_failed(&gone, "HTTP 500", None).unwrap();
+        let delivered = outbox.enqueue(&revoked(3)).unwrap();
+        outbox.mark_delivered(&delivered, now).unwrap();
+        assert_eq!(
+            outbox.counts().unwrap(),
+            OutboxCounts {
+                pending: 1,
+                given_up: 1
+            }
+        );
+        // Requeued: due at once, attempts reset, same id.
+        assert_eq!(outbox.requeue_given_up(now).unwrap(), 1);
+        let entry = outbox.entry(&gone).unwrap().unwrap();
+        assert_eq!((entry.attempts, entry.next_attempt_at), (0, Some(now)));
+        assert_eq!(
+            outbox.counts().unwrap(),
+            OutboxCounts {
+                pending: 2,
+                given_up: 0
+            }
+        );
+        // Pruning takes delivered entries older than its first limit and given-up ones older
+        // than its second; pending ones never.
+        outbox.mark_failed(&gone, "HTTP 500", None).unwrap();
+        assert_eq!(outbox.prune(now, 0).unwrap(), 0);
+        assert_eq!(outbox.prune(now + 1, i64::MAX).unwrap(), 2);
+        assert!(outbox.entry(&delivered).unwrap().is_none());
+        assert!(outbox.entry(&gone).unwrap().is_none());
+        assert!(outbox.entry(&kept).unwrap().is_some());
     }
 
     #[test]

@@ -119,9 +119,10 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
 CREATE TABLE IF NOT EXISTS rejections (
     agent_id TEXT NOT NULL,
-    at       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rejections_by_agent ON rejections(agent_id, at);
+    subject  TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, subject)
+) WITHOUT ROWID;
 ";
 
 impl Store {
@@ -299,23 +300,25 @@ impl Store {
         })
     }
 
-    /// Records revocations durably. Already-revoked ids keep their first record. Returns how many
-    /// were new.
+    /// Records revocations durably. Already-revoked ids keep their first record. Returns the ids
+    /// that were new.
     pub fn revoke(
         &self,
         kind: RevokedKind,
         entries: &[RevocationEntry],
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut added = 0;
+            let mut added = Vec::new();
             {
                 let mut stmt = tx.prepare(
                     "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT DO NOTHING",
                 )?;
                 for e in entries {
-                    added += stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])?;
+                    if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
+                        added.push(e.id.clone());
+                    }
                 }
             }
             tx.commit()?;
@@ -358,31 +361,38 @@ impl Store {
         })
     }
 
-    /// Records one rejection of `agent_id`'s evidence at `now` and returns how many it has had
-    /// since `since` (this one included), in one transaction so that processes sharing the
-    /// database count together. Older records of the agent are dropped on the way.
-    pub fn count_rejection(&self, agent_id: &str, now: i64, since: i64) -> Result<i64, StoreError> {
+    /// Records a rejection of `agent_id` about `subject` (a token id, so that one token counts
+    /// once however often it is presented) at `now`, and counts the agent's rejections since
+    /// `since`. At `threshold` or more the agent's records are deleted and the count returned:
+    /// all in one transaction, so among processes sharing the database exactly one trips.
+    pub fn trip_on_rejection(
+        &self,
+        agent_id: &str,
+        subject: &str,
+        now: i64,
+        since: i64,
+        threshold: i64,
+    ) -> Result<Option<i64>, StoreError> {
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1 AND at < ?2")?
                 .execute(params![agent_id, since])?;
-            tx.prepare_cached("INSERT INTO rejections(agent_id, at) VALUES (?1, ?2)")?
-                .execute(params![agent_id, now])?;
-            let count = tx
+            tx.prepare_cached(
+                "INSERT INTO rejections(agent_id, subject, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![agent_id, subject, now])?;
+            let count: i64 = tx
                 .prepare_cached("SELECT COUNT(*) FROM rejections WHERE agent_id = ?1")?
                 .query_row([agent_id], |r| r.get(0))?;
+            let tripped = count >= threshold;
+            if tripped {
+                tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
+                    .execute([agent_id])?;
+            }
             tx.commit()?;
-            Ok(count)
+            Ok(tripped.then_some(count))
         })
-    }
-
-    /// Forgets `agent_id`'s recorded rejections (once acted on).
-    pub fn clear_rejections(&self, agent_id: &str) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
-                .execute([agent_id])
-        })?;
-        Ok(())
     }
 
     /// Whether token `jti` of `issuer` was recorded as consumed.

@@ -20,12 +20,16 @@ const DEPLOYER: &str = "agent://acme.example/deployer";
 const PEER: &str = "agent://acme.example/peer";
 const BYSTANDER: &str = "agent://acme.example/bystander";
 
-/// Deploys allowed once an hour; refunds need a person.
+/// Deploys allowed once an hour; refunds need a person; wiping is never allowed.
 const POLICY: &str = r#"package agentseal
 
 import rego.v1
 
 default decision := {"allow": true}
+
+decision := {"allow": false, "reasons": ["nobody wipes"]} if {
+	input.action == "wipe"
+}
 
 decision := {"allow": true, "rate_limit": {"count": 1, "per_seconds": 3600}} if {
 	input.action == "deploy"
@@ -406,7 +410,7 @@ async fn a_receiver_that_is_down_or_stuck_holds_up_no_tool_call() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn repeated_rejections_of_an_agents_own_tokens_revoke_it_but_forgeries_do_not() {
+async fn the_auto_revoke_rule_counts_what_the_agent_did_not_what_others_do_with_its_tokens() {
     let receiver = Receiver::start(true).await;
     let installation = installation();
     set_webhook(&installation, &receiver.url);
@@ -414,6 +418,7 @@ async fn repeated_rejections_of_an_agents_own_tokens_revoke_it_but_forgeries_do_
     let hub = installation.serve(&[]);
     let deployer = installation.access_token(&hub, DEPLOYER, &[]);
     let peer = installation.access_token(&hub, PEER, &[]);
+    let bystander = installation.access_token(&hub, BYSTANDER, &[]);
     let signed = sign(&hub, &deployer, "build").await;
     let token = signed["token"].as_str().unwrap().to_owned();
 
@@ -423,15 +428,37 @@ async fn repeated_rejections_of_an_agents_own_tokens_revoke_it_but_forgeries_do_
         let verdict = verify(&hub, &peer, &forged(&token), "build").await;
         assert_eq!(verdict["reasons"], json!(["bad_signature"]));
     }
-    assert!(!certificate_revoked(&installation, DEPLOYER));
-
-    // The deployer's own token, refused three times (for the wrong action), trips the rule.
-    for _ in 0..2 {
+    // Nor what a verifier (or a thief of the token) can bring about: naming another action,
+    // presenting the token again after consuming it, or presenting it where it was not sent.
+    for _ in 0..5 {
         assert_eq!(verify(&hub, &peer, &token, "delete").await["valid"], false);
     }
+    for _ in 0..4 {
+        let consumed = structured(
+            &call_tool(
+                &hub,
+                Some(&peer),
+                "verify_peer",
+                json!({"token": token, "expected_action": "build", "consume": true}),
+            )
+            .await,
+        );
+        assert!(consumed["valid"] == true || consumed["reasons"] == json!(["replayed"]));
+    }
+    for _ in 0..5 {
+        let verdict = verify(&hub, &bystander, &token, "build").await;
+        assert_eq!(verdict["reasons"], json!(["wrong_audience"]));
+    }
     assert!(!certificate_revoked(&installation, DEPLOYER));
-    assert_eq!(verify(&hub, &peer, &token, "delete").await["valid"], false);
-    assert!(certificate_revoked(&installation, DEPLOYER));
+
+    // What the deployer itself asks and is refused counts: the third refusal trips the rule.
+    for n in 1..=3 {
+        assert_eq!(
+            sign(&hub, &deployer, "wipe").await["reasons"][0],
+            "policy_denied"
+        );
+        assert_eq!(certificate_revoked(&installation, DEPLOYER), n == 3);
+    }
     // Revoked: the deployer is shut out of the hub, and its token no longer verifies.
     let refused = call_tool(
         &hub,
@@ -456,10 +483,12 @@ async fn repeated_rejections_of_an_agents_own_tokens_revoke_it_but_forgeries_do_
             !of_type(got, "agent.auto_revoked").is_empty()
         })
         .await;
-    let auto = &of_type(&got, "agent.auto_revoked")[0];
-    assert_eq!(auto["data"]["agent_id"], DEPLOYER);
-    assert_eq!(auto["data"]["rejections"], 3);
-    assert_eq!(auto["data"]["window_seconds"], 600);
+    let auto = of_type(&got, "agent.auto_revoked");
+    assert_eq!(auto.len(), 1, "{auto:?}");
+    assert_eq!(auto[0]["data"]["agent_id"], DEPLOYER);
+    assert_eq!(auto[0]["data"]["rejections"], 3);
+    assert_eq!(auto[0]["data"]["window_seconds"], 600);
+    assert_eq!(auto[0]["data"]["last_reasons"], json!(["policy_denied"]));
     let forgeries = of_type(&got, "token.rejected")
         .into_iter()
         .filter(|p| p["data"]["authentic"] == false)
@@ -481,15 +510,24 @@ async fn repeated_rejections_of_an_agents_own_tokens_revoke_it_but_forgeries_do_
     let verified: Value = serde_json::from_str(&installation.cli(&["audit", "verify"])).unwrap();
     assert_eq!(verified["valid"], true);
 
-    // Off, the rule revokes no one.
+    // Off, the rule revokes no one; and the operator's own refused requests never count.
     installation.cli(&["signals", "auto-revoke", "--off"]);
-    let bystander = installation.access_token(&hub, BYSTANDER, &[]);
-    let theirs = sign(&hub, &bystander, "build").await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     for _ in 0..4 {
-        assert_eq!(verify(&hub, &peer, &theirs, "delete").await["valid"], false);
+        assert_eq!(
+            sign(&hub, &bystander, "wipe").await["reasons"][0],
+            "policy_denied"
+        );
+    }
+    installation.cli(&["signals", "auto-revoke", "--after", "1"]);
+    for _ in 0..2 {
+        let out = common::hub::cli_output(
+            &installation.dir,
+            &[
+                "token", "sign", "--agent", BYSTANDER, "--action", "wipe", "--aud", PEER,
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("denied by policy"), "{stderr}");
     }
     assert!(!certificate_revoked(&installation, BYSTANDER));
 }

@@ -27,6 +27,8 @@ const AUTO_REVOKE: &str = "auto_revoke";
 const CONFIG_POLL: Duration = Duration::from_secs(2);
 /// How long delivered webhooks are kept in the outbox before they are pruned.
 const DELIVERED_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long webhooks given up on are kept (for `signals retry`) before they are pruned.
+const GIVEN_UP_KEPT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Longest string taken from a rejected token into a signal: it is attacker-chosen.
 const MAX_CLAIMED: usize = 256;
 
@@ -91,8 +93,10 @@ impl Installation {
         url: &str,
         secret: Option<WebhookSecret>,
     ) -> Result<WebhookSet, ServiceError> {
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| ServiceError::InvalidInput(format!("webhook URL {url:?}: {e}")))?;
+        // The URL is not echoed: some receivers take a credential in its path.
+        let parsed = reqwest::Url::parse(url).map_err(|e| {
+            ServiceError::InvalidInput(format!("the webhook URL is not a URL: {e}"))
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(ServiceError::InvalidInput(
                 "the webhook URL must be http:// or https:// with a host".into(),
@@ -258,10 +262,15 @@ impl Installation {
     }
 
     fn prune_outbox(&self) {
-        let before = clock::now()
-            .saturating_sub(DELIVERED_KEPT.as_secs() as i64)
-            .saturating_mul(1000);
-        match self.outbox().and_then(|o| Ok(o.prune_delivered(before)?)) {
+        let before = |kept: Duration| {
+            clock::now()
+                .saturating_sub(kept.as_secs() as i64)
+                .saturating_mul(1000)
+        };
+        let pruned = self
+            .outbox()
+            .and_then(|o| Ok(o.prune(before(DELIVERED_KEPT), before(GIVEN_UP_KEPT))?));
+        match pruned {
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "delivered webhooks pruned"),
             Err(error) => tracing::warn!(%error, "webhook outbox not pruned"),
@@ -294,79 +303,125 @@ impl Installation {
         }
     }
 
-    /// Reports a rejected token and applies the auto-revoke rule to its signer, if the token
-    /// really is one of this installation's agents' (its signature checks out under that
-    /// agent's certificate): anyone can put an agent's name in a forged token, so only
-    /// authentic tokens count against it.
+    /// Signals that `agent_id` asked to sign an action a person must approve first. Called by
+    /// the front-end that asks the person (once per request, not on the answer's round trip).
+    pub fn approval_requested(
+        &self,
+        agent_id: &str,
+        request: &ActionRequest,
+        on_behalf_of: Option<&str>,
+    ) {
+        self.signal(
+            SignalKind::ApprovalRequested,
+            Some(agent_id),
+            serde_json::json!({
+                "action": request.action,
+                "audience": request.audience,
+                "on_behalf_of": on_behalf_of,
+            }),
+        );
+    }
+
+    /// Puts the webhooks given up on back in line, as new; returns how many.
+    pub fn retry_signals(&self) -> Result<usize, ServiceError> {
+        Ok(self
+            .outbox()?
+            .requeue_given_up(clock::now().saturating_mul(1000))?)
+    }
+
+    /// Reports a rejected token, and applies the auto-revoke rule to its signer when the signer
+    /// alone can have caused the rejection (see [`counts_against_signer`]).
     pub(super) fn token_rejected(
         &self,
         token: &str,
         verdict: &PeerVerdict,
         evidence: &PeerEvidence,
     ) {
-        let claimed = token::parse_unverified(token.trim()).ok().map(|(_, c)| c);
-        let authentic = claimed.as_ref().and_then(|claims| {
+        let parsed = token::parse_unverified(token.trim()).ok();
+        let claimed = parsed.as_ref().map(|(_, claims)| claims);
+        let authentic = parsed.as_ref().and_then(|(jws, claims)| {
             let record = self.store.certificate(&claims.cert).ok().flatten()?;
             (record.agent_id == claims.iss).then_some(())?;
             let (_, _, keys) = AgentCertificate::parse_unverified(&record.encoded).ok()?;
-            let (jws, _) = token::parse_unverified(token.trim()).ok()?;
+            jws.check_typ(token::TOKEN_TYP).ok()?;
             jws.verify(&keys).ok().map(|()| record.agent_id)
         });
         let shorten = |text: &str| text.chars().take(MAX_CLAIMED).collect::<String>();
         let agent = authentic
             .clone()
-            .or_else(|| claimed.as_ref().map(|c| shorten(&c.iss)));
+            .or_else(|| claimed.map(|c| shorten(&c.iss)));
         self.signal(
             SignalKind::TokenRejected,
             agent.as_deref(),
             serde_json::json!({
                 "reasons": verdict.reasons,
-                "jti": claimed.as_ref().map(|c| shorten(&c.jti)),
+                "jti": claimed.map(|c| shorten(&c.jti)),
                 "authentic": authentic.is_some(),
                 "verifier": shorten(&evidence.audience),
                 "expected_action": evidence.action.as_deref().map(shorten),
             }),
         );
-        if let Some(agent) = authentic {
-            self.count_rejection(&agent, &verdict.reasons);
+        let (Some(agent), Some(claims)) = (authentic, claimed) else {
+            return;
+        };
+        // Only faults in what the signer wrote count. The verifier checks the audience before
+        // any of those, so a token presented where it was not sent never counts.
+        if verdict.reasons.iter().all(|r| counts_against_signer(r)) {
+            self.count_rejection(&agent, &format!("token:{}", claims.jti), &verdict.reasons);
         }
     }
 
-    /// Counts a rejection against `agent_id` and, past the rule's threshold, revokes its
-    /// certificates, records it in the audit log and signals it.
-    fn count_rejection(&self, agent_id: &str, reasons: &[String]) {
+    /// Applies the auto-revoke rule to a refusal of `agent_id`'s own request: a policy denial,
+    /// a rate limit, or acting beyond its delegation. Other errors do not count.
+    pub(super) fn request_refused(&self, agent_id: &str, error: &ServiceError) {
+        if matches!(
+            error,
+            ServiceError::PolicyDenied(_)
+                | ServiceError::RateLimited(_)
+                | ServiceError::NotPermitted(_)
+        ) {
+            match clock::random_id() {
+                Ok(id) => self.count_rejection(
+                    agent_id,
+                    &format!("request:{id}"),
+                    &[error.code().to_owned()],
+                ),
+                Err(error) => tracing::error!(%error, "auto-revoke rule not applied"),
+            }
+        }
+    }
+
+    /// Counts a rejection about `subject` against `agent_id` and, when that trips the rule,
+    /// revokes the agent's certificates, records it in the audit log and signals it.
+    fn count_rejection(&self, agent_id: &str, subject: &str, reasons: &[String]) {
         let acted = (|| -> Result<(), ServiceError> {
             let Some(rule) = self.auto_revoke_rule()? else {
                 return Ok(());
             };
             let now = clock::now();
-            let count = self.store.count_rejection(
+            let Some(count) = self.store.trip_on_rejection(
                 agent_id,
+                subject,
                 now,
                 now.saturating_sub(rule.window_seconds),
-            )?;
-            if count < i64::from(rule.rejections) {
+                i64::from(rule.rejections),
+            )?
+            else {
                 return Ok(());
-            }
-            self.store.clear_rejections(agent_id)?;
-            let mut serials = Vec::new();
-            for serial in self.store.serials_of(agent_id)? {
-                if self
-                    .store
-                    .revocation(RevokedKind::Certificate, &serial)?
-                    .is_none()
-                {
-                    serials.push(serial);
-                }
-            }
-            if serials.is_empty() {
-                return Ok(());
-            }
+            };
             let reason = format!(
                 "auto-revoked: {count} rejections within {} s",
                 rule.window_seconds
             );
-            self.revoke_certificate(agent_id, &reason)?;
+            let revoked = self.revoke_certificate(agent_id, &reason)?;
+            let serials: Vec<&str> = revoked
+                .iter()
+                .filter(|e| e.revoked_at >= now && e.reason == reason)
+                .map(|e| e.id.as_str())
+                .collect();
+            if serials.is_empty() {
+                return Ok(()); // revoked already
+            }
             tracing::warn!(agent = %agent_id, rejections = count, "agent's certificates auto-revoked");
             let details = serde_json::json!({
                 "agent_id": agent_id,
@@ -393,6 +448,23 @@ impl Installation {
             tracing::error!(%error, agent = %agent_id, "auto-revoke rule not applied");
         }
     }
+}
+
+/// Whether a rejection of an authentic token can only be its signer's doing: something wrong in
+/// what the signer wrote (its claims or its delegation chain). Rejections a verifier or a
+/// holder of the token can bring about (wrong action or arguments named by the verifier, reuse,
+/// lateness, revocation, the verifier's own failures) are not.
+pub fn counts_against_signer(reason: &str) -> bool {
+    matches!(
+        reason,
+        "malformed"
+            | "scope_escalation"
+            | "delegation_outlives_parent"
+            | "delegation_broken"
+            | "delegation_too_deep"
+            | "delegation_cycle"
+            | "delegation_bad_signature"
+    )
 }
 
 #[cfg(test)]
