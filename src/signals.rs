@@ -664,7 +664,12 @@ pub struct Dispatcher {
     client: reqwest::Client,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
+    current: Option<StillCurrent>,
 }
+
+/// Asked (off the async threads) before each attempt: whether the configuration this
+/// dispatcher was started with is still the one in force.
+pub type StillCurrent = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Dispatcher {
     /// Starts delivering the outbox in the database at `db_path` on the current tokio runtime.
@@ -677,6 +682,19 @@ impl Dispatcher {
         db_path: &Path,
         wake: Arc<Notify>,
         shutdown: CancellationToken,
+    ) -> Result<JoinHandle<()>, SignalError> {
+        Self::spawn_while(config, db_path, wake, shutdown, None)
+    }
+
+    /// As [`Dispatcher::spawn`], and the task also ends, before sending anything more, once
+    /// `current` answers false: an entry claimed then is left due for the dispatcher of the new
+    /// configuration, so nothing recorded after a change goes to the old endpoint.
+    pub fn spawn_while(
+        config: WebhookConfig,
+        db_path: &Path,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+        current: Option<StillCurrent>,
     ) -> Result<JoinHandle<()>, SignalError> {
         if !matches!(config.url.scheme(), "http" | "https") || config.url.host_str().is_none() {
             return Err(SignalError::BadUrl);
@@ -694,6 +712,7 @@ impl Dispatcher {
             client,
             wake,
             shutdown,
+            current,
         };
         Ok(tokio::spawn(dispatcher.run()))
     }
@@ -711,6 +730,11 @@ impl Dispatcher {
             .await;
             let pause = match claim {
                 Some(Claim::Due(entry)) => {
+                    if !self.still_current().await {
+                        let (id, now) = (entry.id, now_ms());
+                        blocking(&outbox, "releasing an entry", move |o| o.release(&id, now)).await;
+                        return;
+                    }
                     self.attempt(&outbox, entry).await;
                     continue;
                 }
@@ -726,6 +750,16 @@ impl Dispatcher {
                 _ = tokio::time::sleep(pause) => {}
             }
         }
+    }
+
+    async fn still_current(&self) -> bool {
+        let Some(current) = self.current.clone() else {
+            return true;
+        };
+        // A check that cannot run counts as a change: the supervisor starts afresh.
+        tokio::task::spawn_blocking(move || current())
+            .await
+            .unwrap_or(false)
     }
 
     /// Opens the outbox, retrying each poll interval until it opens or shutdown.

@@ -533,6 +533,37 @@ async fn the_auto_revoke_rule_counts_what_the_agent_did_not_what_others_do_with_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_running_server_follows_a_new_webhook_and_its_removal() {
+    let (first, second) = (Receiver::start(true).await, Receiver::start(true).await);
+    let installation = installation();
+    let first_secret = set_webhook(&installation, &first.url);
+    let _hub = installation.serve(&[]);
+    installation.cli(&["revoke", "cert", BYSTANDER, "--reason", "one"]);
+    first
+        .wait_until("the first revocation", |got| got.len() == 1)
+        .await;
+
+    // A new URL and secret, set while the server runs: the next event goes there, signed anew.
+    let second_secret = set_webhook(&installation, &second.url);
+    assert_ne!(first_secret, second_secret);
+    installation.cli(&["revoke", "cert", PEER, "--reason", "two"]);
+    let got = second
+        .wait_until("the second revocation", |got| !got.is_empty())
+        .await;
+    assert!(
+        signature_checks(&second_secret, &got[0]),
+        "first secret: {}, {got:?}",
+        signature_checks(&first_secret, &got[0])
+    );
+    assert!(!signature_checks(&first_secret, &got[0]));
+    assert_eq!(
+        of_type(&got, "certificate.revoked")[0]["data"]["agent_id"],
+        PEER
+    );
+    assert_eq!(first.deliveries().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_stdio_server_delivers_signals_too() {
     let receiver = Receiver::start(true).await;
     let installation = installation();

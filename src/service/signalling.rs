@@ -119,6 +119,9 @@ impl Installation {
         })?;
         let name = KeyName::webhook(&self.install_id);
         let keys = self.key_store()?;
+        // Delete first: with keyutils a running server that read the old secret holds its own
+        // link to it, which only deleting (invalidating) the old key cuts.
+        keys.delete(&name)?;
         keys.put(&name, &seed)?;
         if keys.get(&name)?.expose() != seed.expose() {
             return Err(ServiceError::KeyMismatch(name.to_string()));
@@ -211,7 +214,18 @@ impl Installation {
                             let stop = shutdown.child_token();
                             let db = installation.store.path().to_owned();
                             let wake = installation.signal_wake.clone();
-                            let task = match Dispatcher::spawn(config, &db, wake, stop.clone()) {
+                            let this = installation.clone();
+                            let known = Some(revision.clone());
+                            let current: crate::signals::StillCurrent = Arc::new(move || {
+                                this.webhook_revision().is_ok_and(|now| now == known)
+                            });
+                            let task = match Dispatcher::spawn_while(
+                                config,
+                                &db,
+                                wake,
+                                stop.clone(),
+                                Some(current),
+                            ) {
                                 Ok(task) => {
                                     tracing::info!("delivering signals to the webhook");
                                     Some(task)
@@ -251,14 +265,18 @@ impl Installation {
         &self,
         known: Option<String>,
     ) -> Result<Option<Option<(WebhookConfig, String)>>, ServiceError> {
-        let revision = self
-            .store
-            .meta(WEBHOOK_URL)?
-            .and(self.store.meta(WEBHOOK_REVISION)?.or(Some(String::new())));
-        if revision == known {
+        if self.webhook_revision()? == known {
             return Ok(None);
         }
         Ok(Some(self.webhook_config()?))
+    }
+
+    /// The webhook configuration's revision; `None` when no webhook is set.
+    fn webhook_revision(&self) -> Result<Option<String>, ServiceError> {
+        let Some(_) = self.store.meta(WEBHOOK_URL)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.store.meta(WEBHOOK_REVISION)?.unwrap_or_default()))
     }
 
     fn prune_outbox(&self) {
