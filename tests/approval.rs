@@ -63,6 +63,11 @@ fn signed_records(installation: &Installation) -> Vec<Value> {
 #[test]
 fn the_person_approves_through_the_client_and_the_token_verifies_on_both_revisions() {
     let installation = installation();
+    // A webhook nobody answers: its outbox keeps every approval.requested signal recorded.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks", closed.local_addr().unwrap());
+    drop(closed);
+    installation.cli(&["signals", "webhook", &url]);
     for (mode, revision) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
         let report = ask(&installation, mode, "approve", &[]);
         assert_eq!(report["protocol"], revision, "{report}");
@@ -96,6 +101,14 @@ fn the_person_approves_through_the_client_and_the_token_verifies_on_both_revisio
         .collect();
     // 2025-11-25: one call, allowed. 2026-07-28: the call that asked, then the retry.
     assert_eq!(decisions, ["allowed", "pending", "allowed"], "{records:?}");
+    // One approval.requested per approval asked, not one per round trip.
+    let status: Value = serde_json::from_str(&installation.cli(&["signals", "status"])).unwrap();
+    let outbox = &status["outbox"];
+    assert_eq!(
+        outbox["pending"].as_u64().unwrap() + outbox["given_up"].as_u64().unwrap(),
+        2,
+        "{status}"
+    );
 }
 
 #[test]
