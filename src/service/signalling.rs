@@ -199,7 +199,12 @@ impl Installation {
             let mut pruned_at: Option<std::time::Instant> = None;
             while !shutdown.is_cancelled() {
                 let this = installation.clone();
-                let known = delivering.as_ref().map(|d| d.0.clone());
+                // A dispatcher that ended by itself (it saw the configuration change, or could
+                // not tell) is replaced even if the revision reads the same again.
+                let known = delivering
+                    .as_ref()
+                    .filter(|d| d.2.as_ref().is_none_or(|task| !task.is_finished()))
+                    .map(|d| d.0.clone());
                 let looked = tokio::task::spawn_blocking(move || this.changed_webhook(known)).await;
                 match looked {
                     Ok(Ok(None)) => {}
