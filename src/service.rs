@@ -30,14 +30,14 @@ use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Store, StoreErro
 use crate::token::{self, ActionRequest, Expectations, SignedAction};
 use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, Verifier};
 
-/// Default certificate lifetime: 90 days.
-pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
-/// Default revocation list validity: one hour until `next_update`.
-pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
 mod signalling;
 
 pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
 
+/// Default certificate lifetime: 90 days.
+pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
+/// Default revocation list validity: one hour until `next_update`.
+pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
 /// Name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "agentseal.db";
 
