@@ -4,13 +4,13 @@
 
 use std::hint::black_box;
 
-use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
-use agentseal::revocation::{
-    CrlClaims, RevocationEntry, RevocationList, RevocationSource, RevokedKind,
-};
 use agentseal::store::Store;
-use agentseal::token::{self, ActionRequest, Expectations};
+use agentseal::token::action::{self, ActionRequest, Expectations};
+use agentseal::token::certificate::{AgentCertificate, CertificateClaims, Confirmation};
+use agentseal::token::revocation::{CrlClaims, RevocationList};
+use agentseal::token::trust::TrustAnchor;
+use agentseal::token::trust::{RevocationEntry, RevocationSource, RevokedKind};
 use agentseal::verify::{PresentedCertificates, Verifier};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -87,9 +87,9 @@ fn tokens(c: &mut Criterion) {
         let request = ActionRequest::new("deploy", "svc", json!({"repo": "web", "ref": "main"}));
         let refs: Vec<&SigningKey> = agent.iter().collect();
         group.bench_function(BenchmarkId::new("issue", name), |b| {
-            b.iter(|| token::sign(&certificate, &refs, &request, now).unwrap())
+            b.iter(|| action::sign(&certificate, &refs, &request, now).unwrap())
         });
-        let signed = token::sign(&certificate, &refs, &request, now).unwrap();
+        let signed = action::sign(&certificate, &refs, &request, now).unwrap();
         let expect = Expectations {
             max_delegation_depth: None,
             audience: Some("svc".into()),

@@ -9,11 +9,13 @@
 //! `agentseal token sign --on-behalf-of …` (or the `delegate` tool and `sign_action`'s
 //! `on_behalf_of` over MCP); see docs/delegation.md.
 
-use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
-use agentseal::delegation::{self, Chain, GrantClaims, GrantRequest};
-use agentseal::revocation::{CrlClaims, RevocationEntry, RevocationList};
-use agentseal::token::{self, ActionRequest, Expectations};
+use agentseal::token::action::{self, ActionRequest, Expectations};
+use agentseal::token::certificate::{AgentCertificate, CertificateClaims, Confirmation};
+use agentseal::token::delegation::{self, Chain, GrantClaims, GrantRequest};
+use agentseal::token::revocation::{CrlClaims, RevocationList};
+use agentseal::token::trust::RevocationEntry;
+use agentseal::token::trust::TrustAnchor;
 use agentseal::verify::{PresentedCertificates, Verifier};
 use serde_json::json;
 
@@ -121,7 +123,7 @@ fn main() {
     };
     let mut request = ActionRequest::new("deploy", SERVICE, json!({"repo": "web"}));
     request.delegation = Some(chain.clone());
-    let signed = token::sign(&runner.cert, &[&runner.key], &request, now).expect("signing works");
+    let signed = action::sign(&runner.cert, &[&runner.key], &request, now).expect("signing works");
     println!("runner's token: {} bytes", signed.token.len());
 
     // The service knows the CA's keys, the latest revocation list, and the agents' certificates
@@ -165,7 +167,7 @@ fn main() {
         grants: vec![to_deployer, escalated],
         ..chain.clone()
     });
-    let token = token::sign(&runner.cert, &[&runner.key], &sneaky, now)
+    let token = action::sign(&runner.cert, &[&runner.key], &sneaky, now)
         .expect("signing works")
         .token;
     let delete = Expectations {

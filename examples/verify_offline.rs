@@ -15,10 +15,10 @@
 
 use std::process::ExitCode;
 
-use agentseal::certificate::TrustAnchor;
 use agentseal::jose::JwkSet;
-use agentseal::revocation::RevocationList;
-use agentseal::token::Expectations;
+use agentseal::token::action::Expectations;
+use agentseal::token::revocation::RevocationList;
+use agentseal::token::trust::TrustAnchor;
 use agentseal::verify::{PresentedCertificates, Verifier};
 
 fn main() -> ExitCode {

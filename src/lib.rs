@@ -4,7 +4,7 @@
 //! that never leave the OS keyring (Ed25519, ML-DSA-65, or both); peers verify offline with the
 //! CA's public keys and a signed revocation list.
 //!
-//! This crate is the transport-free core. [`service::Installation`] holds every operation; a
+//! This crate is the transport-free core. [`authority::Installation`] holds every operation; a
 //! service that only verifies uses [`verify::Verifier`] with a [`certificate::TrustAnchor`] and a
 //! [`revocation::RevocationList`].
 //!
@@ -14,10 +14,11 @@
 //! revocation list; nothing else, and no network:
 //!
 //! ```
-//! use agentseal::certificate::{AgentCertificate, CertificateClaims, Confirmation, TrustAnchor};
+//! use agentseal::token::certificate::{AgentCertificate, CertificateClaims, Confirmation};
+//! use agentseal::token::trust::TrustAnchor;
 //! use agentseal::crypto::{Algorithm, Seed, SigningKey};
-//! use agentseal::revocation::{CrlClaims, RevocationList};
-//! use agentseal::token::{self, ActionRequest, Expectations};
+//! use agentseal::token::revocation::{CrlClaims, RevocationList};
+//! use agentseal::token::action::{self, ActionRequest, Expectations};
 //! use agentseal::verify::{PresentedCertificates, Verifier};
 //! use serde_json::json;
 //!
@@ -42,7 +43,7 @@
 //! // The agent signs an action token.
 //! let certificate = AgentCertificate { claims, keys: vec![agent.public_key().clone()], encoded: cert.clone() };
 //! let request = ActionRequest::new("deploy", "https://deploy.acme.example", json!({"repo": "web"}));
-//! let signed = token::sign(&certificate, &[&agent], &request, now).unwrap();
+//! let signed = action::sign(&certificate, &[&agent], &request, now).unwrap();
 //!
 //! // The peer verifies it.
 //! let anchor = TrustAnchor { ca_id: "urn:agentseal:ca:example".into(), keys: vec![ca.public_key().clone()] };
@@ -65,23 +66,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod access;
-pub mod audit;
-pub mod certificate;
-pub mod challenge;
 pub mod clock;
-pub mod crypto;
-pub mod delegation;
 pub mod fsutil;
-pub mod jose;
-pub mod keystore;
-pub mod policy;
-pub mod presentation;
 pub mod reason;
-pub mod remote;
-pub mod revocation;
-pub mod service;
-pub mod signals;
-pub mod store;
+
+pub mod crypto;
+pub mod jose;
 pub mod token;
 pub mod verify;
+
+pub mod audit;
+pub mod authority;
+pub mod keystore;
+pub mod policy;
+pub mod signals;
+pub mod store;

@@ -7,9 +7,9 @@ use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use agentseal::authority::{InitOptions, Installation, KeyChoice};
 use agentseal::keystore::KeyStoreKind;
-use agentseal::revocation::RevokedKind;
-use agentseal::service::{InitOptions, Installation, KeyChoice};
+use agentseal::token::trust::RevokedKind;
 
 const AGENT: &str = "agent://acme.example/doomed";
 
@@ -37,7 +37,8 @@ fn revocation_survives_sigkill() {
     installation
         .create_agent(AGENT, KeyChoice::Ed25519, Default::default(), None)
         .unwrap();
-    let request = agentseal::token::ActionRequest::new("deploy", "svc", serde_json::json!({}));
+    let request =
+        agentseal::token::action::ActionRequest::new("deploy", "svc", serde_json::json!({}));
     let signed = installation.sign_action(AGENT, &request).unwrap();
     drop(installation);
 

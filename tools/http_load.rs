@@ -467,7 +467,7 @@ fn check_signed(result: &Value, me: &str, audience: &str) -> Result<(String, Str
     else {
         return Err(format!("sign_action returned no token or token_id: {result}").into());
     };
-    let (_, claims) = agentseal::token::parse_unverified(token)
+    let (_, claims) = agentseal::token::action::parse_unverified(token)
         .map_err(|e| format!("sign_action returned an unreadable token: {e}"))?;
     if claims.iss != me || claims.sub != me || claims.aud != audience || claims.jti != token_id {
         return Err(format!(

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what tests/keystores.rs needs to exercise the real key stores:
+# Installs what tests/it/keystores.rs needs to exercise the real key stores:
 #   - dbus-run-session / dbus-daemon  (a private D-Bus session bus)
 #   - gnome-keyring-daemon            (a real Secret Service)
 #   - secret-tool, keyctl             (optional: for poking at the stores by hand)
@@ -58,12 +58,12 @@ install_node_tool() {
     cat "$tool_dir/package.json" "$tool_dir/package-lock.json" >"$stamp"
     echo "install-test-deps: $label installed (Node $version)."
 }
-# tests/mcp_inspector.rs: the MCP Inspector CLI.
-install_node_tool inspector "the MCP Inspector" tests/mcp_inspector.rs \
+# tests/it/mcp_inspector.rs: the MCP Inspector CLI.
+install_node_tool inspector "the MCP Inspector" tests/it/mcp_inspector.rs \
     @modelcontextprotocol/inspector/clients/launcher/build/index.js
-# tests/mcp_conformance.rs: the MCP conformance suite, two release lines under the aliases
+# tests/it/mcp_conformance.rs: the MCP conformance suite, two release lines under the aliases
 # conformance-stable and conformance-next.
-install_node_tool conformance "the MCP conformance suite" tests/mcp_conformance.rs \
+install_node_tool conformance "the MCP conformance suite" tests/it/mcp_conformance.rs \
     conformance-stable/dist/index.js conformance-next/dist/index.js
 
 os_id=""

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Ask agentseal to sign an action its policy marks for approval, answering as the person would.
 
-Used by tests/approval.rs. Spawns `agentseal serve --agent AGENT` over stdio with the official
+Used by tests/it/approval.rs. Spawns `agentseal serve --agent AGENT` over stdio with the official
 Python MCP SDK (2.x) and an elicitation callback, calls `sign_action`, and prints one JSON line:
 the protocol revision negotiated, the questions the person was asked, and the tool result.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drive the agentseal MCP server with the official Python MCP SDK (2.x), over stdio or HTTP.
 
-Used by tests/mcp_python.rs. For each protocol revision, connects to agents A and B and exercises
+Used by tests/it/mcp_python.rs. For each protocol revision, connects to agents A and B and exercises
 every tool and resource:
 
 * 2025-11-25: `Client(mode="legacy")`, the initialize handshake (and, over HTTP, a session).

@@ -1,0 +1,823 @@
+//! The installation's database: agents, issued certificates, revocations and CA metadata in one
+//! SQLite file. Public data only: secret keys never enter it.
+//!
+//! Every write commits durably (WAL with `synchronous=FULL`) before the call returns, so an
+//! acknowledged revocation survives a crash or SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::audit::{AuditHead, SealedRecord};
+use crate::reason::VerifyError;
+use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
+
+/// Errors from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The database holds data this version cannot read.
+    #[error("database {0}: {1}")]
+    Corrupt(PathBuf, String),
+}
+
+/// One agent as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentRecord {
+    /// The agent id.
+    pub agent_id: String,
+    /// Its algorithms (`ed25519`, `ml-dsa-65`, or both).
+    pub algorithms: Vec<String>,
+    /// Operator metadata.
+    pub meta: std::collections::BTreeMap<String, String>,
+    /// When it was created.
+    pub created_at: i64,
+    /// Serial of its current certificate.
+    pub current_serial: Option<String>,
+}
+
+/// One issued certificate as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateRecord {
+    /// Serial.
+    pub serial: String,
+    /// Subject.
+    pub agent_id: String,
+    /// Issued at.
+    pub issued_at: i64,
+    /// Expires at.
+    pub expires_at: i64,
+    /// The encoded certificate.
+    pub encoded: String,
+}
+
+/// The SQLite database of one installation.
+pub struct Store {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id       TEXT PRIMARY KEY,
+    algorithms     TEXT NOT NULL,
+    meta           TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    current_serial TEXT
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial     TEXT PRIMARY KEY,
+    agent_id   TEXT NOT NULL REFERENCES agents(agent_id),
+    issued_at  INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_by_agent ON certificates(agent_id);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    revoked_at INTEGER NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consumed_tokens (
+    issuer     TEXT NOT NULL,
+    jti        TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS consumed_tokens_by_expiry ON consumed_tokens(expires_at);
+CREATE TABLE IF NOT EXISTS delegations (
+    jti        TEXT PRIMARY KEY,
+    delegator  TEXT NOT NULL,
+    delegate   TEXT NOT NULL,
+    principal  TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, principal, expires_at);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq   INTEGER PRIMARY KEY,
+    actor TEXT NOT NULL,
+    body  TEXT NOT NULL,
+    hash  TEXT NOT NULL,
+    kid   TEXT NOT NULL,
+    sig   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
+CREATE TABLE IF NOT EXISTS rejections (
+    agent_id TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    at       INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, subject)
+) WITHOUT ROWID;
+";
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sqlite)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Store {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    /// Sets metadata values in one transaction.
+    pub fn set_meta(&self, values: &[(&str, &str)]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for (key, value) in values {
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![key, value],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a new agent and its first certificate in one transaction. Returns `false` if the
+    /// agent already exists.
+    pub fn insert_agent(
+        &self,
+        agent: &AgentRecord,
+        cert: &CertificateRecord,
+    ) -> Result<bool, StoreError> {
+        let meta = serde_json::to_string(&agent.meta).expect("map serializes");
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let inserted = tx.execute(
+                "INSERT INTO agents(agent_id, algorithms, meta, created_at, current_serial)
+                 VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT DO NOTHING",
+                params![
+                    agent.agent_id,
+                    agent.algorithms.join(","),
+                    meta,
+                    agent.created_at
+                ],
+            )?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_certificate(&tx, cert)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Records a renewed certificate and makes it the agent's current one.
+    pub fn add_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            insert_certificate(&tx, cert)?;
+            tx.commit()
+        })
+    }
+
+    /// One agent.
+    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.query_agents("WHERE agent_id = ?1", [agent_id])
+            .map(|mut v| v.pop())
+    }
+
+    /// All agents, by id.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.query_agents("ORDER BY agent_id", [])
+    }
+
+    fn query_agents<P: rusqlite::Params>(
+        &self,
+        tail: &str,
+        p: P,
+    ) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT agent_id, algorithms, meta, created_at, current_serial FROM agents {tail}"
+            ))?;
+            stmt.query_map(p, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|(agent_id, algorithms, meta, created_at, current_serial)| {
+                let meta = serde_json::from_str(&meta).map_err(|e| {
+                    StoreError::Corrupt(self.path.clone(), format!("agent meta: {e}"))
+                })?;
+                Ok(AgentRecord {
+                    agent_id,
+                    algorithms: algorithms.split(',').map(str::to_owned).collect(),
+                    meta,
+                    created_at,
+                    current_serial,
+                })
+            })
+            .collect()
+    }
+
+    /// A certificate by serial.
+    pub fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT serial, agent_id, issued_at, expires_at, encoded FROM certificates WHERE serial = ?1",
+                [serial],
+                |r| {
+                    Ok(CertificateRecord {
+                        serial: r.get(0)?,
+                        agent_id: r.get(1)?,
+                        issued_at: r.get(2)?,
+                        expires_at: r.get(3)?,
+                        encoded: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Serials of every certificate issued to `agent_id`.
+    pub fn serials_of(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT serial FROM certificates WHERE agent_id = ?1 ORDER BY issued_at",
+            )?;
+            stmt.query_map([agent_id], |r| r.get(0))?.collect()
+        })
+    }
+
+    /// Records revocations durably. Already-revoked ids keep their first record. Returns the ids
+    /// that were new.
+    pub fn revoke(
+        &self,
+        kind: RevokedKind,
+        entries: &[RevocationEntry],
+    ) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut added = Vec::new();
+            {
+                let mut stmt = tx.prepare(
+                    "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )?;
+                for e in entries {
+                    if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
+                        added.push(e.id.clone());
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+    }
+
+    /// The revocation of `id`, if any.
+    pub fn revocation(
+        &self,
+        kind: RevokedKind,
+        id: &str,
+    ) -> Result<Option<RevocationEntry>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 AND id = ?2",
+            )?
+            .query_row(params![kind.name(), id], revocation_entry)
+            .optional()
+        })
+    }
+
+    /// A value that changes whenever a revocation is recorded: lets a published revocation list
+    /// be reused until something was revoked.
+    pub fn revocation_state(&self) -> Result<(i64, i64), StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM revocations")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        })
+    }
+
+    /// Deletes metadata values in one transaction.
+    pub fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for key in keys {
+                tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records a rejection of `agent_id` about `subject` (a token id, so that one token counts
+    /// once however often it is presented) at `now`, and counts the agent's rejections since
+    /// `since`. At `threshold` or more the agent's records are deleted and the count returned:
+    /// all in one transaction, so among processes sharing the database exactly one trips.
+    pub fn trip_on_rejection(
+        &self,
+        agent_id: &str,
+        subject: &str,
+        now: i64,
+        since: i64,
+        threshold: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1 AND at < ?2")?
+                .execute(params![agent_id, since])?;
+            tx.prepare_cached(
+                "INSERT INTO rejections(agent_id, subject, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![agent_id, subject, now])?;
+            let count: i64 = tx
+                .prepare_cached("SELECT COUNT(*) FROM rejections WHERE agent_id = ?1")?
+                .query_row([agent_id], |r| r.get(0))?;
+            let tripped = count >= threshold;
+            if tripped {
+                tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
+                    .execute([agent_id])?;
+            }
+            tx.commit()?;
+            Ok(tripped.then_some(count))
+        })
+    }
+
+    /// Whether token `jti` of `issuer` was recorded as consumed.
+    pub fn consumed(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT 1 FROM consumed_tokens WHERE issuer = ?1 AND jti = ?2")?
+                .query_row(params![issuer, jti], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+        })
+    }
+
+    /// Records token `jti` of `issuer` as consumed until `expires_at`, durably; false if it
+    /// already was. Records of tokens expired before `now` are dropped on the way: an expired
+    /// token is refused anyway.
+    pub fn consume(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.prepare_cached("DELETE FROM consumed_tokens WHERE expires_at < ?1")?
+                .execute([now])?;
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO consumed_tokens(issuer, jti, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![issuer, jti, expires_at])?;
+            tx.commit()?;
+            Ok(added == 1)
+        })
+    }
+
+    /// Every revocation of `kind`, oldest first.
+    pub fn revocations(&self, kind: RevokedKind) -> Result<Vec<RevocationEntry>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 ORDER BY revoked_at, id")?;
+            stmt.query_map([kind.name()], revocation_entry)?
+            .collect()
+        })
+    }
+
+    /// Takes the next revocation list number and, in the same transaction, the revocations a
+    /// list issued at `now` must carry: certificates not yet expired, and tokens revoked within
+    /// `token_horizon` seconds (no token outlives that, so older entries protect nothing).
+    pub fn crl_snapshot(
+        &self,
+        now: i64,
+        token_horizon: i64,
+    ) -> Result<(u64, Vec<RevocationEntry>, Vec<RevocationEntry>), StoreError> {
+        let path = self.path.clone();
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let current: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sqlite)?;
+        let current = match current {
+            None => 0,
+            Some(v) => v
+                .parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(path.clone(), format!("crl_number {v:?}")))?,
+        };
+        let next = current
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt(path.clone(), "crl_number exhausted".into()))?;
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [next.to_string()],
+        )
+        .map_err(sqlite)?;
+        let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
+            let mut stmt = tx.prepare(sql)?;
+            stmt.query_map([bound], revocation_entry)?.collect()
+        };
+        let certificates = entries(
+            "SELECT r.id, r.revoked_at, r.reason FROM revocations r
+             LEFT JOIN certificates c ON c.serial = r.id
+             WHERE r.kind = 'certificate' AND (c.expires_at IS NULL OR c.expires_at >= ?1)
+             ORDER BY r.revoked_at, r.id",
+            now,
+        )
+        .map_err(sqlite)?;
+        let tokens = entries(
+            "SELECT id, revoked_at, reason FROM revocations
+             WHERE kind = 'token' AND revoked_at >= ?1 ORDER BY revoked_at, id",
+            now.saturating_sub(token_horizon),
+        )
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok((next, certificates, tokens))
+    }
+}
+
+/// A delegation grant as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// Grant id.
+    pub jti: String,
+    /// The delegating agent.
+    pub delegator: String,
+    /// The delegate.
+    pub delegate: String,
+    /// The principal the chain acts for.
+    pub principal: String,
+    /// Expiry.
+    pub expires_at: i64,
+    /// The signed grant.
+    pub encoded: String,
+}
+
+impl Store {
+    /// Records a grant an agent of this installation signed.
+    pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO delegations(jti, delegator, delegate, principal, expires_at, encoded)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    grant.jti,
+                    grant.delegator,
+                    grant.delegate,
+                    grant.principal,
+                    grant.expires_at,
+                    grant.encoded
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The unexpired grants that let `delegate` act for `principal`, newest expiry first.
+    pub fn grants_for(
+        &self,
+        delegate: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<Vec<GrantRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT jti, delegator, delegate, principal, expires_at, encoded FROM delegations
+                 WHERE delegate = ?1 AND principal = ?2 AND expires_at >= ?3
+                 ORDER BY expires_at DESC",
+            )?
+            .query_map(params![delegate, principal, now], grant_record)?
+            .collect()
+        })
+    }
+
+    /// A grant by id.
+    pub fn grant(&self, jti: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT jti, delegator, delegate, principal, expires_at, encoded FROM delegations
+                 WHERE jti = ?1",
+            )?
+            .query_row([jti], grant_record)
+            .optional()
+        })
+    }
+}
+
+fn grant_record(row: &rusqlite::Row) -> rusqlite::Result<GrantRecord> {
+    Ok(GrantRecord {
+        jti: row.get(0)?,
+        delegator: row.get(1)?,
+        delegate: row.get(2)?,
+        principal: row.get(3)?,
+        expires_at: row.get(4)?,
+        encoded: row.get(5)?,
+    })
+}
+
+impl Store {
+    /// Appends the audit record `seal` makes from the current last record (`None`: the log is
+    /// empty), and moves the recorded head to it, in one transaction that holds the database's
+    /// write lock: processes sharing the database append to one chain. `actor` only indexes the
+    /// record for [`Store::audit_recent`]; the signed body is the evidence.
+    pub fn append_audit<E: From<StoreError>>(
+        &self,
+        actor: &str,
+        seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E>,
+    ) -> Result<SealedRecord, E> {
+        let path = self.path.clone();
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let last = tx
+            .prepare_cached(
+                "SELECT seq, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([], sealed_record).optional())
+            .map_err(sqlite)?;
+        let record = seal(last.as_ref())?;
+        tx.prepare_cached(
+            "INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.seq,
+                actor,
+                record.body,
+                record.hash,
+                record.kid,
+                record.sig
+            ])
+        })
+        .map_err(sqlite)?;
+        tx.prepare_cached(
+            "INSERT INTO meta(key, value) VALUES ('audit_head', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .and_then(|mut stmt| stmt.execute([format!("{}:{}", record.seq, record.hash)]))
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+        Ok(record)
+    }
+
+    /// The head the last append recorded (`None`: nothing appended yet).
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        let Some(value) = self.meta("audit_head")? else {
+            return Ok(None);
+        };
+        value
+            .split_once(':')
+            .and_then(|(seq, hash)| {
+                Some(AuditHead {
+                    seq: seq.parse().ok()?,
+                    hash: hash.to_owned(),
+                })
+            })
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt(self.path.clone(), format!("audit_head {value:?}")))
+    }
+
+    /// Visits the audit records from position `from` on, in order of position, in one read
+    /// transaction (a consistent snapshot while others append).
+    pub fn audit_records(
+        &self,
+        from: i64,
+        visit: &mut dyn FnMut(SealedRecord) -> bool,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare(
+                    "SELECT seq, body, hash, kid, sig FROM audit_log WHERE seq >= ?1 ORDER BY seq",
+                )?;
+                let mut rows = stmt.query([from])?;
+                while let Some(row) = rows.next()? {
+                    if !visit(sealed_record(row)?) {
+                        break;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// The last `limit` audit records indexed under `actor`, newest first (callers check the
+    /// signed body's actor: the index is not evidence).
+    pub fn audit_recent(&self, actor: &str, limit: i64) -> Result<Vec<SealedRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT seq, body, hash, kid, sig FROM audit_log WHERE actor = ?1
+                 ORDER BY seq DESC LIMIT ?2",
+            )?
+            .query_map(params![actor, limit], sealed_record)?
+            .collect()
+        })
+    }
+}
+
+fn sealed_record(row: &rusqlite::Row) -> rusqlite::Result<SealedRecord> {
+    Ok(SealedRecord {
+        seq: row.get(0)?,
+        body: row.get(1)?,
+        hash: row.get(2)?,
+        kid: row.get(3)?,
+        sig: row.get(4)?,
+    })
+}
+
+/// Reads `id, revoked_at, reason` columns.
+fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
+    Ok(RevocationEntry {
+        id: row.get(0)?,
+        revoked_at: row.get(1)?,
+        reason: row.get(2)?,
+    })
+}
+
+fn insert_certificate(
+    tx: &rusqlite::Transaction,
+    cert: &CertificateRecord,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO certificates(serial, agent_id, issued_at, expires_at, encoded) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![cert.serial, cert.agent_id, cert.issued_at, cert.expires_at, cert.encoded],
+    )?;
+    tx.execute(
+        "UPDATE agents SET current_serial = ?1 WHERE agent_id = ?2",
+        params![cert.serial, cert.agent_id],
+    )?;
+    Ok(())
+}
+
+/// The local database is always current, so it never reports stale data; a database error fails
+/// closed as `revocation_unavailable`.
+impl RevocationSource for Store {
+    fn token_revocation(
+        &self,
+        jti: &str,
+        _now: i64,
+    ) -> Result<Option<RevocationEntry>, VerifyError> {
+        self.revocation(RevokedKind::Token, jti)
+            .map_err(|_| VerifyError::RevocationUnavailable)
+    }
+
+    fn certificate_revocation(
+        &self,
+        serial: &str,
+        _now: i64,
+    ) -> Result<Option<RevocationEntry>, VerifyError> {
+        self.revocation(RevokedKind::Certificate, serial)
+            .map_err(|_| VerifyError::RevocationUnavailable)
+    }
+
+    fn freshness(&self, now: i64) -> Freshness {
+        Freshness {
+            source: "local",
+            number: None,
+            issued_at: now,
+            next_update: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, revoked_at: i64) -> RevocationEntry {
+        RevocationEntry {
+            id: id.into(),
+            revoked_at,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn revocation_lists_drop_entries_that_can_no_longer_match() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("t.db")).unwrap();
+        let agent = AgentRecord {
+            agent_id: "agent://a".into(),
+            algorithms: vec!["ed25519".into()],
+            meta: Default::default(),
+            created_at: 0,
+            current_serial: None,
+        };
+        let cert = |serial: &str, expires_at| CertificateRecord {
+            serial: serial.into(),
+            agent_id: "agent://a".into(),
+            issued_at: 0,
+            expires_at,
+            encoded: String::new(),
+        };
+        store.insert_agent(&agent, &cert("old", 1_000)).unwrap();
+        store.add_certificate(&cert("live", 10_000)).unwrap();
+        store
+            .revoke(
+                RevokedKind::Certificate,
+                &[entry("old", 500), entry("live", 600)],
+            )
+            .unwrap();
+        store
+            .revoke(
+                RevokedKind::Token,
+                &[entry("stale", 100), entry("recent", 4_900)],
+            )
+            .unwrap();
+        let (first, certs, tokens) = store.crl_snapshot(5_000, 1_000).unwrap();
+        let ids = |v: &[RevocationEntry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&certs), ["live"]);
+        assert_eq!(ids(&tokens), ["recent"]);
+        let (second, _, _) = store.crl_snapshot(5_000, 1_000).unwrap();
+        assert_eq!((first, second), (1, 2));
+        // The database keeps every revocation; only the published list is pruned.
+        assert!(
+            store
+                .revocation(RevokedKind::Token, "stale")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_list_counter_is_an_error_not_a_reset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("t.db")).unwrap();
+        store.set_meta(&[("crl_number", "banana")]).unwrap();
+        assert!(matches!(
+            store.crl_snapshot(0, 0),
+            Err(StoreError::Corrupt(..))
+        ));
+    }
+}

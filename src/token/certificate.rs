@@ -1,0 +1,161 @@
+//! Agent certificates: a JWT signed by the CA (`typ` `agent-cert+jwt`) binding an agent id to its
+//! public key(s) through the RFC 7800 `cnf` claim.
+//!
+//! A single-key agent's certificate carries `cnf.jwk`; a hybrid agent's carries `cnf.jwks` with
+//! both keys (an extension of RFC 7800, which defines one key per `cnf`). The CA signs with every
+//! key it holds, so a hybrid CA issues general-JSON JWS certificates with two signatures.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::trust::{RevocationSource, TrustAnchor};
+use crate::crypto::{CryptoError, PublicKey, SigningKey};
+use crate::jose::{self, EdAlgName, Jwk, JwkSet, Jws};
+use crate::reason::VerifyError;
+
+/// The `typ` of an agent certificate.
+pub const CERT_TYP: &str = "agent-cert+jwt";
+
+/// The claims of an agent certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateClaims {
+    /// The CA id.
+    pub iss: String,
+    /// The agent id.
+    pub sub: String,
+    /// Issued at.
+    pub iat: i64,
+    /// Not valid before.
+    pub nbf: i64,
+    /// Expires at.
+    pub exp: i64,
+    /// Serial number, unique per CA.
+    pub jti: String,
+    /// The agent's public key(s).
+    pub cnf: Confirmation,
+    /// Free-form attributes set by the operator (role, team, version).
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// RFC 7800 confirmation: the key(s) the agent proves possession of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    /// The key of a single-key agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<Jwk>,
+    /// The keys of a hybrid agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwkSet>,
+}
+
+impl Confirmation {
+    /// The confirmation for `keys`: `jwk` for one key, `jwks` for several.
+    pub fn for_keys(keys: &[PublicKey]) -> Self {
+        let mut jwks: Vec<Jwk> = keys.iter().map(Jwk::from_public_key).collect();
+        if jwks.len() == 1 {
+            Confirmation {
+                jwk: jwks.pop(),
+                jwks: None,
+            }
+        } else {
+            Confirmation {
+                jwk: None,
+                jwks: Some(JwkSet { keys: jwks }),
+            }
+        }
+    }
+
+    /// The confirmed keys, refusing an empty, ambiguous or repeated-algorithm key set.
+    pub fn keys(&self) -> Result<Vec<PublicKey>, VerifyError> {
+        let jwks: Vec<&Jwk> = match (&self.jwk, &self.jwks) {
+            (Some(jwk), None) => vec![jwk],
+            (None, Some(set)) if !set.keys.is_empty() => set.keys.iter().collect(),
+            _ => {
+                return Err(VerifyError::malformed(
+                    "cnf must hold exactly one of jwk or jwks",
+                ));
+            }
+        };
+        let mut keys: Vec<PublicKey> = Vec::with_capacity(jwks.len());
+        for jwk in jwks {
+            let key = jwk.to_public_key()?;
+            if keys.iter().any(|k| k.algorithm() == key.algorithm()) {
+                return Err(VerifyError::malformed(
+                    "cnf lists two keys of one algorithm",
+                ));
+            }
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+/// A certificate whose CA signatures, validity period and revocation status have been checked.
+#[derive(Debug, Clone)]
+pub struct AgentCertificate {
+    /// The verified claims.
+    pub claims: CertificateClaims,
+    /// The agent's public keys from `cnf`.
+    pub keys: Vec<PublicKey>,
+    /// The certificate as issued.
+    pub encoded: String,
+}
+
+impl AgentCertificate {
+    /// Signs `claims` with every CA key.
+    pub fn issue(
+        claims: &CertificateClaims,
+        ca_keys: &[&SigningKey],
+    ) -> Result<String, CryptoError> {
+        jose::sign(claims, CERT_TYP, ca_keys, EdAlgName::EdDsa)
+    }
+
+    /// Parses a certificate and reads its claims and keys without checking any signature.
+    /// Use only to find the keys a token names; [`AgentCertificate::verify`] is the real check.
+    pub fn parse_unverified(
+        encoded: &str,
+    ) -> Result<(Jws, CertificateClaims, Vec<PublicKey>), VerifyError> {
+        let jws = Jws::parse(encoded)?;
+        let claims: CertificateClaims =
+            jose::parse_strict_object(&jws.payload, "certificate claims")?;
+        let keys = claims.cnf.keys()?;
+        Ok((jws, claims, keys))
+    }
+
+    /// Verifies a certificate: `typ`, issuer, CA signatures, `nbf`/`exp` within `skew` seconds,
+    /// then revocation.
+    pub fn verify(
+        encoded: &str,
+        anchor: &TrustAnchor,
+        revocation: &dyn RevocationSource,
+        now: i64,
+        skew: i64,
+    ) -> Result<AgentCertificate, VerifyError> {
+        let jws = Jws::parse(encoded)?;
+        jws.check_typ(CERT_TYP)?;
+        let claims: CertificateClaims =
+            jose::parse_strict_object(&jws.payload, "certificate claims")?;
+        anchor.verify_issued(&jws, &claims.iss)?;
+        let keys = claims.cnf.keys()?;
+        if now > claims.exp.saturating_add(skew) {
+            return Err(VerifyError::CertificateExpired(claims.exp));
+        }
+        if now.saturating_add(skew) < claims.nbf {
+            return Err(VerifyError::CertificateNotYetValid(claims.nbf));
+        }
+        if let Some(entry) = revocation.certificate_revocation(&claims.jti, now)? {
+            return Err(VerifyError::CertificateRevoked {
+                serial: claims.jti.clone(),
+                reason: entry.reason,
+            });
+        }
+        Ok(AgentCertificate {
+            claims,
+            keys,
+            encoded: encoded.trim().to_owned(),
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! Two hubs: hub B trusts hub A's CA, fetched over HTTP. After a revocation at A, B rejects
+//! the revoked token and certificate once it has refreshed; with A stopped past the grace, B
+//! fails closed with `revocation_unavailable`.
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+use crate::common::hub::{Hub, Installation, call_tool, structured};
+use serde_json::{Value, json};
+
+const ALICE: &str = "agent://a.example/alice";
+const BOB: &str = "agent://b.example/bob";
+
+/// Bob's verdict on a token Alice signed for him, with her certificate.
+async fn verdict(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
+    structured(
+        &call_tool(
+            hub,
+            Some(bob),
+            "verify_peer",
+            json!({
+                "token": token,
+                "certificate": certificate,
+                "expected_action": "deploy",
+            }),
+        )
+        .await,
+    )
+}
+
+/// Polls Bob's verdict until it names `reason` (at most 30 s: the lists here last 2 s).
+async fn until_reason(hub: &Hub, bob: &str, token: &str, certificate: &str, reason: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let verdict = verdict(hub, bob, token, certificate).await;
+        if verdict["reasons"] == json!([reason]) {
+            return verdict;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw {reason}; last verdict {verdict}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verifier_hub_follows_the_issuing_hubs_revocations_and_fails_closed_without_them() {
+    let a = Installation::new(&[(ALICE, "ed25519")]);
+    let mut hub_a = a.serve(&["--crl-validity", "2s"]);
+    let b = Installation::new(&[(BOB, "ed25519")]);
+    let hub_b = b.serve(&["--trust-hub", &hub_a.url, "--trust-grace", "2s"]);
+    let bob = b.access_token(&hub_b, BOB, &[]);
+
+    let shown: Value = serde_json::from_str(&a.cli(&["cert", "show", ALICE])).unwrap();
+    let certificate = shown["certificate"].as_str().unwrap().to_owned();
+    let serial = shown["claims"]["jti"].as_str().unwrap().to_owned();
+    let sign = || {
+        a.cli(&[
+            "token", "sign", "--agent", ALICE, "--action", "deploy", "--aud", BOB,
+        ])
+    };
+
+    // Valid, verified against hub A's CA and list, which the verdict describes.
+    let first = sign();
+    let valid = verdict(&hub_b, &bob, &first, &certificate).await;
+    assert_eq!(valid["valid"], true, "{valid}");
+    assert_eq!(valid["agent_id"], ALICE);
+    assert_eq!(valid["revocation_freshness"]["source"], "crl");
+    assert!(
+        valid["revocation_freshness"]["next_update"]
+            .as_i64()
+            .is_some()
+    );
+    // Without the trust, hub B knows nothing of A's CA.
+    let unaware = b.serve(&[]);
+    let bob_unaware = b.access_token(&unaware, BOB, &[]);
+    let stranger = verdict(&unaware, &bob_unaware, &first, &certificate).await;
+    assert_eq!(stranger["reasons"], json!(["unknown_issuer"]), "{stranger}");
+
+    // A token revoked at hub A is rejected at B after its next refresh.
+    a.cli(&["revoke", "token", &first, "--reason", "leaked"]);
+    until_reason(&hub_b, &bob, &first, &certificate, "revoked").await;
+    let status = structured(
+        &call_tool(
+            &hub_b,
+            Some(&bob),
+            "check_revocation",
+            json!({"token": first}),
+        )
+        .await,
+    );
+    assert_eq!(status["revoked"], true, "{status}");
+    assert_eq!(status["freshness"]["source"], "crl");
+
+    // So is everything signed under a certificate revoked at A.
+    let second = sign();
+    assert_eq!(
+        verdict(&hub_b, &bob, &second, &certificate).await["valid"],
+        true
+    );
+    a.cli(&["revoke", "cert", &serial, "--reason", "key compromise"]);
+    until_reason(&hub_b, &bob, &second, &certificate, "certificate_revoked").await;
+    let status = structured(
+        &call_tool(
+            &hub_b,
+            Some(&bob),
+            "check_revocation",
+            json!({"certificate": certificate}),
+        )
+        .await,
+    );
+    assert_eq!(status["revoked"], true, "{status}");
+    assert_eq!(status["freshness"]["source"], "crl");
+    // A bare serial says nothing of its issuer: it is answered from B's own records only.
+    let local = structured(
+        &call_tool(
+            &hub_b,
+            Some(&bob),
+            "check_revocation",
+            json!({"serial": serial}),
+        )
+        .await,
+    );
+    assert_eq!(local["freshness"]["source"], "local", "{local}");
+
+    // Hub A goes away: once its last list is older than next_update + grace, B fails closed.
+    assert!(hub_a.terminate().success());
+    until_reason(
+        &hub_b,
+        &bob,
+        &second,
+        &certificate,
+        "revocation_unavailable",
+    )
+    .await;
+    let answer = call_tool(
+        &hub_b,
+        Some(&bob),
+        "check_revocation",
+        json!({"certificate": certificate}),
+    )
+    .await;
+    let message = answer.message();
+    assert!(
+        message["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revocation_unavailable")),
+        "{message}"
+    );
+}
+
+/// A trusted hub cannot speak for the verifier's own agents: not by taking the verifier's CA
+/// id, nor by certifying one of its agent ids under its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_hub_cannot_impersonate_the_verifiers_own_agents() {
+    let home = Installation::new(&[(ALICE, "ed25519"), (BOB, "ed25519")]);
+    let status: Value = serde_json::from_str(&home.cli(&["status"])).unwrap();
+    let ca_id = status["ca_id"].as_str().unwrap().to_owned();
+    let sign = |installation: &Installation| {
+        installation.cli(&[
+            "token", "sign", "--agent", ALICE, "--action", "deploy", "--aud", BOB,
+        ])
+    };
+    let certificate = |installation: &Installation| {
+        let shown: Value =
+            serde_json::from_str(&installation.cli(&["cert", "show", ALICE])).unwrap();
+        shown["certificate"].as_str().unwrap().to_owned()
+    };
+    for (init, expected) in [
+        (vec!["--ca-id", ca_id.as_str()], "bad_signature"),
+        (vec![], "unknown_issuer"),
+    ] {
+        let rogue = Installation::with_init(&init, &[(ALICE, "ed25519")]);
+        let rogue_hub = rogue.serve(&["--crl-validity", "1m"]);
+        let hub = home.serve(&["--trust-hub", &rogue_hub.url]);
+        let bob = home.access_token(&hub, BOB, &[]);
+        let forged = verdict(&hub, &bob, &sign(&rogue), &certificate(&rogue)).await;
+        assert_eq!(forged["valid"], false, "{init:?}: {forged}");
+        assert_eq!(forged["reasons"], json!([expected]), "{init:?}: {forged}");
+        // The real Alice still verifies.
+        let real = verdict(&hub, &bob, &sign(&home), &certificate(&home)).await;
+        assert_eq!(real["valid"], true, "{init:?}: {real}");
+    }
+}
