@@ -1,0 +1,227 @@
+//! Agents and their certificates: creating an agent (keys in the key store, a certificate from
+//! the CA), renewing its certificate, and reading both back.
+
+use super::*;
+
+/// Checks an agent id: a URI-like string (`scheme:rest`), printable, without spaces, at most
+/// 256 bytes. Example: `agent://acme.example/code-reviewer`.
+pub fn validate_agent_id(agent_id: &str) -> Result<(), ServiceError> {
+    let scheme_ok = agent_id.split_once(':').is_some_and(|(scheme, rest)| {
+        !rest.is_empty()
+            && scheme
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    });
+    if agent_id.len() > 256
+        || !scheme_ok
+        || agent_id.starts_with(crate::token::delegation::USER_SCHEME)
+        || agent_id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ServiceError::InvalidInput(format!(
+            "invalid agent id {agent_id:?}: use a URI without spaces, at most 256 bytes, \
+             for example agent://acme.example/code-reviewer"
+        )));
+    }
+    Ok(())
+}
+
+/// Generates a seed, stores it, and reads it back, so a store that silently drops writes is
+/// caught at creation rather than at the first signature.
+pub(super) fn create_key(
+    store: &dyn KeyStore,
+    name: &KeyName,
+    algorithm: Algorithm,
+) -> Result<SigningKey, ServiceError> {
+    let seed = Seed::generate()?;
+    store.put(name, &seed)?;
+    let stored = store.get(name)?;
+    if stored.expose() != seed.expose() {
+        return Err(ServiceError::KeyMismatch(name.to_string()));
+    }
+    Ok(SigningKey::from_seed(algorithm, &seed))
+}
+
+impl Installation {
+    /// Creates an agent: its keys in the key store, and its first certificate.
+    pub fn create_agent(
+        &self,
+        agent_id: &str,
+        keys: KeyChoice,
+        meta: BTreeMap<String, String>,
+        ttl: Option<i64>,
+    ) -> Result<AgentCertificate, ServiceError> {
+        validate_agent_id(agent_id)?;
+        if self.store.agent(agent_id)?.is_some() {
+            return Err(ServiceError::AgentExists(agent_id.to_owned()));
+        }
+        let mut signers = Vec::new();
+        for algorithm in keys.algorithms() {
+            let name = KeyName::agent(&self.install_id, agent_id, algorithm);
+            signers.push(create_key(self.key_store()?.as_ref(), &name, algorithm)?);
+        }
+        let public: Vec<PublicKey> = signers.iter().map(|k| k.public_key().clone()).collect();
+        let now = clock::now();
+        let (certificate, record) =
+            self.issue_certificate(agent_id, &public, meta.clone(), ttl, now)?;
+        let agent = AgentRecord {
+            agent_id: agent_id.to_owned(),
+            algorithms: keys
+                .algorithms()
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect(),
+            meta,
+            created_at: now,
+            current_serial: None,
+        };
+        if !self.store.insert_agent(&agent, &record)? {
+            return Err(ServiceError::AgentExists(agent_id.to_owned()));
+        }
+        self.cache_signers(&format!("agent:{agent_id}"), signers);
+        Ok(certificate)
+    }
+
+    /// Issues a new certificate for an existing agent's keys (same keys, fresh serial and
+    /// validity), and makes it current.
+    pub fn renew_certificate(
+        &self,
+        agent_id: &str,
+        ttl: Option<i64>,
+    ) -> Result<AgentCertificate, ServiceError> {
+        let agent = self.agent(agent_id)?;
+        let current = self.current_certificate_record(&agent)?;
+        // A revoked certificate means its keys are not to be trusted: renewing would re-certify
+        // them. The agent needs new keys (a new agent id, for now).
+        if let Some(entry) = self
+            .store
+            .revocation(RevokedKind::Certificate, &current.serial)?
+        {
+            return Err(ServiceError::InvalidInput(format!(
+                "agent {agent_id}'s certificate {} was revoked ({}): its keys cannot be re-certified; create a new agent",
+                current.serial, entry.reason
+            )));
+        }
+        let (_, claims, keys) =
+            AgentCertificate::parse_unverified(&current.encoded).map_err(|e| {
+                StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
+            })?;
+        let (certificate, record) =
+            self.issue_certificate(agent_id, &keys, claims.meta, ttl, clock::now())?;
+        self.store.add_certificate(&record)?;
+        Ok(certificate)
+    }
+
+    pub(super) fn issue_certificate(
+        &self,
+        agent_id: &str,
+        keys: &[PublicKey],
+        meta: BTreeMap<String, String>,
+        ttl: Option<i64>,
+        now: i64,
+    ) -> Result<(AgentCertificate, CertificateRecord), ServiceError> {
+        let ttl = ttl.unwrap_or(DEFAULT_CERT_TTL);
+        if ttl <= 0 {
+            return Err(ServiceError::InvalidInput(
+                "certificate TTL must be positive".into(),
+            ));
+        }
+        let claims = CertificateClaims {
+            iss: self.anchor.ca_id.clone(),
+            sub: agent_id.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+            jti: clock::random_id()?,
+            cnf: Confirmation::for_keys(keys),
+            meta,
+        };
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let ca_refs: Vec<&SigningKey> = ca.iter().collect();
+        let encoded = AgentCertificate::issue(&claims, &ca_refs)?;
+        let record = CertificateRecord {
+            serial: claims.jti.clone(),
+            agent_id: agent_id.to_owned(),
+            issued_at: now,
+            expires_at: claims.exp,
+            encoded: encoded.clone(),
+        };
+        Ok((
+            AgentCertificate {
+                claims,
+                keys: keys.to_vec(),
+                encoded,
+            },
+            record,
+        ))
+    }
+
+    /// One agent's record.
+    pub fn agent(&self, agent_id: &str) -> Result<AgentRecord, ServiceError> {
+        self.store
+            .agent(agent_id)?
+            .ok_or_else(|| ServiceError::UnknownAgent(agent_id.to_owned()))
+    }
+
+    /// All agents.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, ServiceError> {
+        Ok(self.store.agents()?)
+    }
+
+    pub(super) fn current_certificate_record(
+        &self,
+        agent: &AgentRecord,
+    ) -> Result<CertificateRecord, ServiceError> {
+        let serial = agent
+            .current_serial
+            .as_deref()
+            .ok_or_else(|| ServiceError::UnknownCertificate(agent.agent_id.clone()))?;
+        self.store
+            .certificate(serial)?
+            .ok_or_else(|| ServiceError::UnknownCertificate(serial.to_owned()))
+    }
+
+    /// The agent's current certificate, as issued (not re-verified).
+    pub fn certificate(&self, agent_id: &str) -> Result<String, ServiceError> {
+        Ok(self
+            .current_certificate_record(&self.agent(agent_id)?)?
+            .encoded)
+    }
+
+    /// A certificate by agent id or serial.
+    pub fn find_certificate(&self, agent_or_serial: &str) -> Result<String, ServiceError> {
+        if let Some(agent) = self.store.agent(agent_or_serial)? {
+            return Ok(self.current_certificate_record(&agent)?.encoded);
+        }
+        self.store
+            .certificate(agent_or_serial)?
+            .map(|r| r.encoded)
+            .ok_or_else(|| ServiceError::UnknownCertificate(agent_or_serial.to_owned()))
+    }
+
+    /// The agent's current certificate, verified, and its signing keys.
+    pub(super) fn usable_signer(
+        &self,
+        agent_id: &str,
+    ) -> Result<(AgentCertificate, Arc<Vec<SigningKey>>), ServiceError> {
+        let encoded = self.certificate(agent_id)?;
+        let certificate = self
+            .verifier()
+            .verify_certificate(&encoded, clock::now())
+            .map_err(|reason| ServiceError::CertificateUnusable {
+                agent: agent_id.to_owned(),
+                reason,
+            })?;
+        let keys = self.signers(&format!("agent:{agent_id}"), &certificate.keys, |alg| {
+            KeyName::agent(&self.install_id, agent_id, alg)
+        })?;
+        Ok((certificate, keys))
+    }
+}

@@ -1,0 +1,69 @@
+//! The audit log as the authority keeps it: appending events, and reading and verifying records.
+
+use super::*;
+
+impl Installation {
+    /// Appends `event` to the audit log, signed by the CA's first key, durably before returning.
+    pub fn audit(&self, event: &AuditEvent) -> Result<SealedRecord, ServiceError> {
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let now = clock::now();
+        self.store.append_audit(&event.actor, |previous| {
+            Ok::<_, ServiceError>(audit::seal(event, previous, now, &ca[0])?)
+        })
+    }
+
+    /// Verifies the whole audit log against the CA's keys and the head the last append
+    /// recorded, or `head` if given (one kept aside, so that rolling back the database with its
+    /// recorded head is found too). `Ok(Err(fault))` names the first bad record.
+    pub fn verify_audit(
+        &self,
+        head: Option<AuditHead>,
+    ) -> Result<Result<AuditSummary, AuditFault>, ServiceError> {
+        let head = match head {
+            Some(head) => Some(head),
+            None => self.store.audit_head()?,
+        };
+        let mut verifier = AuditVerifier::new(&self.anchor.keys, head.as_ref());
+        let mut fault = None;
+        self.store
+            .audit_records(1, &mut |record| match verifier.push(&record) {
+                Ok(()) => true,
+                Err(e) => {
+                    fault = Some(e);
+                    false
+                }
+            })?;
+        Ok(match fault {
+            Some(fault) => Err(fault),
+            None => verifier.finish(),
+        })
+    }
+
+    /// Visits the audit records from position `from` on, as stored (verify before trusting).
+    pub fn audit_records(
+        &self,
+        from: i64,
+        visit: &mut dyn FnMut(SealedRecord) -> bool,
+    ) -> Result<(), ServiceError> {
+        Ok(self.store.audit_records(from, visit)?)
+    }
+
+    /// The `limit` most recent audit records about `actor`, newest first, as signed.
+    pub fn recent_audit(
+        &self,
+        actor: &str,
+        limit: i64,
+    ) -> Result<Vec<(i64, RecordBody)>, ServiceError> {
+        Ok(self
+            .store
+            .audit_recent(actor, limit)?
+            .into_iter()
+            .filter_map(|record| {
+                let body = record.parsed().ok()?;
+                (body.actor == actor).then_some((record.seq, body))
+            })
+            .collect())
+    }
+}

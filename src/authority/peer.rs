@@ -1,0 +1,377 @@
+//! Proving identity to peers and checking theirs: challenges, certificate presentations with
+//! proofs of possession, and the verdict on what a peer presented.
+
+use super::*;
+
+/// What a peer presented for verification.
+#[derive(Debug, Clone, Default)]
+pub struct PeerEvidence {
+    /// An action token.
+    pub token: Option<String>,
+    /// A certificate.
+    pub certificate: Option<String>,
+    /// A proof of possession for the certificate.
+    pub proof: Option<String>,
+    /// The challenge this side issued for the proof.
+    pub challenge: Option<String>,
+    /// This side's identity: the audience tokens and proofs must name.
+    pub audience: String,
+    /// The action about to be performed, if known.
+    pub action: Option<String>,
+    /// The arguments about to be used, if known.
+    pub args: Option<Value>,
+    /// Record the token as used, durably until it expires: a later verification of it (consuming
+    /// or not) answers `replayed`. Set it when acting on the token.
+    pub consume: bool,
+    /// Accept a proof over a challenge this installation did not issue. Off by default: a proof
+    /// counts only over a challenge from [`Installation::issue_challenge`], which it consumes.
+    pub allow_unissued_challenge: bool,
+}
+
+/// The outcome of [`Installation::verify_peer`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerVerdict {
+    /// Whether everything presented verified.
+    pub valid: bool,
+    /// Reason codes when not valid (see docs/reason-codes.md).
+    pub reasons: Vec<String>,
+    /// A human-readable explanation when not valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The verified agent id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+    /// The verified certificate's claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateClaims>,
+    /// The verified token's claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<action::ActionClaims>,
+    /// The verified delegation chain, when the token's signer acts for another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<crate::verify::VerifiedChain>,
+    /// Whether a proof of possession was verified.
+    pub proof_verified: bool,
+    /// How fresh the revocation data used is.
+    pub revocation: Freshness,
+}
+
+/// Certificates the peer presented first, then the installation's own records.
+pub(super) struct Fallback<'a>(&'a PresentedCertificates, &'a Installation);
+
+impl CertificateResolver for Fallback<'_> {
+    fn certificate(&self, serial: &str) -> Option<String> {
+        self.0
+            .certificate(serial)
+            .or_else(|| CertificateResolver::certificate(self.1, serial))
+    }
+}
+
+/// A certificate as presented to a peer, with a proof of possession when a challenge was given.
+#[derive(Debug, Clone, Serialize)]
+pub struct Presentation {
+    /// The encoded certificate.
+    pub certificate: String,
+    /// The proof of possession (`agent-pop+jwt`), if a challenge was given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+}
+
+impl CertificateResolver for Installation {
+    fn certificate(&self, serial: &str) -> Option<String> {
+        self.store
+            .certificate(serial)
+            .ok()
+            .flatten()
+            .map(|r| r.encoded)
+    }
+}
+
+impl Installation {
+    /// Issues a fresh single-use challenge for a peer's proof of possession, to be verified by
+    /// `verifier` only (the agent whose `verify_peer` will check it); returns it and its expiry.
+    /// Held in this process's memory.
+    pub fn issue_challenge(&self, verifier: &str) -> Result<(String, i64), ServiceError> {
+        Ok(self.challenges.issue(verifier, clock::now())?)
+    }
+
+    /// The agent's current certificate and, given a peer's challenge and identity, a proof of
+    /// possession of its keys. The certificate must be valid.
+    pub fn present_certificate(
+        &self,
+        agent_id: &str,
+        challenge: Option<&str>,
+        audience: &str,
+    ) -> Result<Presentation, ServiceError> {
+        if let Some(challenge) = challenge {
+            crate::token::presentation::check_challenge(challenge)
+                .map_err(ServiceError::InvalidInput)?;
+            if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control)
+            {
+                return Err(ServiceError::InvalidInput(
+                    "a challenge needs the peer's id as audience (at most 512 bytes)".into(),
+                ));
+            }
+        }
+        let (certificate, keys) = self.usable_signer(agent_id)?;
+        let proof = match challenge {
+            Some(challenge) => {
+                let refs: Vec<&SigningKey> = keys.iter().collect();
+                Some(crate::token::presentation::prove(
+                    &certificate,
+                    &refs,
+                    challenge,
+                    audience,
+                    clock::now(),
+                )?)
+            }
+            None => None,
+        };
+        Ok(Presentation {
+            certificate: certificate.encoded,
+            proof,
+        })
+    }
+
+    /// Verifies what a peer presented: an action token, a certificate (with its proof of
+    /// possession over a challenge this side issued), or both. Rejections are a normal result
+    /// (`valid: false` with the reason code); only unusable requests are errors.
+    pub fn verify_peer(&self, evidence: &PeerEvidence) -> Result<PeerVerdict, ServiceError> {
+        self.verify_peer_trusting(evidence, None)
+    }
+
+    /// As [`Installation::verify_peer`], also trusting `external` (another hub's CA and its
+    /// revocation list) for evidence that CA issued.
+    pub fn verify_peer_trusting(
+        &self,
+        evidence: &PeerEvidence,
+        external: Option<ExternalTrust<'_>>,
+    ) -> Result<PeerVerdict, ServiceError> {
+        let verdict = self.judge_peer(evidence, external)?;
+        if !verdict.valid
+            && let Some(token) = &evidence.token
+        {
+            self.token_rejected(token, &verdict, evidence);
+        }
+        Ok(verdict)
+    }
+
+    pub(super) fn judge_peer(
+        &self,
+        evidence: &PeerEvidence,
+        external: Option<ExternalTrust<'_>>,
+    ) -> Result<PeerVerdict, ServiceError> {
+        if evidence.token.is_none() && evidence.certificate.is_none() {
+            return Err(ServiceError::InvalidInput(
+                "give a token, a certificate, or both".into(),
+            ));
+        }
+        if evidence.proof.is_some()
+            && (evidence.challenge.is_none() || evidence.certificate.is_none())
+        {
+            return Err(ServiceError::InvalidInput(
+                "a proof needs the certificate it proves and the challenge you issued".into(),
+            ));
+        }
+        if evidence.challenge.is_some() && evidence.proof.is_none() {
+            return Err(ServiceError::InvalidInput(
+                "a challenge needs the peer's proof over it (from its present_certificate)".into(),
+            ));
+        }
+        // A token authorizes one action with exact arguments: the verifier must say which
+        // action it is about to perform, and arguments it does not give are taken as none.
+        let args = match (&evidence.token, &evidence.args) {
+            (Some(_), None) => Some(Value::Object(Default::default())),
+            (_, args) => args.clone(),
+        };
+        if evidence.token.is_some() && evidence.action.as_deref().is_none_or(str::is_empty) {
+            return Err(ServiceError::InvalidInput(
+                "expected_action is required with a token: name the action you are about to perform".into(),
+            ));
+        }
+        if let Some(args) = &args {
+            action::check_args(args).map_err(ServiceError::InvalidInput)?;
+        }
+        let now = clock::now();
+        let presented = PresentedCertificates(evidence.certificate.iter().cloned().collect());
+        let resolver = Fallback(&presented, self);
+        // Evidence from the external CA (by its certificate's issuer) is verified against that
+        // CA and its list only, with the certificates the peer presented.
+        let presented_claims = evidence
+            .certificate
+            .as_deref()
+            .and_then(|c| AgentCertificate::parse_unverified(c).ok())
+            .map(|(_, claims, _)| claims);
+        let external = self.distinct(external).filter(|trust| {
+            presented_claims
+                .as_ref()
+                .is_some_and(|claims| claims.iss == trust.anchor.ca_id)
+        });
+        // Another CA may not speak for this installation's own agents.
+        if external.is_some()
+            && let Some(claims) = &presented_claims
+            && self.store.agent(&claims.sub)?.is_some()
+        {
+            let error = VerifyError::UnknownIssuer(format!(
+                "{} (it certifies {}, an agent of this installation)",
+                claims.iss, claims.sub
+            ));
+            return Ok(PeerVerdict {
+                valid: false,
+                reasons: vec![error.code().to_owned()],
+                message: Some(error.to_string()),
+                agent_id: None,
+                certificate: None,
+                token: None,
+                delegation: None,
+                proof_verified: false,
+                revocation: self.store.freshness(now),
+            });
+        }
+        let verifier = match &external {
+            Some(trust) => Verifier {
+                anchor: trust.anchor,
+                certificates: &presented,
+                revocation: trust.revocation,
+                skew: clock::DEFAULT_SKEW,
+            },
+            None => Verifier {
+                certificates: &resolver,
+                ..self.verifier()
+            },
+        };
+        let mut verdict = PeerVerdict {
+            valid: false,
+            reasons: Vec::new(),
+            message: None,
+            agent_id: None,
+            certificate: None,
+            token: None,
+            delegation: None,
+            proof_verified: false,
+            revocation: verifier.revocation.freshness(now),
+        };
+        let outcome = (|| {
+            if let Some(certificate) = &evidence.certificate {
+                let cert = match (&evidence.proof, &evidence.challenge) {
+                    (Some(proof), Some(challenge)) => {
+                        let (cert, _) = verifier.verify_presentation(
+                            certificate,
+                            proof,
+                            challenge,
+                            &evidence.audience,
+                            now,
+                        )?;
+                        // Consumed only once the proof checks out, so a bad proof from someone
+                        // who saw the challenge cannot burn it.
+                        if !evidence.allow_unissued_challenge {
+                            self.challenges
+                                .consume(challenge, &evidence.audience, now)?;
+                        }
+                        verdict.proof_verified = true;
+                        cert
+                    }
+                    // A certificate is public: on its own it proves nothing about who sent it.
+                    _ if evidence.token.is_none() => return Err(VerifyError::ProofRequired),
+                    _ => verifier.verify_certificate(certificate, now)?,
+                };
+                verdict.agent_id = Some(cert.claims.sub.clone());
+                verdict.certificate = Some(cert.claims);
+            }
+            if let Some(token) = &evidence.token {
+                let expect = Expectations {
+                    max_delegation_depth: None,
+                    audience: Some(evidence.audience.clone()),
+                    action: evidence.action.clone(),
+                    args: args.clone(),
+                };
+                let verified = verifier.verify_token(token, &expect, now)?;
+                if verdict
+                    .agent_id
+                    .as_ref()
+                    .is_some_and(|a| a != &verified.claims.iss)
+                {
+                    return Err(VerifyError::SubjectMismatch {
+                        token: verified.claims.iss.clone(),
+                        certificate: verdict.agent_id.clone().unwrap_or_default(),
+                    });
+                }
+                // Another CA's chain may not name this installation's agents as its principal.
+                if external.is_some()
+                    && verified.claims.sub != verified.claims.iss
+                    && self
+                        .store
+                        .agent(&verified.claims.sub)
+                        .ok()
+                        .flatten()
+                        .is_some()
+                {
+                    return Err(VerifyError::UnknownIssuer(format!(
+                        "{} (its chain names {}, an agent of this installation)",
+                        verified.certificate.claims.iss, verified.claims.sub
+                    )));
+                }
+                // Only a token valid in every other respect is looked up, and recorded.
+                let (issuer, jti) = (&verified.claims.iss, &verified.claims.jti);
+                let replayed = if evidence.consume {
+                    self.store
+                        .consume(issuer, jti, verified.claims.exp + clock::DEFAULT_SKEW, now)
+                        .map(|added| !added)
+                } else {
+                    self.store.consumed(issuer, jti)
+                };
+                match replayed {
+                    Ok(false) => {}
+                    Ok(true) => return Err(VerifyError::Replayed(jti.clone())),
+                    // Fail closed: no answer about reuse means no acceptance.
+                    Err(error) => {
+                        tracing::error!(%error, "cannot record a consumed token");
+                        return Err(VerifyError::RevocationUnavailable);
+                    }
+                }
+                verdict.agent_id = Some(verified.claims.iss.clone());
+                verdict.certificate = Some(verified.certificate.claims);
+                verdict.token = Some(verified.claims);
+                verdict.delegation = verified.delegation;
+            }
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => verdict.valid = true,
+            Err(error) => {
+                verdict.reasons.push(error.code().to_owned());
+                verdict.message = Some(error.to_string());
+                verdict.agent_id = None;
+                verdict.certificate = None;
+                verdict.token = None;
+                verdict.delegation = None;
+                verdict.proof_verified = false;
+            }
+        }
+        Ok(verdict)
+    }
+
+    /// A verifier over this installation's CA, certificates and revocations.
+    pub fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            anchor: &self.anchor,
+            certificates: self,
+            revocation: &self.store,
+            skew: clock::DEFAULT_SKEW,
+        }
+    }
+
+    /// Verifies an action token now.
+    pub fn verify_token(
+        &self,
+        token: &str,
+        expect: &Expectations,
+    ) -> Result<VerifiedAction, VerifyError> {
+        self.verifier().verify_token(token, expect, clock::now())
+    }
+
+    /// Verifies a certificate now.
+    pub fn verify_certificate(&self, encoded: &str) -> Result<AgentCertificate, VerifyError> {
+        self.verifier().verify_certificate(encoded, clock::now())
+    }
+}
