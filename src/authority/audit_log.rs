@@ -1,8 +1,56 @@
-//! The audit log as the authority keeps it: appending events, and reading and verifying records.
+//! The audit log as the authority keeps it: appending events, releasing results only once they
+//! are recorded, and reading and verifying records.
 
 use super::*;
 
+/// Why [`Installation::release`] did not hand a result over.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Withheld<E> {
+    /// The operation itself failed: its error, passed on whether or not the failure was recorded
+    /// (an error carries nothing that must not leave unaudited).
+    #[error(transparent)]
+    Failed(E),
+    /// The operation succeeded but its audit record could not be appended, so its result (a
+    /// token, a revocation report, ...) is withheld.
+    #[error(
+        "the operation was done but the audit log could not record it ({0}); its result is withheld"
+    )]
+    Unaudited(ServiceError),
+}
+
+impl From<Withheld<ServiceError>> for ServiceError {
+    fn from(withheld: Withheld<ServiceError>) -> Self {
+        match withheld {
+            Withheld::Failed(error) => error,
+            Withheld::Unaudited(error) => ServiceError::Unaudited(Box::new(error)),
+        }
+    }
+}
+
 impl Installation {
+    /// The one rule every front-end follows before answering: appends `event` (which describes
+    /// `outcome`) to the audit log, then releases `outcome`. A success that cannot be recorded
+    /// is withheld as [`Withheld::Unaudited`]: no unaudited token or decision leaves the
+    /// installation. A failure is passed on either way; a failure to record it is logged.
+    pub fn release<T, E>(
+        &self,
+        event: &AuditEvent,
+        outcome: Result<T, E>,
+    ) -> Result<T, Withheld<E>> {
+        match (self.audit(event), outcome) {
+            (Ok(_), outcome) => outcome.map_err(Withheld::Failed),
+            (Err(error), Ok(_)) => {
+                tracing::error!(%error, operation = %event.operation, "audit log append failed; result withheld");
+                Err(Withheld::Unaudited(error))
+            }
+            (Err(error), Err(original)) => {
+                tracing::warn!(%error, operation = %event.operation, "the audit log could not record this failure");
+                Err(Withheld::Failed(original))
+            }
+        }
+    }
+
     /// Appends `event` to the audit log, signed by the CA's first key, durably before returning.
     pub fn audit(&self, event: &AuditEvent) -> Result<SealedRecord, ServiceError> {
         let ca = self.signers("ca", &self.anchor.keys, |alg| {

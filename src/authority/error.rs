@@ -10,6 +10,7 @@ use crate::store::StoreError;
 
 /// Errors of service operations. Messages say what to do; none carries key material.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     /// No installation in the data directory.
     #[error("no agentseal installation in {0}: run `agentseal init` first")]
@@ -82,6 +83,12 @@ pub enum ServiceError {
     /// The webhook outbox failed.
     #[error(transparent)]
     Signals(#[from] crate::signals::SignalError),
+    /// The operation succeeded but could not be recorded in the audit log, so its result was
+    /// withheld (see [`Installation::release`](super::Installation::release)).
+    #[error(
+        "the operation was done but the audit log could not record it ({0}); its output is withheld"
+    )]
+    Unaudited(Box<ServiceError>),
     /// Creating the data directory failed.
     #[error("data directory {path}: {source}")]
     Io {
@@ -115,6 +122,7 @@ impl ServiceError {
             ServiceError::Store(_) => "database_error",
             ServiceError::Crypto(_) => "crypto_error",
             ServiceError::Signals(_) => "signals_error",
+            ServiceError::Unaudited(_) => "audit_withheld",
             ServiceError::Io { .. } => "io_error",
         }
     }

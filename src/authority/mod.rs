@@ -52,6 +52,7 @@ mod signing;
 pub use access_tokens::IssuedAccess;
 use agents::create_key;
 pub use agents::validate_agent_id;
+pub use audit_log::Withheld;
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
