@@ -67,17 +67,27 @@
 #![warn(missing_docs)]
 
 pub mod clock;
-pub mod fsutil;
 pub mod reason;
+pub mod request;
 
+// The verify-only core: what a peer needs to check signed objects offline.
 pub mod crypto;
 pub mod jose;
 pub mod token;
 pub mod verify;
 
+// The operator's side (feature `authority`): an installation and what it keeps.
+#[cfg(feature = "authority")]
 pub mod audit;
+#[cfg(feature = "authority")]
 pub mod authority;
+#[cfg(feature = "authority")]
+pub mod fsutil;
+#[cfg(feature = "authority")]
 pub mod keystore;
+#[cfg(feature = "authority")]
 pub mod policy;
+#[cfg(feature = "authority")]
 pub mod signals;
+#[cfg(feature = "authority")]
 pub mod store;

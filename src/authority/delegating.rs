@@ -37,7 +37,7 @@ pub(super) fn check_party(party: &str) -> Result<(), ServiceError> {
 pub(super) fn grant_claims(encoded: &str) -> Result<GrantClaims, ServiceError> {
     delegation::parse_unverified(encoded)
         .map(|(_, claims)| claims)
-        .map_err(|e| ServiceError::InvalidInput(format!("stored delegation grant: {e}")))
+        .map_err(|e| ServiceError::CorruptRecord(format!("stored delegation grant: {e}")))
 }
 
 impl Installation {

@@ -6,6 +6,7 @@ use crate::crypto::CryptoError;
 use crate::keystore::{KeyStoreError, KeyStoreKind};
 use crate::policy::PolicyError;
 use crate::reason::VerifyError;
+use crate::request::RequestError;
 use crate::store::StoreError;
 
 /// Errors of service operations. Messages say what to do; none carries key material.
@@ -37,6 +38,16 @@ pub enum ServiceError {
     /// Bad input from the caller.
     #[error("{0}")]
     InvalidInput(String),
+    /// A request no policy can make valid (see [`RequestError`]).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// Evidence for `verify_peer` that cannot be judged as given (see
+    /// [`EvidenceError`](super::EvidenceError)).
+    #[error(transparent)]
+    Evidence(#[from] super::EvidenceError),
+    /// A record read back from the database cannot be used: the database was damaged or edited.
+    #[error("{0}")]
+    CorruptRecord(String),
     /// Nothing to revoke matched.
     #[error("no certificate or agent {0:?}")]
     UnknownCertificate(String),
@@ -108,7 +119,10 @@ impl ServiceError {
             ServiceError::KeyStoreMismatch { .. } => "key_store_mismatch",
             ServiceError::UnknownAgent(_) => "unknown_agent",
             ServiceError::AgentExists(_) => "agent_exists",
-            ServiceError::InvalidInput(_) => "invalid_input",
+            ServiceError::InvalidInput(_)
+            | ServiceError::Request(_)
+            | ServiceError::Evidence(_) => "invalid_input",
+            ServiceError::CorruptRecord(_) => "database_error",
             ServiceError::UnknownCertificate(_) => "unknown_certificate",
             ServiceError::CertificateUnusable { .. } => "certificate_unusable",
             ServiceError::KeyMismatch(_) => "key_mismatch",

@@ -25,6 +25,7 @@ use crate::jose::{Jwk, JwkSet};
 use crate::keystore::{self, KeyName, KeyStore, KeyStoreKind};
 use crate::policy::{Decision, PolicyInput, PolicySource, RateLimiter};
 use crate::reason::VerifyError;
+use crate::request::RequestError;
 use crate::signals::SignalKind;
 use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Store, StoreError};
 use crate::token::access::{self, AccessClaims, AccessGrant, Scope};
@@ -34,7 +35,9 @@ use crate::token::delegation::{self, Chain, GrantClaims, GrantRequest};
 use crate::token::revocation::{CrlClaims, RevocationList};
 use crate::token::trust::TrustAnchor;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
-use crate::verify::{CertificateResolver, PresentedCertificates, VerifiedAction, Verifier};
+use crate::verify::{
+    CertificateResolver, ExternalTrust, PresentedCertificates, VerifiedAction, Verifier,
+};
 
 mod access_tokens;
 mod agents;
@@ -56,8 +59,8 @@ pub use audit_log::Withheld;
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
-pub use peer::{PeerEvidence, PeerVerdict, Presentation};
-pub use revoke::{ExternalTrust, MAX_REASON_LEN, RevocationStatus};
+pub use peer::{EvidenceError, PeerEvidence, PeerVerdict, Presentation};
+pub use revoke::{MAX_REASON_LEN, RevocationStatus};
 pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
 pub use signing::{Approval, parse_args_json};
 

@@ -28,32 +28,132 @@ pub struct PeerEvidence {
     pub allow_unissued_challenge: bool,
 }
 
-/// The outcome of [`Installation::verify_peer`].
-#[derive(Debug, Clone, Serialize)]
+/// Why evidence for [`Installation::verify_peer`] cannot be judged as given: the caller's to fix,
+/// unlike a rejection, which is a normal [`PeerVerdict`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    /// Neither a token nor a certificate.
+    #[error("give a token, a certificate, or both")]
+    Nothing,
+    /// A proof without the certificate it proves or the challenge it answers.
+    #[error("a proof needs the certificate it proves and the challenge you issued")]
+    ProofWithoutCertificateOrChallenge,
+    /// A challenge without a proof over it.
+    #[error("a challenge needs the peer's proof over it (from its present_certificate)")]
+    ChallengeWithoutProof,
+    /// A token without the action about to be performed.
+    #[error("expected_action is required with a token: name the action you are about to perform")]
+    ActionRequired,
+    /// Arguments that cannot be bound exactly.
+    #[error(transparent)]
+    Arguments(#[from] RequestError),
+}
+
+impl PeerEvidence {
+    /// Checks that the evidence can be judged, and returns the arguments to hold a token to: a
+    /// token authorizes one action with exact arguments, so the verifier must say which action
+    /// it is about to perform, and arguments it does not give are taken as none.
+    pub fn validate(&self) -> Result<Option<Value>, EvidenceError> {
+        if self.token.is_none() && self.certificate.is_none() {
+            return Err(EvidenceError::Nothing);
+        }
+        if self.proof.is_some() && (self.challenge.is_none() || self.certificate.is_none()) {
+            return Err(EvidenceError::ProofWithoutCertificateOrChallenge);
+        }
+        if self.challenge.is_some() && self.proof.is_none() {
+            return Err(EvidenceError::ChallengeWithoutProof);
+        }
+        let args = match (&self.token, &self.args) {
+            (Some(_), None) => Some(Value::Object(Default::default())),
+            (_, args) => args.clone(),
+        };
+        if self.token.is_some() && self.action.as_deref().is_none_or(str::is_empty) {
+            return Err(EvidenceError::ActionRequired);
+        }
+        if let Some(args) = &args {
+            action::check_args(args)?;
+        }
+        Ok(args)
+    }
+}
+
+/// The outcome of [`Installation::verify_peer`]: the one verdict type of the core, the CLI and
+/// the MCP `verify_peer` tool, whose output schema is derived from it (the field docs are what
+/// the model reads). Build it with [`PeerVerdict::accepted`] or [`PeerVerdict::rejected`].
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PeerVerdict {
-    /// Whether everything presented verified.
+    /// True only if everything presented verified.
     pub valid: bool,
-    /// Reason codes when not valid (see docs/reason-codes.md).
+    /// Stable reason codes when not valid (expired, revoked, bad_signature, wrong_audience, ...).
     pub reasons: Vec<String>,
-    /// A human-readable explanation when not valid.
+    /// Explanation when not valid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// The verified agent id.
+    /// The verified agent id of the peer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_id: Option<String>,
-    /// The verified certificate's claims.
+    /// The verified certificate claims.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Value>")]
     pub certificate: Option<CertificateClaims>,
-    /// The verified token's claims.
+    /// The verified token claims (action, audience, expiry, args_sha256, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Value>")]
     pub token: Option<action::ActionClaims>,
-    /// The verified delegation chain, when the token's signer acts for another.
+    /// When the signer acts for another: the principal, whether it signed the first grant
+    /// itself, the acting agents (principal side first, the signer last), and the grants.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Value>")]
     pub delegation: Option<crate::verify::VerifiedChain>,
-    /// Whether a proof of possession was verified.
+    /// Whether a proof of possession over your challenge was verified.
     pub proof_verified: bool,
-    /// How fresh the revocation data used is.
+    /// Where the revocation data came from and how fresh it is.
+    #[serde(rename = "revocation_freshness")]
+    #[schemars(with = "Value")]
     pub revocation: Freshness,
+}
+
+/// What a peer's evidence established, once every check passed.
+#[derive(Debug, Default)]
+struct Accepted {
+    agent_id: Option<String>,
+    certificate: Option<CertificateClaims>,
+    token: Option<action::ActionClaims>,
+    delegation: Option<crate::verify::VerifiedChain>,
+    proof_verified: bool,
+}
+
+impl PeerVerdict {
+    /// Everything presented verified.
+    fn accepted(accepted: Accepted, revocation: Freshness) -> Self {
+        PeerVerdict {
+            valid: true,
+            reasons: Vec::new(),
+            message: None,
+            agent_id: accepted.agent_id,
+            certificate: accepted.certificate,
+            token: accepted.token,
+            delegation: accepted.delegation,
+            proof_verified: accepted.proof_verified,
+            revocation,
+        }
+    }
+
+    /// The first check that failed, with its reason code; nothing of the evidence is vouched for.
+    fn rejected(error: &VerifyError, revocation: Freshness) -> Self {
+        PeerVerdict {
+            valid: false,
+            reasons: vec![error.code().to_owned()],
+            message: Some(error.to_string()),
+            agent_id: None,
+            certificate: None,
+            token: None,
+            delegation: None,
+            proof_verified: false,
+            revocation,
+        }
+    }
 }
 
 /// Certificates the peer presented first, then the installation's own records.
@@ -161,37 +261,7 @@ impl Installation {
         evidence: &PeerEvidence,
         external: Option<ExternalTrust<'_>>,
     ) -> Result<PeerVerdict, ServiceError> {
-        if evidence.token.is_none() && evidence.certificate.is_none() {
-            return Err(ServiceError::InvalidInput(
-                "give a token, a certificate, or both".into(),
-            ));
-        }
-        if evidence.proof.is_some()
-            && (evidence.challenge.is_none() || evidence.certificate.is_none())
-        {
-            return Err(ServiceError::InvalidInput(
-                "a proof needs the certificate it proves and the challenge you issued".into(),
-            ));
-        }
-        if evidence.challenge.is_some() && evidence.proof.is_none() {
-            return Err(ServiceError::InvalidInput(
-                "a challenge needs the peer's proof over it (from its present_certificate)".into(),
-            ));
-        }
-        // A token authorizes one action with exact arguments: the verifier must say which
-        // action it is about to perform, and arguments it does not give are taken as none.
-        let args = match (&evidence.token, &evidence.args) {
-            (Some(_), None) => Some(Value::Object(Default::default())),
-            (_, args) => args.clone(),
-        };
-        if evidence.token.is_some() && evidence.action.as_deref().is_none_or(str::is_empty) {
-            return Err(ServiceError::InvalidInput(
-                "expected_action is required with a token: name the action you are about to perform".into(),
-            ));
-        }
-        if let Some(args) = &args {
-            action::check_args(args).map_err(ServiceError::InvalidInput)?;
-        }
+        let args = evidence.validate()?;
         let now = clock::now();
         let presented = PresentedCertificates(evidence.certificate.iter().cloned().collect());
         let resolver = Fallback(&presented, self);
@@ -216,17 +286,7 @@ impl Installation {
                 "{} (it certifies {}, an agent of this installation)",
                 claims.iss, claims.sub
             ));
-            return Ok(PeerVerdict {
-                valid: false,
-                reasons: vec![error.code().to_owned()],
-                message: Some(error.to_string()),
-                agent_id: None,
-                certificate: None,
-                token: None,
-                delegation: None,
-                proof_verified: false,
-                revocation: self.store.freshness(now),
-            });
+            return Ok(PeerVerdict::rejected(&error, self.store.freshness(now)));
         }
         let verifier = match &external {
             Some(trust) => Verifier {
@@ -240,115 +300,120 @@ impl Installation {
                 ..self.verifier()
             },
         };
-        let mut verdict = PeerVerdict {
-            valid: false,
-            reasons: Vec::new(),
-            message: None,
-            agent_id: None,
-            certificate: None,
-            token: None,
-            delegation: None,
-            proof_verified: false,
-            revocation: verifier.revocation.freshness(now),
+        let freshness = verifier.revocation.freshness(now);
+        Ok(
+            match self.accept_evidence(evidence, args, &verifier, external.is_some(), now) {
+                Ok(accepted) => PeerVerdict::accepted(accepted, freshness),
+                Err(error) => PeerVerdict::rejected(&error, freshness),
+            },
+        )
+    }
+
+    /// Runs every check on validated evidence, in order: the certificate (with its proof over a
+    /// challenge this side issued, consumed once it checks out), then the token, its signer
+    /// against the certificate, and its replay record.
+    fn accept_evidence(
+        &self,
+        evidence: &PeerEvidence,
+        args: Option<Value>,
+        verifier: &Verifier<'_>,
+        external: bool,
+        now: i64,
+    ) -> Result<Accepted, VerifyError> {
+        let mut accepted = Accepted::default();
+        if let Some(certificate) = &evidence.certificate {
+            let cert = match (&evidence.proof, &evidence.challenge) {
+                (Some(proof), Some(challenge)) => {
+                    let (cert, _) = verifier.verify_presentation(
+                        certificate,
+                        proof,
+                        challenge,
+                        &evidence.audience,
+                        now,
+                    )?;
+                    // Consumed only once the proof checks out, so a bad proof from someone who
+                    // saw the challenge cannot burn it.
+                    if !evidence.allow_unissued_challenge {
+                        self.challenges
+                            .consume(challenge, &evidence.audience, now)?;
+                    }
+                    accepted.proof_verified = true;
+                    cert
+                }
+                // A certificate is public: on its own it proves nothing about who sent it.
+                _ if evidence.token.is_none() => return Err(VerifyError::ProofRequired),
+                _ => verifier.verify_certificate(certificate, now)?,
+            };
+            accepted.agent_id = Some(cert.claims.sub.clone());
+            accepted.certificate = Some(cert.claims);
+        }
+        let Some(token) = &evidence.token else {
+            return Ok(accepted);
         };
-        let outcome = (|| {
-            if let Some(certificate) = &evidence.certificate {
-                let cert = match (&evidence.proof, &evidence.challenge) {
-                    (Some(proof), Some(challenge)) => {
-                        let (cert, _) = verifier.verify_presentation(
-                            certificate,
-                            proof,
-                            challenge,
-                            &evidence.audience,
-                            now,
-                        )?;
-                        // Consumed only once the proof checks out, so a bad proof from someone
-                        // who saw the challenge cannot burn it.
-                        if !evidence.allow_unissued_challenge {
-                            self.challenges
-                                .consume(challenge, &evidence.audience, now)?;
-                        }
-                        verdict.proof_verified = true;
-                        cert
-                    }
-                    // A certificate is public: on its own it proves nothing about who sent it.
-                    _ if evidence.token.is_none() => return Err(VerifyError::ProofRequired),
-                    _ => verifier.verify_certificate(certificate, now)?,
-                };
-                verdict.agent_id = Some(cert.claims.sub.clone());
-                verdict.certificate = Some(cert.claims);
-            }
-            if let Some(token) = &evidence.token {
-                let expect = Expectations {
-                    max_delegation_depth: None,
-                    audience: Some(evidence.audience.clone()),
-                    action: evidence.action.clone(),
-                    args: args.clone(),
-                };
-                let verified = verifier.verify_token(token, &expect, now)?;
-                if verdict
-                    .agent_id
-                    .as_ref()
-                    .is_some_and(|a| a != &verified.claims.iss)
-                {
-                    return Err(VerifyError::SubjectMismatch {
-                        token: verified.claims.iss.clone(),
-                        certificate: verdict.agent_id.clone().unwrap_or_default(),
-                    });
-                }
-                // Another CA's chain may not name this installation's agents as its principal.
-                if external.is_some()
-                    && verified.claims.sub != verified.claims.iss
-                    && self
-                        .store
-                        .agent(&verified.claims.sub)
-                        .ok()
-                        .flatten()
-                        .is_some()
-                {
-                    return Err(VerifyError::UnknownIssuer(format!(
-                        "{} (its chain names {}, an agent of this installation)",
-                        verified.certificate.claims.iss, verified.claims.sub
-                    )));
-                }
-                // Only a token valid in every other respect is looked up, and recorded.
-                let (issuer, jti) = (&verified.claims.iss, &verified.claims.jti);
-                let replayed = if evidence.consume {
-                    self.store
-                        .consume(issuer, jti, verified.claims.exp + clock::DEFAULT_SKEW, now)
-                        .map(|added| !added)
-                } else {
-                    self.store.consumed(issuer, jti)
-                };
-                match replayed {
-                    Ok(false) => {}
-                    Ok(true) => return Err(VerifyError::Replayed(jti.clone())),
-                    // Fail closed: no answer about reuse means no acceptance.
-                    Err(error) => {
-                        tracing::error!(%error, "cannot record a consumed token");
-                        return Err(VerifyError::RevocationUnavailable);
-                    }
-                }
-                verdict.agent_id = Some(verified.claims.iss.clone());
-                verdict.certificate = Some(verified.certificate.claims);
-                verdict.token = Some(verified.claims);
-                verdict.delegation = verified.delegation;
-            }
-            Ok(())
-        })();
-        match outcome {
-            Ok(()) => verdict.valid = true,
+        let expect = Expectations {
+            max_delegation_depth: None,
+            audience: Some(evidence.audience.clone()),
+            action: evidence.action.clone(),
+            args,
+        };
+        let verified = verifier.verify_token(token, &expect, now)?;
+        if let Some(agent) = accepted
+            .agent_id
+            .as_ref()
+            .filter(|a| **a != verified.claims.iss)
+        {
+            return Err(VerifyError::SubjectMismatch {
+                token: verified.claims.iss.clone(),
+                certificate: agent.clone(),
+            });
+        }
+        // Another CA's chain may not name this installation's agents as its principal.
+        if external
+            && verified.claims.sub != verified.claims.iss
+            && self
+                .store
+                .agent(&verified.claims.sub)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return Err(VerifyError::UnknownIssuer(format!(
+                "{} (its chain names {}, an agent of this installation)",
+                verified.certificate.claims.iss, verified.claims.sub
+            )));
+        }
+        self.check_replay(&verified.claims, evidence.consume, now)?;
+        accepted.agent_id = Some(verified.claims.iss.clone());
+        accepted.certificate = Some(verified.certificate.claims);
+        accepted.token = Some(verified.claims);
+        accepted.delegation = verified.delegation;
+        Ok(accepted)
+    }
+
+    /// Looks a token valid in every other respect up in the replay records, and with `consume`
+    /// records it as used. Fails closed: no answer about reuse means no acceptance.
+    fn check_replay(
+        &self,
+        claims: &action::ActionClaims,
+        consume: bool,
+        now: i64,
+    ) -> Result<(), VerifyError> {
+        let (issuer, jti) = (&claims.iss, &claims.jti);
+        let replayed = if consume {
+            self.store
+                .consume(issuer, jti, claims.exp + clock::DEFAULT_SKEW, now)
+                .map(|added| !added)
+        } else {
+            self.store.consumed(issuer, jti)
+        };
+        match replayed {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(VerifyError::Replayed(jti.clone())),
             Err(error) => {
-                verdict.reasons.push(error.code().to_owned());
-                verdict.message = Some(error.to_string());
-                verdict.agent_id = None;
-                verdict.certificate = None;
-                verdict.token = None;
-                verdict.delegation = None;
-                verdict.proof_verified = false;
+                tracing::error!(%error, "cannot record a consumed token");
+                Err(VerifyError::RevocationUnavailable)
             }
         }
-        Ok(verdict)
     }
 
     /// A verifier over this installation's CA, certificates and revocations.

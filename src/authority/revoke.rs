@@ -18,15 +18,6 @@ pub struct RevocationStatus {
     pub freshness: Freshness,
 }
 
-/// Another CA that verifications also trust: a hub's, with its latest revocation list.
-#[derive(Debug, Clone, Copy)]
-pub struct ExternalTrust<'a> {
-    /// The other CA.
-    pub anchor: &'a TrustAnchor,
-    /// Its revocation list; lookups fail closed once it is stale.
-    pub revocation: &'a RevocationList,
-}
-
 /// The `jti` of a token of any kind, read without verifying it.
 pub(super) fn jti_of(token: &str) -> Result<String, VerifyError> {
     let jws = crate::jose::Jws::parse(token)?;
@@ -40,14 +31,13 @@ pub(super) fn jti_of(token: &str) -> Result<String, VerifyError> {
 /// Longest revocation reason accepted: reasons are published in every revocation list.
 pub const MAX_REASON_LEN: usize = 256;
 
-pub(super) fn check_reason(reason: &str) -> Result<(), ServiceError> {
+pub(super) fn check_reason(reason: &str) -> Result<(), RequestError> {
     if reason.trim().is_empty()
-        || reason.len() > MAX_REASON_LEN
-        || reason.chars().any(char::is_control)
+        || crate::request::check_text("reason", reason, MAX_REASON_LEN).is_err()
     {
-        return Err(ServiceError::InvalidInput(format!(
-            "revocation reason must be 1 to {MAX_REASON_LEN} bytes without control characters"
-        )));
+        return Err(RequestError::Reason {
+            max: MAX_REASON_LEN,
+        });
     }
     Ok(())
 }

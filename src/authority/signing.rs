@@ -13,35 +13,6 @@ pub enum Approval {
     Operator,
 }
 
-/// Refuses what no policy can make a valid action request: a TTL out of bounds, empty or
-/// oversized fields, control characters, bad arguments. Bounds keep even a hybrid token inside
-/// an 8 KB HTTP header (and whatever reaches signals and the audit log small).
-pub(super) fn check_action_request(request: &ActionRequest) -> Result<(), ServiceError> {
-    if request.ttl <= 0 || request.ttl > action::MAX_TTL {
-        return Err(ServiceError::InvalidInput(format!(
-            "token TTL must be between 1 and {} seconds",
-            action::MAX_TTL
-        )));
-    }
-    if request.action.is_empty() || request.audience.is_empty() {
-        return Err(ServiceError::InvalidInput(
-            "action and audience must not be empty".into(),
-        ));
-    }
-    for (field, value, limit) in [
-        ("action", request.action.as_str(), 128),
-        ("audience", request.audience.as_str(), 512),
-        ("scope", request.scope.as_deref().unwrap_or(""), 512),
-    ] {
-        if value.len() > limit || value.chars().any(char::is_control) {
-            return Err(ServiceError::InvalidInput(format!(
-                "{field} must be at most {limit} bytes without control characters"
-            )));
-        }
-    }
-    action::check_args(&request.args).map_err(ServiceError::InvalidInput)
-}
-
 /// Parses arguments given as JSON text, strictly.
 pub fn parse_args_json(text: &str) -> Result<Value, ServiceError> {
     crate::jose::parse_strict_json(text.as_bytes())
@@ -55,7 +26,7 @@ impl Installation {
         agent_id: &str,
         request: &ActionRequest,
     ) -> Result<SignedAction, ServiceError> {
-        check_action_request(request)?;
+        request.validate()?;
         let (certificate, keys) = self.usable_signer(agent_id)?;
         let refs: Vec<&SigningKey> = keys.iter().collect();
         Ok(action::sign(&certificate, &refs, request, clock::now())?)
@@ -94,7 +65,7 @@ impl Installation {
         approval: Approval,
     ) -> Result<SignedAction, ServiceError> {
         // What no policy can make valid is refused before the policy sees it.
-        check_action_request(request)?;
+        request.validate()?;
         let decision = self.decide(&self.policy_input(agent_id, request, on_behalf_of)?)?;
         if decision.approval && approval == Approval::NotGiven {
             return Err(ServiceError::ApprovalRequired(format!(

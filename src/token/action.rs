@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::crypto::{CryptoError, SigningKey};
 use crate::jose::{self, EdAlgName, Jws};
 use crate::reason::VerifyError;
+use crate::request::{RequestError, check_text};
 use crate::token::certificate::AgentCertificate;
 use crate::token::delegation::Chain;
 
@@ -67,7 +68,7 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Checks that `args` can be bound exactly: RFC 8785 reads numbers as doubles, so two integers
 /// beyond 2^53 could hash alike and a token would authorize both. Such values must be strings.
-pub fn check_args(args: &Value) -> Result<(), String> {
+pub fn check_args(args: &Value) -> Result<(), RequestError> {
     match args {
         Value::Number(n) => {
             let exact = n
@@ -78,9 +79,7 @@ pub fn check_args(args: &Value) -> Result<(), String> {
             if exact {
                 Ok(())
             } else {
-                Err(format!(
-                    "argument number {n} is beyond 2^53 and cannot be bound exactly: pass it as a string"
-                ))
+                Err(RequestError::InexactNumber(n.to_string()))
             }
         }
         Value::Array(items) => items.iter().try_for_each(check_args),
@@ -120,6 +119,26 @@ impl ActionRequest {
             ed_alg: EdAlgName::EdDsa,
             delegation: None,
         }
+    }
+
+    /// Refuses what no policy can make a valid action request: a TTL out of bounds, empty or
+    /// oversized fields, control characters, arguments that cannot be bound exactly. The bounds
+    /// keep even a hybrid token inside an 8 KB HTTP header (and what reaches signals and the
+    /// audit log small).
+    pub fn validate(&self) -> Result<(), RequestError> {
+        if self.ttl <= 0 || self.ttl > MAX_TTL {
+            return Err(RequestError::TtlOutOfRange { max: MAX_TTL });
+        }
+        if self.action.is_empty() {
+            return Err(RequestError::Empty("action"));
+        }
+        if self.audience.is_empty() {
+            return Err(RequestError::Empty("audience"));
+        }
+        check_text("action", &self.action, 128)?;
+        check_text("audience", &self.audience, 512)?;
+        check_text("scope", self.scope.as_deref().unwrap_or(""), 512)?;
+        check_args(&self.args)
     }
 }
 

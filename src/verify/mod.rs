@@ -6,6 +6,7 @@
 //! own CA signature, lifetime and revocation, the token's revocation, then the action and argument
 //! binding. The first failure is reported with its stable reason code.
 
+#[cfg(feature = "remote")]
 pub mod remote;
 
 use serde_json::Value;
@@ -15,8 +16,18 @@ use crate::reason::VerifyError;
 use crate::token::action::{self, ActionClaims, Expectations, TOKEN_TYP};
 use crate::token::certificate::AgentCertificate;
 use crate::token::delegation::{self, GrantClaims};
+use crate::token::revocation::RevocationList;
 use crate::token::trust::RevocationSource;
 use crate::token::trust::TrustAnchor;
+
+/// Another CA that verifications also trust: a hub's, with its latest revocation list.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalTrust<'a> {
+    /// The other CA.
+    pub anchor: &'a TrustAnchor,
+    /// Its revocation list; lookups fail closed once it is stale.
+    pub revocation: &'a RevocationList,
+}
 
 /// Finds an agent certificate by serial.
 pub trait CertificateResolver {
@@ -163,7 +174,7 @@ impl Verifier<'_> {
             });
         }
         if let Some(args) = &expect.args {
-            action::check_args(args).map_err(VerifyError::Malformed)?;
+            action::check_args(args).map_err(|e| VerifyError::Malformed(e.to_string()))?;
             if action::args_sha256(args) != claims.args_sha256 {
                 return Err(VerifyError::ArgsMismatch);
             }

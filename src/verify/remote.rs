@@ -73,8 +73,8 @@ struct AnchorDocument {
 
 impl HubSnapshot {
     /// The snapshot as trust for the core's verifications.
-    pub fn trust(&self) -> crate::authority::ExternalTrust<'_> {
-        crate::authority::ExternalTrust {
+    pub fn trust(&self) -> super::ExternalTrust<'_> {
+        super::ExternalTrust {
             anchor: &self.anchor,
             revocation: &self.crl,
         }

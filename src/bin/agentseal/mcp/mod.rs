@@ -107,6 +107,8 @@ async fn blocking<T: Send + 'static>(
 fn to_mcp_error(error: ServiceError) -> McpError {
     match error {
         ServiceError::InvalidInput(_)
+        | ServiceError::Request(_)
+        | ServiceError::Evidence(_)
         | ServiceError::UnknownAgent(_)
         | ServiceError::UnknownCertificate(_)
         | ServiceError::NotPermitted(_) => McpError::invalid_params(error.to_string(), None),
@@ -319,57 +321,6 @@ pub struct VerifyPeerParams {
     /// answers `replayed` (also after a restart). Default false.
     #[serde(default)]
     pub consume: bool,
-}
-
-/// The verdict of `verify_peer`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PeerResult {
-    /// True only if everything presented verified.
-    pub valid: bool,
-    /// Stable reason codes when not valid (expired, revoked, bad_signature, wrong_audience, ...).
-    pub reasons: Vec<String>,
-    /// Explanation when not valid.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The verified agent id of the peer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent_id: Option<String>,
-    /// The verified certificate claims.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<Value>,
-    /// The verified token claims (action, audience, expiry, args_sha256, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub token: Option<Value>,
-    /// Whether a proof of possession over your challenge was verified.
-    /// When the signer acts for another: the principal, whether it signed the first grant
-    /// itself, the acting agents (principal side first, the signer last), and the grants.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delegation: Option<Value>,
-    pub proof_verified: bool,
-    /// Where the revocation data came from and how fresh it is.
-    pub revocation_freshness: Value,
-}
-
-impl From<PeerVerdict> for PeerResult {
-    fn from(v: PeerVerdict) -> Self {
-        PeerResult {
-            valid: v.valid,
-            reasons: v.reasons,
-            message: v.message,
-            agent_id: v.agent_id,
-            certificate: v
-                .certificate
-                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
-            token: v
-                .token
-                .map(|t| serde_json::to_value(t).unwrap_or(Value::Null)),
-            delegation: v
-                .delegation
-                .map(|d| serde_json::to_value(d).unwrap_or(Value::Null)),
-            proof_verified: v.proof_verified,
-            revocation_freshness: serde_json::to_value(v.revocation).unwrap_or(Value::Null),
-        }
-    }
 }
 
 /// Parameters of `check_revocation`: give exactly one.
@@ -805,7 +756,7 @@ impl AgentServer {
         &self,
         Caller(agent): Caller,
         Args(p): Args<VerifyPeerParams>,
-    ) -> Result<Json<PeerResult>, McpError> {
+    ) -> Result<Json<PeerVerdict>, McpError> {
         let installation = self.installation.clone();
         let evidence = PeerEvidence {
             token: p.token,
@@ -823,9 +774,7 @@ impl AgentServer {
             .await;
         blocking(move || {
             let trust = snapshot.as_deref().map(HubSnapshot::trust);
-            Ok(Json(
-                installation.verify_peer_trusting(&evidence, trust)?.into(),
-            ))
+            Ok(Json(installation.verify_peer_trusting(&evidence, trust)?))
         })
         .await
     }
