@@ -8,10 +8,25 @@
 #[non_exhaustive]
 pub enum RequestError {
     /// A lifetime outside 1 ..= `max` seconds.
-    #[error("token TTL must be between 1 and {max} seconds")]
+    #[error("{what} TTL must be between 1 and {max} seconds")]
     TtlOutOfRange {
+        /// What the lifetime is of: `token` or `delegation`.
+        what: &'static str,
         /// The longest lifetime allowed.
         max: i64,
+    },
+    /// A delegation that names no action.
+    #[error("name at least one action to delegate (or \"*\" for all you may do)")]
+    NoAction,
+    /// A list too long, or with an entry empty, too long or holding control characters.
+    #[error("at most {count} {field}s, each 1 to {limit} bytes without control characters")]
+    List {
+        /// The field, in the singular.
+        field: &'static str,
+        /// The most entries allowed.
+        count: usize,
+        /// The longest entry in bytes.
+        limit: usize,
     },
     /// A field that must be given is empty.
     #[error("{0} must not be empty")]

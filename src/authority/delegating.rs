@@ -53,35 +53,7 @@ impl Installation {
         validate_agent_id(&request.delegate)?;
         let principal = on_behalf_of.unwrap_or(delegator);
         check_party(principal)?;
-        if request.actions.is_empty() {
-            return Err(ServiceError::InvalidInput(
-                "name at least one action to delegate (or \"*\" for all you may do)".into(),
-            ));
-        }
-        for (field, values, limit) in [
-            ("action", request.actions.as_slice(), 128),
-            (
-                "audience",
-                request.audiences.as_deref().unwrap_or_default(),
-                512,
-            ),
-        ] {
-            if values.len() > 64
-                || values
-                    .iter()
-                    .any(|v| v.is_empty() || v.len() > limit || v.chars().any(char::is_control))
-            {
-                return Err(ServiceError::InvalidInput(format!(
-                    "at most 64 {field}s, each 1 to {limit} bytes without control characters"
-                )));
-            }
-        }
-        if request.ttl <= 0 || request.ttl > delegation::MAX_GRANT_TTL {
-            return Err(ServiceError::InvalidInput(format!(
-                "delegation TTL must be between 1 and {} seconds",
-                delegation::MAX_GRANT_TTL
-            )));
-        }
+        request.validate()?;
         let mut input = self.agent_policy_input(delegator, "delegate")?;
         input.action = request.actions.first().cloned();
         input.actions = request.actions.clone();

@@ -127,7 +127,10 @@ impl ActionRequest {
     /// audit log small).
     pub fn validate(&self) -> Result<(), RequestError> {
         if self.ttl <= 0 || self.ttl > MAX_TTL {
-            return Err(RequestError::TtlOutOfRange { max: MAX_TTL });
+            return Err(RequestError::TtlOutOfRange {
+                what: "token",
+                max: MAX_TTL,
+            });
         }
         if self.action.is_empty() {
             return Err(RequestError::Empty("action"));

@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use crate::crypto::{CryptoError, SigningKey};
 use crate::jose::{self, EdAlgName, Jws};
 use crate::reason::VerifyError;
+use crate::request::{RequestError, check_text};
 use crate::token::certificate::AgentCertificate;
 
 /// The `typ` of a delegation grant.
@@ -90,6 +91,44 @@ pub struct GrantRequest {
     pub scope: Option<String>,
     /// Lifetime in seconds.
     pub ttl: i64,
+}
+
+impl GrantRequest {
+    /// Refuses what no policy can make a valid grant: no action, more than 64 actions or
+    /// audiences, an entry empty, oversized or with control characters, a lifetime out of
+    /// bounds. (Whether the delegate is a valid agent id, and the chain, are the authority's.)
+    pub fn validate(&self) -> Result<(), RequestError> {
+        if self.actions.is_empty() {
+            return Err(RequestError::NoAction);
+        }
+        for (field, values, limit) in [
+            ("action", self.actions.as_slice(), 128),
+            (
+                "audience",
+                self.audiences.as_deref().unwrap_or_default(),
+                512,
+            ),
+        ] {
+            if values.len() > 64
+                || values
+                    .iter()
+                    .any(|v| v.is_empty() || check_text(field, v, limit).is_err())
+            {
+                return Err(RequestError::List {
+                    field,
+                    count: 64,
+                    limit,
+                });
+            }
+        }
+        if self.ttl <= 0 || self.ttl > MAX_GRANT_TTL {
+            return Err(RequestError::TtlOutOfRange {
+                what: "delegation",
+                max: MAX_GRANT_TTL,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The chain a token is signed under: what [`crate::token::action::sign`] writes into `sub`, `act` and

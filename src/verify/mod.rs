@@ -243,98 +243,12 @@ impl Verifier<'_> {
         }
         let mut previous: Option<&GrantClaims> = None;
         for (index, (jws, grant)) in grants.iter().enumerate() {
-            let (delegator, delegate) = (parties[first + index], parties[first + index + 1]);
-            if grant.iss != delegator || grant.sub != delegate {
-                return Err(VerifyError::DelegationBroken(format!(
-                    "grant {index} is from {} to {}, the chain needs {delegator} to {delegate}",
-                    grant.iss, grant.sub
-                )));
-            }
-            if grant.principal != claims.sub {
-                return Err(VerifyError::DelegationBroken(format!(
-                    "grant {index} acts for {}, the token for {}",
-                    grant.principal, claims.sub
-                )));
-            }
-            if grant.parent.as_deref() != previous.map(|p| p.jti.as_str()) {
-                return Err(VerifyError::DelegationBroken(format!(
-                    "grant {index} does not name the grant before it as its parent"
-                )));
-            }
-            // Signed by the delegator's certified keys: the certificate must be for the
-            // delegator, and its keys must verify the grant.
-            let encoded_cert = self
-                .certificates
-                .certificate(&grant.cert)
-                .ok_or_else(|| VerifyError::UnknownCertificate(grant.cert.clone()))?;
-            let (_, cert_claims, keys) = AgentCertificate::parse_unverified(&encoded_cert)?;
-            if cert_claims.jti != grant.cert
-                || cert_claims.sub != grant.iss
-                || jws.verify(&keys).is_err()
-            {
-                return Err(VerifyError::DelegationBadSignature { index });
-            }
-            if grant.exp < grant.nbf
-                || grant.exp.saturating_sub(grant.iat.min(grant.nbf)) > delegation::MAX_GRANT_TTL
-            {
-                return Err(VerifyError::malformed(format!(
-                    "grant {index} lifetime is not between nbf and iat + {} s",
-                    delegation::MAX_GRANT_TTL
-                )));
-            }
-            if now > grant.exp.saturating_add(self.skew)
-                || now.saturating_add(self.skew) < grant.nbf.max(grant.iat)
-            {
-                return Err(VerifyError::DelegationExpired { index });
-            }
-            match self.verify_certificate(&encoded_cert, now) {
-                Err(VerifyError::CertificateRevoked { serial, reason }) => {
-                    return Err(VerifyError::DelegationRevoked {
-                        index,
-                        detail: format!("the delegator's certificate {serial} ({reason})"),
-                    });
-                }
-                other => other?,
-            };
-            if let Some(entry) = self.revocation.token_revocation(&grant.jti, now)? {
-                return Err(VerifyError::DelegationRevoked {
-                    index,
-                    detail: format!("grant {} ({})", grant.jti, entry.reason),
-                });
-            }
-            if let Some(parent) = previous {
-                if grant.exp > parent.exp || grant.nbf < parent.nbf {
-                    return Err(VerifyError::DelegationOutlivesParent { index: index - 1 });
-                }
-                delegation::narrows(parent, grant).map_err(VerifyError::ScopeEscalation)?;
-            }
+            let link = (parties[first + index], parties[first + index + 1]);
+            self.verify_grant(index, jws, grant, link, &claims.sub, previous, now)?;
             previous = Some(grant);
         }
         if let Some(last) = previous {
-            let index = grants.len() - 1;
-            if claims.exp > last.exp {
-                return Err(VerifyError::DelegationOutlivesParent { index });
-            }
-            if !delegation::action_allowed(last, &claims.action) {
-                return Err(VerifyError::ScopeEscalation(format!(
-                    "action {:?} is not granted to {}",
-                    claims.action, claims.iss
-                )));
-            }
-            if !delegation::audience_allowed(last, &claims.aud) {
-                return Err(VerifyError::ScopeEscalation(format!(
-                    "audience {:?} is not granted to {}",
-                    claims.aud, claims.iss
-                )));
-            }
-            delegation::scope_within(last.scope.as_deref(), claims.scope.as_deref()).map_err(
-                |extra| {
-                    VerifyError::ScopeEscalation(format!(
-                        "scope {extra:?} is not granted to {}",
-                        claims.iss
-                    ))
-                },
-            )?;
+            within_grant(claims, last, grants.len() - 1)?;
         }
         Ok(VerifiedChain {
             principal: claims.sub.clone(),
@@ -342,6 +256,88 @@ impl Verifier<'_> {
             actors: parties[1..].iter().map(|p| (*p).to_owned()).collect(),
             grants: grants.into_iter().map(|(_, g)| g).collect(),
         })
+    }
+
+    /// Checks grant `index` of a chain, linking `link.0` (delegator) to `link.1` (delegate) for
+    /// `principal`, under `previous`: its place, its signature by the delegator's certified keys,
+    /// its lifetime, revocation, and that it narrows its parent.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_grant(
+        &self,
+        index: usize,
+        jws: &Jws,
+        grant: &GrantClaims,
+        link: (&str, &str),
+        principal: &str,
+        previous: Option<&GrantClaims>,
+        now: i64,
+    ) -> Result<(), VerifyError> {
+        let (delegator, delegate) = link;
+        if grant.iss != delegator || grant.sub != delegate {
+            return Err(VerifyError::DelegationBroken(format!(
+                "grant {index} is from {} to {}, the chain needs {delegator} to {delegate}",
+                grant.iss, grant.sub
+            )));
+        }
+        if grant.principal != principal {
+            return Err(VerifyError::DelegationBroken(format!(
+                "grant {index} acts for {}, the token for {}",
+                grant.principal, principal
+            )));
+        }
+        if grant.parent.as_deref() != previous.map(|p| p.jti.as_str()) {
+            return Err(VerifyError::DelegationBroken(format!(
+                "grant {index} does not name the grant before it as its parent"
+            )));
+        }
+        // Signed by the delegator's certified keys: the certificate must be for the
+        // delegator, and its keys must verify the grant.
+        let encoded_cert = self
+            .certificates
+            .certificate(&grant.cert)
+            .ok_or_else(|| VerifyError::UnknownCertificate(grant.cert.clone()))?;
+        let (_, cert_claims, keys) = AgentCertificate::parse_unverified(&encoded_cert)?;
+        if cert_claims.jti != grant.cert
+            || cert_claims.sub != grant.iss
+            || jws.verify(&keys).is_err()
+        {
+            return Err(VerifyError::DelegationBadSignature { index });
+        }
+        if grant.exp < grant.nbf
+            || grant.exp.saturating_sub(grant.iat.min(grant.nbf)) > delegation::MAX_GRANT_TTL
+        {
+            return Err(VerifyError::malformed(format!(
+                "grant {index} lifetime is not between nbf and iat + {} s",
+                delegation::MAX_GRANT_TTL
+            )));
+        }
+        if now > grant.exp.saturating_add(self.skew)
+            || now.saturating_add(self.skew) < grant.nbf.max(grant.iat)
+        {
+            return Err(VerifyError::DelegationExpired { index });
+        }
+        match self.verify_certificate(&encoded_cert, now) {
+            Err(VerifyError::CertificateRevoked { serial, reason }) => {
+                return Err(VerifyError::DelegationRevoked {
+                    index,
+                    detail: format!("the delegator's certificate {serial} ({reason})"),
+                });
+            }
+            other => other?,
+        };
+        if let Some(entry) = self.revocation.token_revocation(&grant.jti, now)? {
+            return Err(VerifyError::DelegationRevoked {
+                index,
+                detail: format!("grant {} ({})", grant.jti, entry.reason),
+            });
+        }
+        if let Some(parent) = previous {
+            if grant.exp > parent.exp || grant.nbf < parent.nbf {
+                return Err(VerifyError::DelegationOutlivesParent { index: index - 1 });
+            }
+            delegation::narrows(parent, grant).map_err(VerifyError::ScopeEscalation)?;
+        }
+        Ok(())
     }
 }
 
@@ -362,4 +358,32 @@ pub struct VerifiedChain {
 /// Convenience for callers holding arguments as JSON text.
 pub fn parse_args(text: &str) -> Result<Value, VerifyError> {
     jose::parse_strict_json(text.as_bytes())
+}
+
+/// Checks that a token stays within the last grant of its chain (grant `index`): its expiry,
+/// action, audience and scope.
+fn within_grant(
+    claims: &ActionClaims,
+    last: &GrantClaims,
+    index: usize,
+) -> Result<(), VerifyError> {
+    if claims.exp > last.exp {
+        return Err(VerifyError::DelegationOutlivesParent { index });
+    }
+    if !delegation::action_allowed(last, &claims.action) {
+        return Err(VerifyError::ScopeEscalation(format!(
+            "action {:?} is not granted to {}",
+            claims.action, claims.iss
+        )));
+    }
+    if !delegation::audience_allowed(last, &claims.aud) {
+        return Err(VerifyError::ScopeEscalation(format!(
+            "audience {:?} is not granted to {}",
+            claims.aud, claims.iss
+        )));
+    }
+    delegation::scope_within(last.scope.as_deref(), claims.scope.as_deref()).map_err(|extra| {
+        VerifyError::ScopeEscalation(format!("scope {extra:?} is not granted to {}", claims.iss))
+    })?;
+    Ok(())
 }

@@ -18,6 +18,7 @@ use agentseal::verify::remote::HubTrust;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -459,65 +460,13 @@ fn calls(body: &[u8]) -> Vec<(String, Option<String>)> {
 }
 
 /// Authorizes every `/mcp` request: a valid access token for this hub (never from the query
-/// string), the scope each call needs, and the session belonging to the same agent. The
-/// token is removed before the request goes further.
+/// string), the session belonging to the same agent, a body within bounds, and the scope each
+/// call needs. The token is removed before the request goes further.
 async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    if parts.uri.query().is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.split('=').next() == Some("access_token"))
-    }) {
-        return challenge(
-            &hub,
-            StatusCode::UNAUTHORIZED,
-            Some((
-                "invalid_request",
-                "access tokens are not accepted in the query string",
-            )),
-            None,
-        );
-    }
-    let grant = match (&hub.insecure, bearer(&parts.headers)) {
-        (Some(grant), _) => grant.clone(),
-        (None, Err(problem)) => {
-            return challenge(
-                &hub,
-                StatusCode::UNAUTHORIZED,
-                Some(("invalid_request", problem)),
-                None,
-            );
-        }
-        (None, Ok(None)) => return challenge(&hub, StatusCode::UNAUTHORIZED, None, None),
-        (None, Ok(Some(token))) => {
-            let (installation, token, resource) = (
-                hub.installation.clone(),
-                token.to_owned(),
-                hub.resource.clone(),
-            );
-            match tokio::task::spawn_blocking(move || installation.authorize(&token, &resource))
-                .await
-            {
-                Ok(Ok(grant)) => grant,
-                Ok(Err(error)) => {
-                    tracing::info!(reason = error.code(), "access token refused");
-                    let text = error.to_string();
-                    let description = if text.starts_with(error.code()) {
-                        text
-                    } else {
-                        format!("{}: {text}", error.code())
-                    };
-                    return challenge(
-                        &hub,
-                        StatusCode::UNAUTHORIZED,
-                        Some(("invalid_token", &description)),
-                        None,
-                    );
-                }
-                Err(_) => {
-                    return problem(StatusCode::INTERNAL_SERVER_ERROR, "authorization failed");
-                }
-            }
-        }
+    let grant = match authenticate(&hub, &parts).await {
+        Ok(grant) => grant,
+        Err(refusal) => return refusal,
     };
     parts.headers.remove(header::AUTHORIZATION);
     let session = parts
@@ -525,70 +474,18 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(session) = &session {
-        let mut sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((owner, last_used)) = sessions.get_mut(session) {
-            if *owner != grant.agent_id {
-                // Indistinguishable from an unknown session: another agent's session is not
-                // yours to use or close.
-                return problem(StatusCode::NOT_FOUND, "session not found");
-            }
-            *last_used = Instant::now();
-        }
+    if let Some(session) = &session
+        && !touch_session(&hub, session, &grant)
+    {
+        // Indistinguishable from an unknown session: another agent's session is not yours to
+        // use or close.
+        return problem(StatusCode::NOT_FOUND, "session not found");
     }
     let body = if parts.method == Method::POST {
-        let bytes = match tokio::time::timeout(
-            BODY_TIMEOUT,
-            axum::body::to_bytes(body, hub.max_body),
-        )
-        .await
-        {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => {
-                return problem(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body larger than {} bytes", hub.max_body),
-                );
-            }
-            Err(_) => return problem(StatusCode::REQUEST_TIMEOUT, "request body too slow"),
-        };
-        let calls = calls(&bytes);
-        if session.is_none() && calls.iter().any(|(method, _)| method == "initialize") {
-            let sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
-            // rmcp closes a session idle for 5 minutes: only younger ones count.
-            let own = sessions
-                .values()
-                .filter(|(owner, used)| *owner == grant.agent_id && used.elapsed() < SESSION_IDLE)
-                .count();
-            if own >= MAX_SESSIONS_PER_AGENT || sessions.len() >= MAX_SESSIONS {
-                return problem(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &format!(
-                        "too many open MCP sessions (at most {MAX_SESSIONS_PER_AGENT} per agent): close some (DELETE /mcp) or use the stateless 2026-07-28 protocol"
-                    ),
-                );
-            }
+        match admit_body(&hub, body, session.is_none(), &grant).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal,
         }
-        for (method, tool) in calls {
-            if let Some(scope) = required_scope(&method, tool.as_deref())
-                && !grant.permits(scope)
-            {
-                return challenge(
-                    &hub,
-                    StatusCode::FORBIDDEN,
-                    Some((
-                        "insufficient_scope",
-                        &format!(
-                            "{method} {} needs scope {}",
-                            tool.unwrap_or_default(),
-                            scope.name()
-                        ),
-                    )),
-                    Some(scope),
-                );
-            }
-        }
-        Body::from(bytes)
     } else {
         body
     };
@@ -596,8 +493,150 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
     let deleting = parts.method == Method::DELETE;
     parts.extensions.insert(grant);
     let response = next.run(Request::from_parts(parts, body)).await;
+    track_session(&hub, session.as_deref(), agent, deleting, &response);
+    response
+}
+
+/// The access grant of a request: its bearer token verified for this hub (or the insecure
+/// test agent). A token in the query string is refused, not ignored.
+async fn authenticate(hub: &Arc<Hub>, parts: &Parts) -> Result<AccessGrant, Response> {
+    if parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    }) {
+        return Err(challenge(
+            hub,
+            StatusCode::UNAUTHORIZED,
+            Some((
+                "invalid_request",
+                "access tokens are not accepted in the query string",
+            )),
+            None,
+        ));
+    }
+    let token = match (&hub.insecure, bearer(&parts.headers)) {
+        (Some(grant), _) => return Ok(grant.clone()),
+        (None, Err(problem)) => {
+            return Err(challenge(
+                hub,
+                StatusCode::UNAUTHORIZED,
+                Some(("invalid_request", problem)),
+                None,
+            ));
+        }
+        (None, Ok(None)) => return Err(challenge(hub, StatusCode::UNAUTHORIZED, None, None)),
+        (None, Ok(Some(token))) => token.to_owned(),
+    };
+    let (installation, resource) = (hub.installation.clone(), hub.resource.clone());
+    match tokio::task::spawn_blocking(move || installation.authorize(&token, &resource)).await {
+        Ok(Ok(grant)) => Ok(grant),
+        Ok(Err(error)) => {
+            tracing::info!(reason = error.code(), "access token refused");
+            let text = error.to_string();
+            let description = if text.starts_with(error.code()) {
+                text
+            } else {
+                format!("{}: {text}", error.code())
+            };
+            Err(challenge(
+                hub,
+                StatusCode::UNAUTHORIZED,
+                Some(("invalid_token", &description)),
+                None,
+            ))
+        }
+        Err(_) => Err(problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "authorization failed",
+        )),
+    }
+}
+
+/// Marks a known session used; false if it belongs to another agent than the grant's.
+fn touch_session(hub: &Hub, session: &str, grant: &AccessGrant) -> bool {
     let mut sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
-    match (&session, response.headers().get("mcp-session-id")) {
+    if let Some((owner, last_used)) = sessions.get_mut(session) {
+        if *owner != grant.agent_id {
+            return false;
+        }
+        *last_used = Instant::now();
+    }
+    true
+}
+
+/// Reads a POST body within the size and time bounds, then checks what it asks for: a new
+/// session only within the session quotas, each call only with the scope it needs.
+async fn admit_body(
+    hub: &Arc<Hub>,
+    body: Body,
+    new_session: bool,
+    grant: &AccessGrant,
+) -> Result<Body, Response> {
+    let bytes =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, hub.max_body)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return Err(problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body larger than {} bytes", hub.max_body),
+                ));
+            }
+            Err(_) => {
+                return Err(problem(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body too slow",
+                ));
+            }
+        };
+    let calls = calls(&bytes);
+    if new_session && calls.iter().any(|(method, _)| method == "initialize") {
+        let sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        // rmcp closes a session idle for 5 minutes: only younger ones count.
+        let own = sessions
+            .values()
+            .filter(|(owner, used)| *owner == grant.agent_id && used.elapsed() < SESSION_IDLE)
+            .count();
+        if own >= MAX_SESSIONS_PER_AGENT || sessions.len() >= MAX_SESSIONS {
+            return Err(problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!(
+                    "too many open MCP sessions (at most {MAX_SESSIONS_PER_AGENT} per agent): close some (DELETE /mcp) or use the stateless 2026-07-28 protocol"
+                ),
+            ));
+        }
+    }
+    for (method, tool) in calls {
+        if let Some(scope) = required_scope(&method, tool.as_deref())
+            && !grant.permits(scope)
+        {
+            return Err(challenge(
+                hub,
+                StatusCode::FORBIDDEN,
+                Some((
+                    "insufficient_scope",
+                    &format!(
+                        "{method} {} needs scope {}",
+                        tool.unwrap_or_default(),
+                        scope.name()
+                    ),
+                )),
+                Some(scope),
+            ));
+        }
+    }
+    Ok(Body::from(bytes))
+}
+
+/// Remembers a session the server just created for `agent`, or forgets one it just closed.
+fn track_session(
+    hub: &Hub,
+    session: Option<&str>,
+    agent: String,
+    deleting: bool,
+    response: &Response,
+) {
+    let mut sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    match (session, response.headers().get("mcp-session-id")) {
         (None, Some(created)) => {
             if let Ok(created) = created.to_str() {
                 // rmcp closes sessions idle for 5 minutes; forget them some time after.
@@ -610,5 +649,4 @@ async fn authorize(State(hub): State<Arc<Hub>>, request: Request, next: Next) ->
         }
         _ => {}
     }
-    response
 }
