@@ -83,7 +83,7 @@ pub mod audit;
 #[cfg(feature = "authority")]
 pub mod authority;
 #[cfg(feature = "authority")]
-pub mod fsutil;
+pub(crate) mod fsutil;
 #[cfg(feature = "authority")]
 pub mod keystore;
 #[cfg(feature = "authority")]

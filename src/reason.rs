@@ -8,6 +8,7 @@ use crate::crypto::Algorithm;
 
 /// A verification failure. The `Display` text is for people; [`VerifyError::code`] is for programs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The input is not a well-formed JWS/JWT of the expected shape (bad base64url, bad JSON,
     /// duplicate member names, missing or mistyped claims, unknown critical headers).

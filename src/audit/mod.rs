@@ -44,6 +44,7 @@ const SIGNING_CONTEXT: &[u8] = b"agentseal-audit-v1:";
 /// What became of the operation a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Decision {
     /// Done as asked.
     Allowed,
@@ -179,6 +180,7 @@ fn hex(bytes: &[u8]) -> String {
 /// Why the log does not verify, naming the first record (by position) that does not hold.
 /// Codes ([`AuditFault::code`]) are stable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditFault {
     /// Records are missing: the log jumps from `seq - 1` to a later position, or starts late.
     #[error("record {seq} is missing (deleted): the log goes on at record {found}")]

@@ -73,6 +73,7 @@ pub const DATABASE_FILE: &str = "agentseal.db";
 
 /// Which keys an agent or CA holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyChoice {
     /// Ed25519 only.
     Ed25519,

@@ -4,6 +4,7 @@ use super::*;
 
 /// Whether a person approved an operation the policy marks for approval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Approval {
     /// Nobody was asked (or the caller cannot ask).
     NotGiven,

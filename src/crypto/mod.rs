@@ -25,6 +25,7 @@ pub const ML_DSA_65_SIGNATURE_LEN: usize = ml_dsa_65::SIG_LEN;
 
 /// A signature algorithm agentseal signs and verifies with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// Ed25519 (RFC 8032), JOSE `EdDSA` or `Ed25519`, JWK key type `OKP`.
     #[serde(rename = "ed25519")]
@@ -73,6 +74,7 @@ impl fmt::Display for Algorithm {
 
 /// Errors from key handling. They never carry key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CryptoError {
     /// A public key had the wrong length or was not a valid encoding.
     #[error("invalid {0} public key")]
@@ -121,6 +123,7 @@ impl fmt::Debug for Seed {
 
 /// A verifying key of either algorithm.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PublicKey {
     /// Ed25519 verifying key (weak keys are refused at construction).
     Ed25519(ed25519_dalek::VerifyingKey),

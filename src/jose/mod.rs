@@ -175,6 +175,7 @@ struct GeneralSignature {
 
 /// How a signer names Ed25519 in the `alg` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum EdAlgName {
     /// `EdDSA` (RFC 8037): what most verifiers in the field accept today.
     #[default]

@@ -18,6 +18,7 @@ use crate::crypto::{Algorithm, Seed};
 
 /// Which key store to use. `Auto` resolves to the platform keyring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyStoreKind {
     /// The platform's keyring: Keychain, Windows Credential Manager, or on Linux the Secret
     /// Service when a session bus offers one, otherwise kernel keyutils.
@@ -87,6 +88,7 @@ impl FromStr for KeyStoreKind {
 
 /// Errors from a key store. Messages name the entry and the store, never a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyStoreError {
     /// The store is not available on this platform or in this session.
     #[error("key store {kind} is unavailable: {detail}")]

@@ -68,6 +68,7 @@ pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// Why a policy cannot be loaded or evaluated. Evaluation failures deny (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// The file cannot be read.
     #[error("policy {path}: {detail}")]

@@ -84,6 +84,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// What happened: the webhook's `type`, hierarchical and full-stop delimited as Standard
 /// Webhooks recommends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum SignalKind {
     /// A presented action token failed verification.
     #[serde(rename = "token.rejected")]
@@ -196,6 +197,7 @@ fn rfc3339(time: i64) -> String {
 
 /// Errors from the outbox and the dispatcher.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignalError {
     /// SQLite failed.
     #[error("webhook outbox in {path}: {source}")]

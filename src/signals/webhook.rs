@@ -14,6 +14,7 @@ pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// Why a webhook secret was refused. Never includes the secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The text does not start with `whsec_`.
     #[error("a webhook secret starts with \"whsec_\"")]

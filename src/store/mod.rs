@@ -20,6 +20,7 @@ pub use grants::GrantRecord;
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// SQLite failed.
     #[error("database {path}: {source}")]

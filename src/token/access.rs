@@ -24,6 +24,7 @@ pub const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
 
 /// What an access token lets its bearer do as its agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Scope {
     /// Sign with the agent's keys: action tokens and proofs of possession.
     Sign,

@@ -37,6 +37,7 @@ impl TrustAnchor {
 /// What was revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RevokedKind {
     /// An action token, by `jti`.
     Token,

@@ -28,6 +28,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// Why a hub's data could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HubError {
     /// The URL is not a usable hub base URL.
     #[error("hub URL {0:?} must be http(s)://host[:port]")]
