@@ -75,9 +75,7 @@ impl Installation {
             )));
         }
         let mut request = request.clone();
-        if let Some(max) = decision.max_ttl {
-            request.ttl = request.ttl.min(max);
-        }
+        request.ttl = decision.capped_ttl(request.ttl);
         let now = clock::now();
         if let Some(limit) = decision.rate_limit
             && let Err(retry_after) = self.rates.admit(agent_id, limit, now)

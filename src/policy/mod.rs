@@ -169,6 +169,14 @@ pub struct Decision {
     pub rate_limit: Option<RateLimit>,
 }
 
+impl Decision {
+    /// The lifetime a token requested for `requested` seconds gets under this decision: capped
+    /// at `max_ttl`. The one place the cap is applied, for signing and for `policy check`.
+    pub fn capped_ttl(&self, requested: i64) -> i64 {
+        self.max_ttl.map_or(requested, |max| requested.min(max))
+    }
+}
+
 /// One compiled policy.
 #[derive(Clone)]
 pub struct Policy {

@@ -1,0 +1,153 @@
+//! The installation itself: `init`, `status`, `jwks` and `destroy`, and opening it for every
+//! other command.
+
+use std::path::Path;
+
+use agentseal::authority::{InitOptions, Installation, KeyChoice, ServiceError};
+use agentseal::keystore::KeyStoreKind;
+use clap::Args;
+use serde_json::json;
+
+use super::{Facts, Operation, Outcome};
+
+/// `agentseal init`.
+#[derive(Args)]
+pub struct InitArgs {
+    /// The CA id written into every certificate's `iss` [default: urn:agentseal:ca:<random>].
+    #[arg(long)]
+    ca_id: Option<String>,
+    /// The CA's keys.
+    #[arg(
+        long,
+        default_value = "hybrid",
+        value_name = "ed25519|ml-dsa-65|hybrid"
+    )]
+    alg: KeyChoice,
+}
+
+impl InitArgs {
+    /// The audit record's operation and request facts.
+    fn facts(&self) -> Facts {
+        Facts::new("init").with_some("id", self.ca_id.as_deref())
+    }
+
+    /// Creates the installation in `dir` and records that; re-running init reports the
+    /// existing installation and changes nothing.
+    pub fn run(&self, dir: &Path, key_store: KeyStoreKind) -> Result<Outcome, ServiceError> {
+        let options = InitOptions {
+            ca_id: self.ca_id.clone(),
+            keys: self.alg,
+        };
+        let installation = match Installation::init(dir, key_store, &options) {
+            Err(ServiceError::AlreadyInitialized(_)) => {
+                // Re-running init is harmless: report the existing installation, change nothing.
+                let existing = Installation::open(dir, key_store)?;
+                eprintln!(
+                    "agentseal: {} already holds an installation; nothing changed",
+                    dir.display()
+                );
+                return Ok(Outcome::Json(json!(existing.info())));
+            }
+            other => other?,
+        };
+        let info = installation.info();
+        eprintln!(
+            "agentseal: CA {} created; keys in the {} key store",
+            info.ca_id, info.key_store
+        );
+        if let Some(caveat) = &info.caveat {
+            eprintln!("warning: {caveat}");
+        }
+        tracing::info!(ca_id = %info.ca_id, key_store = %info.key_store, "installation created");
+        let info = json!(info);
+        self.facts().record(&installation, Ok(&info))?;
+        Ok(Outcome::Json(info))
+    }
+}
+
+/// Opens the installation in `dir`; if there is none and `create`, creates one with the
+/// default options and says so.
+pub fn open(
+    dir: &Path,
+    key_store: KeyStoreKind,
+    create: bool,
+) -> Result<Installation, ServiceError> {
+    match Installation::open(dir, key_store) {
+        Err(ServiceError::NotInitialized(_)) if create => {
+            let installation = Installation::init(dir, key_store, &InitOptions::default())?;
+            let info = installation.info();
+            eprintln!(
+                "agentseal: new installation in {}: CA {}, keys in the {} key store",
+                dir.display(),
+                info.ca_id,
+                info.key_store
+            );
+            if let Some(caveat) = &info.caveat {
+                eprintln!("warning: {caveat}");
+            }
+            Ok(installation)
+        }
+        other => other,
+    }
+}
+
+/// `agentseal status`.
+#[derive(Args)]
+pub struct StatusArgs {}
+
+impl Operation for StatusArgs {
+    fn facts(&self) -> Facts {
+        Facts::new("status")
+    }
+
+    fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        Ok(Outcome::Json(json!(installation.info())))
+    }
+}
+
+/// `agentseal jwks`.
+#[derive(Args)]
+pub struct JwksArgs {
+    /// Also list every agent's current keys. Never use that set as a trust anchor: any
+    /// agent could then sign certificates.
+    #[arg(long)]
+    with_agents: bool,
+}
+
+impl Operation for JwksArgs {
+    fn facts(&self) -> Facts {
+        Facts::new("jwks")
+    }
+
+    fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        Ok(Outcome::Json(if self.with_agents {
+            json!(installation.jwks()?)
+        } else {
+            json!(installation.trust_anchor().jwks())
+        }))
+    }
+}
+
+/// `agentseal destroy`: not recorded in the audit log, which goes with the installation.
+#[derive(Args)]
+pub struct DestroyArgs {
+    /// The installation's CA id (see `agentseal status`), to confirm.
+    #[arg(long, value_name = "CA_ID")]
+    confirm: String,
+}
+
+impl DestroyArgs {
+    /// Deletes `installation` (in `dir`) once --confirm names its CA.
+    pub fn run(&self, installation: Installation, dir: &Path) -> Result<Outcome, ServiceError> {
+        let ca_id = &installation.trust_anchor().ca_id;
+        if self.confirm != *ca_id {
+            return Err(ServiceError::InvalidInput(format!(
+                "--confirm must be this installation's CA id, {ca_id}"
+            )));
+        }
+        let deleted = installation.destroy()?;
+        Ok(Outcome::Json(
+            json!({ "destroyed": dir, "keys_deleted": deleted }),
+        ))
+    }
+}
