@@ -24,3 +24,4 @@ mod rejections;
 mod remote_trust;
 mod replay;
 mod signals;
+mod verify_only;
