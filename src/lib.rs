@@ -4,9 +4,12 @@
 //! that never leave the OS keyring (Ed25519, ML-DSA-65, or both); peers verify offline with the
 //! CA's public keys and a signed revocation list.
 //!
-//! This crate is the transport-free core. [`authority::Installation`] holds every operation; a
-//! service that only verifies uses [`verify::Verifier`] with a [`certificate::TrustAnchor`] and a
-//! [`revocation::RevocationList`].
+//! This library is the transport-free core; the `agentseal` binary's CLI, MCP server and HTTP hub
+//! sit on top of it. `authority::Installation` (feature `authority`, on by default) holds every
+//! operation of an installation; a service that only verifies uses [`verify::Verifier`] with a
+//! [`token::trust::TrustAnchor`] and a [`token::revocation::RevocationList`], and can build the
+//! library with `default-features = false`: crypto, JOSE, the signed objects and the verifier,
+//! without the server's crates. `docs/architecture.md` maps the layers.
 //!
 //! # Verifying offline
 //!

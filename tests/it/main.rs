@@ -13,6 +13,7 @@ mod http_security;
 mod interop_python;
 mod keystores;
 mod known_answers;
+mod layers;
 mod mcp_conformance;
 mod mcp_inspector;
 mod mcp_python;
