@@ -78,9 +78,9 @@ impl PeerEvidence {
     }
 }
 
-/// The outcome of [`Installation::verify_peer`]: the one verdict type of the core, the CLI and
-/// the MCP `verify_peer` tool, whose output schema is derived from it (the field docs are what
-/// the model reads). Build it with [`PeerVerdict::accepted`] or [`PeerVerdict::rejected`].
+/// The outcome of [`Installation::verify_peer`]: one verdict type for the core and the MCP
+/// `verify_peer` tool, whose output schema is derived from it (the field docs are what the model
+/// reads). The core builds it one way: `accepted` or `rejected`.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PeerVerdict {
     /// True only if everything presented verified.
