@@ -3,12 +3,14 @@
 
 use super::*;
 
-/// A delegation grant just signed.
-#[derive(Debug, Clone, Serialize)]
+/// A delegation grant just signed; also the result of the MCP `delegate` tool, whose output
+/// schema is derived from it (the field docs are what the model reads).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct IssuedGrant {
-    /// The signed grant (send it to the delegate if it lives on another hub).
+    /// The signed grant. The delegate's server already has it; send it along only to a
+    /// delegate served elsewhere.
     pub grant: String,
-    /// Its id: revoke it like a token id.
+    /// Its id: revoke the grant (and everything under it) with `revoke` and this grant.
     pub grant_id: String,
     /// For whom the delegate may act.
     pub principal: String,

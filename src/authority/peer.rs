@@ -167,12 +167,14 @@ impl CertificateResolver for Fallback<'_> {
     }
 }
 
-/// A certificate as presented to a peer, with a proof of possession when a challenge was given.
-#[derive(Debug, Clone, Serialize)]
+/// A certificate as presented to a peer, with a proof of possession when a challenge was given;
+/// also the result of the MCP `present_certificate` tool, whose output schema is derived from it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Presentation {
-    /// The encoded certificate.
+    /// Your certificate: send it to the peer.
     pub certificate: String,
-    /// The proof of possession (`agent-pop+jwt`), if a challenge was given.
+    /// Proof of possession (`agent-pop+jwt`) over the peer's challenge, if one was given: send it
+    /// too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proof: Option<String>,
 }

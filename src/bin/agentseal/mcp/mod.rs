@@ -15,7 +15,7 @@ mod schema;
 mod tools;
 
 use agentseal::authority::{
-    Approval, Installation, PeerEvidence, PeerVerdict, Presentation, RevocationStatus,
+    Approval, Installation, IssuedGrant, PeerEvidence, PeerVerdict, Presentation, RevocationStatus,
     ServiceError, Withheld,
 };
 use agentseal::jose::JwkSet;

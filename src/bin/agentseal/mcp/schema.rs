@@ -71,24 +71,6 @@ pub struct DelegateParams {
     pub on_behalf_of: Option<String>,
 }
 
-/// A delegation grant.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct GrantResult {
-    /// The signed grant. The delegate's server already has it; send it along only to a
-    /// delegate served elsewhere.
-    pub grant: String,
-    /// Its id: revoke the grant (and everything under it) with `revoke` and this grant.
-    pub grant_id: String,
-    /// For whom the delegate may act.
-    pub principal: String,
-    /// The delegate.
-    pub delegate: String,
-    /// When it expires.
-    pub expires_at: i64,
-    /// Actors in the chain, the delegate included.
-    pub depth: usize,
-}
-
 /// A signed action token.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct SignedToken {
@@ -236,25 +218,6 @@ pub(super) fn revoke_result(kind: RevokedKind, entries: Vec<RevocationEntry>) ->
         kind: kind.name().to_owned(),
         revoked_at: entries.first().map_or(0, |e| e.revoked_at),
         ids: entries.into_iter().map(|e| e.id).collect(),
-    }
-}
-
-/// A presented certificate.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PresentedCertificate {
-    /// Your certificate: send it to the peer.
-    pub certificate: String,
-    /// Proof of possession over the peer's challenge, if one was given: send it too.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proof: Option<String>,
-}
-
-impl From<Presentation> for PresentedCertificate {
-    fn from(p: Presentation) -> Self {
-        PresentedCertificate {
-            certificate: p.certificate,
-            proof: p.proof,
-        }
     }
 }
 

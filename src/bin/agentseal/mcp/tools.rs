@@ -224,7 +224,7 @@ impl AgentServer {
         &self,
         Caller(agent): Caller,
         Args(p): Args<DelegateParams>,
-    ) -> Result<Json<GrantResult>, McpError> {
+    ) -> Result<Json<IssuedGrant>, McpError> {
         let installation = self.installation.clone();
         let request = GrantRequest {
             delegate: p.delegate,
@@ -234,15 +234,11 @@ impl AgentServer {
             ttl: p.ttl_seconds.unwrap_or(3_600),
         };
         blocking(move || {
-            let issued = installation.delegate(&agent, &request, p.on_behalf_of.as_deref())?;
-            Ok(Json(GrantResult {
-                grant: issued.grant,
-                grant_id: issued.grant_id,
-                principal: issued.principal,
-                delegate: issued.delegate,
-                expires_at: issued.expires_at,
-                depth: issued.depth,
-            }))
+            Ok(Json(installation.delegate(
+                &agent,
+                &request,
+                p.on_behalf_of.as_deref(),
+            )?))
         })
         .await
     }
@@ -260,7 +256,7 @@ impl AgentServer {
         &self,
         Caller(agent): Caller,
         Args(p): Args<PresentParams>,
-    ) -> Result<Json<PresentedCertificate>, McpError> {
+    ) -> Result<Json<Presentation>, McpError> {
         if p.challenge.is_some() && p.audience.is_none() {
             return Err(McpError::invalid_params(
                 "a challenge needs the peer's id as `audience`",
@@ -270,11 +266,11 @@ impl AgentServer {
         let installation = self.installation.clone();
         blocking(move || {
             let audience = p.audience.unwrap_or_default();
-            Ok(Json(
-                installation
-                    .present_certificate(&agent, p.challenge.as_deref(), &audience)?
-                    .into(),
-            ))
+            Ok(Json(installation.present_certificate(
+                &agent,
+                p.challenge.as_deref(),
+                &audience,
+            )?))
         })
         .await
     }
