@@ -338,3 +338,54 @@ fn sha256_hex(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Makes every append to the audit log fail, as a full disk or a damaged database would: a
+/// trigger in the real SQLite file refuses the insert.
+fn break_the_audit_log(installation: &Installation) {
+    database(installation)
+        .execute_batch(
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'audit log refused by the test'); END;",
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_the_audit_log_cannot_record_is_withheld_by_the_cli_and_the_hub() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let hub = installation.serve(&[]);
+    let alice = installation.access_token(&hub, A, &[]);
+    structured(&call_tool(&hub, Some(&alice), "whoami", json!({})).await);
+    break_the_audit_log(&installation);
+
+    // The CLI signs, cannot record it, and prints no token.
+    let sign = [
+        "token", "sign", "--agent", A, "--action", "deploy", "--aud", B,
+    ];
+    let out = cli_output(&installation.dir, &sign);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "printed: {:?}", out.stdout);
+    assert!(stderr.contains("its output is withheld"), "{stderr}");
+    // A failure is still reported as itself.
+    let nobody = ["token", "sign", "--agent", "agent://acme.example/nobody"];
+    let out = cli_output(&installation.dir, &[&nobody[..], &sign[4..]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown agent"), "{stderr}");
+
+    // The hub answers sign_action with an error and no token.
+    let answer = call_tool(
+        &hub,
+        Some(&alice),
+        "sign_action",
+        json!({"action": "deploy", "audience": B}),
+    )
+    .await;
+    let message = answer.message();
+    assert!(message.get("result").is_none(), "{}", answer.body);
+    let error = message["error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("withheld"), "{}", answer.body);
+    // A compact JWS starts with the base64url of `{"`.
+    assert!(!answer.body.contains("eyJ"), "{}", answer.body);
+}
