@@ -32,10 +32,11 @@ impl Installation {
     ) -> Result<IssuedAccess, ServiceError> {
         let ttl = ttl.unwrap_or(access::DEFAULT_ACCESS_TTL);
         if ttl <= 0 || ttl > access::MAX_ACCESS_TTL {
-            return Err(ServiceError::InvalidInput(format!(
-                "access token TTL must be between 1 and {} seconds",
-                access::MAX_ACCESS_TTL
-            )));
+            return Err(RequestError::TtlOutOfRange {
+                what: "access token",
+                max: access::MAX_ACCESS_TTL,
+            }
+            .into());
         }
         if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
             return Err(ServiceError::InvalidInput(
