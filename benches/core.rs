@@ -83,6 +83,7 @@ fn tokens(c: &mut Criterion) {
             certificates: &presented,
             revocation: &crl,
             skew: 60,
+            cache: None,
         };
         let request = ActionRequest::new("deploy", "svc", json!({"repo": "web", "ref": "main"}));
         let refs: Vec<&SigningKey> = agent.iter().collect();

@@ -146,6 +146,7 @@ fn main() {
         certificates: &presented,
         revocation: &list,
         skew: 60,
+        cache: None,
     };
     let verified = verifier
         .verify_token(&signed.token, &expect, now)

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
             certificates: &presented,
             revocation: &crl,
             skew: 60,
+            cache: None,
         };
         let expect = Expectations {
             max_delegation_depth: None,

@@ -52,7 +52,7 @@
 //! let anchor = TrustAnchor { ca_id: "urn:agentseal:ca:example".into(), keys: vec![ca.public_key().clone()] };
 //! let crl = RevocationList::verify(&crl, &anchor, 300).unwrap();
 //! let presented = PresentedCertificates(vec![cert]);
-//! let verifier = Verifier { anchor: &anchor, certificates: &presented, revocation: &crl, skew: 60 };
+//! let verifier = Verifier { anchor: &anchor, certificates: &presented, revocation: &crl, skew: 60, cache: None };
 //! let expect = Expectations { max_delegation_depth: None,
 //!     audience: Some("https://deploy.acme.example".into()),
 //!     action: Some("deploy".into()),

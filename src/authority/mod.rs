@@ -36,7 +36,8 @@ use crate::token::revocation::{CrlClaims, RevocationList};
 use crate::token::trust::TrustAnchor;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
 use crate::verify::{
-    CertificateResolver, ExternalTrust, PresentedCertificates, VerifiedAction, Verifier,
+    CertificateCache, CertificateResolver, ExternalTrust, PresentedCertificates, VerifiedAction,
+    Verifier,
 };
 
 mod access_tokens;
@@ -155,6 +156,9 @@ pub struct Installation {
     install_id: String,
     anchor: TrustAnchor,
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
+    /// Certificates whose CA signatures were verified (own agents' and peers'): a call re-checks
+    /// their lifetime and revocation, not their signatures.
+    verified: CertificateCache,
     challenges: ChallengeBook,
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
     policy: OnceLock<PolicySource>,
@@ -232,6 +236,7 @@ impl Installation {
                 keys: public,
             },
             signers: Mutex::new(HashMap::new()),
+            verified: CertificateCache::default(),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
             policy: OnceLock::new(),
@@ -289,6 +294,7 @@ impl Installation {
                 keys: ca_keys,
             },
             signers: Mutex::new(HashMap::new()),
+            verified: CertificateCache::default(),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
             policy: OnceLock::new(),

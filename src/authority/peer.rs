@@ -296,6 +296,7 @@ impl Installation {
                 certificates: &presented,
                 revocation: trust.revocation,
                 skew: clock::DEFAULT_SKEW,
+                cache: Some(&self.verified),
             },
             None => Verifier {
                 certificates: &resolver,
@@ -425,6 +426,7 @@ impl Installation {
             certificates: self,
             revocation: &self.store,
             skew: clock::DEFAULT_SKEW,
+            cache: Some(&self.verified),
         }
     }
 

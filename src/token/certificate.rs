@@ -126,7 +126,8 @@ impl AgentCertificate {
     }
 
     /// Verifies a certificate: `typ`, issuer, CA signatures, `nbf`/`exp` within `skew` seconds,
-    /// then revocation.
+    /// then revocation. The same as [`AgentCertificate::verify_signed`] followed by
+    /// [`AgentCertificate::check_current`].
     pub fn verify(
         encoded: &str,
         anchor: &TrustAnchor,
@@ -134,12 +135,41 @@ impl AgentCertificate {
         now: i64,
         skew: i64,
     ) -> Result<AgentCertificate, VerifyError> {
+        let certificate = Self::verify_signed(encoded, anchor)?;
+        certificate.check_current(revocation, now, skew)?;
+        Ok(certificate)
+    }
+
+    /// The part of [`AgentCertificate::verify`] that does not change with time: `typ`, issuer,
+    /// the CA signatures and the keys. What it returns is not yet a usable certificate: its
+    /// lifetime and revocation must be checked with [`AgentCertificate::check_current`] at each
+    /// use, which is what lets a verified certificate be kept and reused.
+    pub fn verify_signed(
+        encoded: &str,
+        anchor: &TrustAnchor,
+    ) -> Result<AgentCertificate, VerifyError> {
         let jws = Jws::parse(encoded)?;
         jws.check_typ(CERT_TYP)?;
         let claims: CertificateClaims =
             jose::parse_strict_object(&jws.payload, "certificate claims")?;
         anchor.verify_issued(&jws, &claims.iss)?;
         let keys = claims.cnf.keys()?;
+        Ok(AgentCertificate {
+            claims,
+            keys,
+            encoded: encoded.trim().to_owned(),
+        })
+    }
+
+    /// The part of [`AgentCertificate::verify`] that changes with time: `nbf`/`exp` within
+    /// `skew` seconds of `now`, then revocation (a lookup, every time).
+    pub fn check_current(
+        &self,
+        revocation: &dyn RevocationSource,
+        now: i64,
+        skew: i64,
+    ) -> Result<(), VerifyError> {
+        let claims = &self.claims;
         if now > claims.exp.saturating_add(skew) {
             return Err(VerifyError::CertificateExpired(claims.exp));
         }
@@ -152,10 +182,6 @@ impl AgentCertificate {
                 reason: entry.reason,
             });
         }
-        Ok(AgentCertificate {
-            claims,
-            keys,
-            encoded: encoded.trim().to_owned(),
-        })
+        Ok(())
     }
 }

@@ -6,8 +6,11 @@
 //! own CA signature, lifetime and revocation, the token's revocation, then the action and argument
 //! binding. The first failure is reported with its stable reason code.
 
+mod cache;
 #[cfg(feature = "remote")]
 pub mod remote;
+
+pub use cache::{CertificateCache, DEFAULT_CAPACITY as DEFAULT_CACHE_CAPACITY};
 
 use serde_json::Value;
 
@@ -69,6 +72,9 @@ pub struct Verifier<'a> {
     pub revocation: &'a dyn RevocationSource,
     /// Allowed clock skew in seconds.
     pub skew: i64,
+    /// Certificates already verified against `anchor`, if the caller keeps them (a server does;
+    /// a one-off check need not). Lifetime and revocation are checked at every use either way.
+    pub cache: Option<&'a CertificateCache>,
 }
 
 impl Verifier<'_> {
@@ -78,7 +84,10 @@ impl Verifier<'_> {
         encoded: &str,
         now: i64,
     ) -> Result<AgentCertificate, VerifyError> {
-        AgentCertificate::verify(encoded, self.anchor, self.revocation, now, self.skew)
+        match self.cache {
+            Some(cache) => cache.verify(encoded, self.anchor, self.revocation, now, self.skew),
+            None => AgentCertificate::verify(encoded, self.anchor, self.revocation, now, self.skew),
+        }
     }
 
     /// Verifies a presented certificate and its proof of possession over `challenge` (which the

@@ -84,6 +84,7 @@ impl Fleet {
             certificates: &self.presented,
             revocation: &self.crl,
             skew: 60,
+            cache: None,
         }
         .verify_token(token, expect, now())
         .map_err(|e| e.code().to_owned())

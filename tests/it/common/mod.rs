@@ -109,6 +109,7 @@ impl World {
             certificates: &self.presented,
             revocation: &self.crl,
             skew: 60,
+            cache: None,
         }
     }
 
