@@ -599,3 +599,54 @@ fn ids_that_start_with_a_dash_are_values_not_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs the CLI with `stdout` as its standard output.
+fn run_into(dir: &Path, args: &[&str], stdout: impl Into<std::process::Stdio>) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .env("AGENTSEAL_DATA_DIR", dir)
+        .env("AGENTSEAL_KEY_STORE", "keyutils")
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn output_that_cannot_be_written_exits_2_and_the_revocation_stays_committed() {
+    let (_tmp, dir) = setup();
+    let token = sign(&dir);
+    let jti = json(&ok(&dir, &["check-revocation", "token", &token]))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A full disk: the revocation is committed, the command says so and exits 2, no panic.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = run_into(&dir, &["revoke", "token", &jti, "--reason", "leaked"], full);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the operation was done, but its output could not be written"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let status = json(&ok(&dir, &["check-revocation", "token", &jti]));
+    assert_eq!(status["revoked"], true, "{status}");
+
+    // A reader that went away (`| true`): exit 2, no panic, for a "not valid" answer too.
+    for args in [
+        &["cert", "show", AGENT][..],
+        &["verify", &token, "--aud", "svc"][..],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = run_into(&dir, args, writer);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

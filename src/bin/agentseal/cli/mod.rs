@@ -20,6 +20,7 @@ mod serve;
 mod signals;
 mod token;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -221,31 +222,35 @@ enum Outcome {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.global.log);
-    match execute(cli) {
-        Ok(Outcome::Json(value)) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).expect("JSON prints")
-            );
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Text(text)) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Ok(Outcome::Invalid(value)) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).expect("JSON prints")
-            );
-            ExitCode::from(1)
-        }
-        Ok(Outcome::Quiet) => ExitCode::SUCCESS,
+    let (code, output) = match execute(cli) {
+        Ok(Outcome::Json(value)) => (0, Some(pretty(&value))),
+        Ok(Outcome::Text(text)) => (0, Some(text)),
+        Ok(Outcome::Invalid(value)) => (1, Some(pretty(&value))),
+        Ok(Outcome::Quiet) => (0, None),
         Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
+            // Nothing more can be said if stderr is gone too: the exit code still tells.
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            return ExitCode::from(2);
         }
+    };
+    // A closed pipe or a full disk is an error like any other (exit 2), not a panic: the
+    // operation is done (a revocation committed, say), so say that rather than leave the caller
+    // guessing.
+    let mut stdout = std::io::stdout().lock();
+    if let Some(output) = output
+        && let Err(error) = writeln!(stdout, "{output}").and_then(|()| stdout.flush())
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: the operation was done, but its output could not be written: {error}"
+        );
+        return ExitCode::from(2);
     }
+    ExitCode::from(code)
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).expect("a JSON value always serializes")
 }
 
 fn init_logging(filter: &str) {
