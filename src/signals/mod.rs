@@ -207,6 +207,14 @@ pub enum SignalError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The database file could not be created or made private.
+    #[error("webhook outbox in {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The signal's data is neither a JSON object nor null.
     #[error("{0} signal: data must be a JSON object or null")]
     DataNotObject(SignalKind),

@@ -89,6 +89,10 @@ impl Outbox {
             path: path.to_owned(),
             source,
         };
+        crate::fsutil::private_database(path).map_err(|source| SignalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")

@@ -33,6 +33,14 @@ pub enum StoreError {
     /// The database holds data this version cannot read.
     #[error("database {0}: {1}")]
     Corrupt(PathBuf, String),
+    /// The database file could not be created or made private.
+    #[error("database {path}: {source}")]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// One agent as recorded.
@@ -138,6 +146,10 @@ impl Store {
             path: path.to_owned(),
             source,
         };
+        crate::fsutil::private_database(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sqlite)?;

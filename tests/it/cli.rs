@@ -650,3 +650,42 @@ fn output_that_cannot_be_written_exits_2_and_the_revocation_stays_committed() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// The mode bits of `path` that give others access (group and world).
+fn open_to_others(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o077
+}
+
+#[test]
+fn the_database_and_its_wal_and_shm_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (_tmp, dir) = setup();
+    sign(&dir);
+    let files: Vec<_> = ["agentseal.db", "agentseal.db-wal", "agentseal.db-shm"]
+        .iter()
+        .map(|name| dir.join(name))
+        .collect();
+    // The last connection to close removes -wal and -shm: hold one open to see them, as a
+    // running server does.
+    let reader = rusqlite::Connection::open(&files[0]).unwrap();
+    let agents: i64 = reader
+        .query_row("SELECT COUNT(*) FROM agents", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(agents, 1);
+    for path in &files {
+        assert!(path.exists(), "{} is missing", path.display());
+        assert_eq!(
+            open_to_others(path),
+            0,
+            "{} is open to others",
+            path.display()
+        );
+    }
+    drop(reader);
+    // A database made readable by others (an older version, a careless copy) is narrowed at
+    // the next command.
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o644)).unwrap();
+    ok(&dir, &["status"]);
+    assert_eq!(open_to_others(&files[0]), 0);
+}
