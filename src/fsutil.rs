@@ -47,16 +47,24 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Makes the SQLite database at `path` readable by the owner only, before SQLite opens it: a new
 /// file is created with mode 0600 (SQLite gives its `-wal` and `-shm` files the database file's
 /// mode), and an existing database, WAL or SHM file open to others is narrowed to 0600.
+///
+/// An existing database is never opened here: closing any descriptor of a file drops every POSIX
+/// lock this process holds on it, which would break the locks of a connection already open in
+/// the same process (SQLite's documented pitfall). Only `chmod` touches existing files.
 pub fn private_database(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        std::fs::OpenOptions::new()
+        match std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
-            .open(path)?;
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.as_os_str().to_owned();
             file.push(suffix);
