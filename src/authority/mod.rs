@@ -225,25 +225,19 @@ impl Installation {
             ("ca_jwks", &jwks),
             ("ca_id", &ca_id),
         ])?;
-        let installation = Installation {
-            data_dir: data_dir.to_owned(),
-            store,
-            key_store: keys.kind(),
-            keys: OnceLock::from(keys),
-            install_id,
-            anchor: TrustAnchor {
-                ca_id,
-                keys: public,
-            },
-            signers: Mutex::new(HashMap::new()),
-            verified: CertificateCache::default(),
-            challenges: ChallengeBook::default(),
-            published: Mutex::default(),
-            policy: OnceLock::new(),
-            rates: RateLimiter::default(),
-            outbox: OnceLock::new(),
-            signal_wake: Arc::default(),
+        let key_store = keys.kind();
+        let anchor = TrustAnchor {
+            ca_id,
+            keys: public,
         };
+        let installation = Installation::assemble(
+            data_dir,
+            store,
+            key_store,
+            OnceLock::from(keys),
+            install_id,
+            anchor,
+        );
         installation.cache_signers("ca", signers);
         Ok(installation)
     }
@@ -283,16 +277,37 @@ impl Installation {
             .map(Jwk::to_public_key)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| corrupt("ca_jwks"))?;
-        Ok(Installation {
+        let anchor = TrustAnchor {
+            ca_id,
+            keys: ca_keys,
+        };
+        Ok(Installation::assemble(
+            data_dir,
+            store,
+            recorded,
+            OnceLock::new(),
+            install_id,
+            anchor,
+        ))
+    }
+
+    /// An installation over its database and CA, with this process's caches and books empty:
+    /// the one place both `init` and `open` build it.
+    fn assemble(
+        data_dir: &Path,
+        store: Store,
+        key_store: KeyStoreKind,
+        keys: OnceLock<Arc<dyn KeyStore>>,
+        install_id: String,
+        anchor: TrustAnchor,
+    ) -> Installation {
+        Installation {
             data_dir: data_dir.to_owned(),
             store,
-            key_store: recorded,
-            keys: OnceLock::new(),
+            key_store,
+            keys,
             install_id,
-            anchor: TrustAnchor {
-                ca_id,
-                keys: ca_keys,
-            },
+            anchor,
             signers: Mutex::new(HashMap::new()),
             verified: CertificateCache::default(),
             challenges: ChallengeBook::default(),
@@ -301,7 +316,7 @@ impl Installation {
             rates: RateLimiter::default(),
             outbox: OnceLock::new(),
             signal_wake: Arc::default(),
-        })
+        }
     }
 
     /// A summary of this installation.
