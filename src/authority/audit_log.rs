@@ -51,15 +51,18 @@ impl Installation {
         }
     }
 
-    /// Appends `event` to the audit log, signed by the CA's first key, durably before returning.
+    /// Appends `event` to the audit log, signed by the CA's first key: in the database (safe from a
+    /// killed process) before returning, on disk within [`crate::store::FLUSH_INTERVAL`].
     pub fn audit(&self, event: &AuditEvent) -> Result<SealedRecord, ServiceError> {
         let ca = self.signers("ca", &self.anchor.keys, |alg| {
             KeyName::ca(&self.install_id, alg)
         })?;
         let now = clock::now();
-        self.store.append_audit(&event.actor, |previous| {
-            Ok::<_, ServiceError>(audit::seal(event, previous, now, &ca[0])?)
-        })
+        let event = event.clone();
+        self.store
+            .append_audit(&event.actor.clone(), move |previous| {
+                Ok::<_, ServiceError>(audit::seal(&event, previous, now, &ca[0])?)
+            })
     }
 
     /// Verifies the whole audit log against the CA's keys and the head the last append

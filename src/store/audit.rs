@@ -5,53 +5,55 @@ use super::*;
 
 impl Store {
     /// Appends the audit record `seal` makes from the current last record (`None`: the log is
-    /// empty), and moves the recorded head to it, in one transaction that holds the database's
-    /// write lock: processes sharing the database append to one chain. `actor` only indexes the
+    /// empty), and moves the recorded head to it, in the writer's transaction, which holds the
+    /// database's write lock: processes sharing the database append to one chain. Durable
+    /// against a killed process when it returns, on disk within [`FLUSH_INTERVAL`]. `actor` only indexes the
     /// record for [`Store::audit_recent`]; the signed body is the evidence.
-    pub fn append_audit<E: From<StoreError>>(
+    pub fn append_audit<E>(
         &self,
         actor: &str,
-        seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E>,
-    ) -> Result<SealedRecord, E> {
+        seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E> + Send + 'static,
+    ) -> Result<SealedRecord, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
         let path = self.path.clone();
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        let last = tx
-            .prepare_cached(
-                "SELECT seq, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
+        let actor = actor.to_owned();
+        self.writer.write(Durability::Committed, move |tx| {
+            let sqlite = |source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            };
+            let last = tx
+                .prepare_cached(
+                    "SELECT seq, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
+                )
+                .and_then(|mut stmt| stmt.query_row([], sealed_record).optional())
+                .map_err(sqlite)?;
+            let record = seal(last.as_ref())?;
+            tx.prepare_cached(
+                "INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
-            .and_then(|mut stmt| stmt.query_row([], sealed_record).optional())
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    record.seq,
+                    actor,
+                    record.body,
+                    record.hash,
+                    record.kid,
+                    record.sig
+                ])
+            })
             .map_err(sqlite)?;
-        let record = seal(last.as_ref())?;
-        tx.prepare_cached(
-            "INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                record.seq,
-                actor,
-                record.body,
-                record.hash,
-                record.kid,
-                record.sig
-            ])
+            tx.prepare_cached(
+                "INSERT INTO meta(key, value) VALUES ('audit_head', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            )
+            .and_then(|mut stmt| stmt.execute([format!("{}:{}", record.seq, record.hash)]))
+            .map_err(sqlite)?;
+            Ok(record)
         })
-        .map_err(sqlite)?;
-        tx.prepare_cached(
-            "INSERT INTO meta(key, value) VALUES ('audit_head', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        )
-        .and_then(|mut stmt| stmt.execute([format!("{}:{}", record.seq, record.hash)]))
-        .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)?;
-        Ok(record)
     }
 
     /// The head the last append recorded (`None`: nothing appended yet).

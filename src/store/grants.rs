@@ -22,7 +22,8 @@ pub struct GrantRecord {
 impl Store {
     /// Records a grant an agent of this installation signed.
     pub fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
-        self.with(|c| {
+        let grant = grant.clone();
+        self.write(Durability::Synced, move |c| {
             c.execute(
                 "INSERT INTO delegations(jti, delegator, delegate, principal, expires_at, encoded)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

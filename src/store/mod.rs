@@ -1,11 +1,15 @@
 //! The installation's database: agents, issued certificates, revocations and CA metadata in one
 //! SQLite file. Public data only: secret keys never enter it.
 //!
-//! Every write commits durably (WAL with `synchronous=FULL`) before the call returns, so an
-//! acknowledged revocation survives a crash or SIGKILL.
+//! Writes go through one writer thread that commits whatever is waiting in one transaction
+//! ([`writer`]); each write says how durable it must be before it is acknowledged
+//! ([`Durability`]): revocations, replay records and the operator's changes are fsynced first,
+//! audit records and rejection counts are in the write-ahead log first (a killed process loses
+//! none) and on disk within [`FLUSH_INTERVAL`]. Reads use connections of their own and never
+//! wait behind the writer. The table of every kind of write is in `docs/durability.md`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -13,10 +17,12 @@ use crate::audit::{AuditHead, SealedRecord};
 
 mod audit;
 mod grants;
+mod writer;
 
 use crate::reason::VerifyError;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
 pub use grants::GrantRecord;
+pub use writer::{Durability, FLUSH_INTERVAL, SyncPolicy};
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +39,7 @@ pub enum StoreError {
     /// The database holds data this version cannot read.
     #[error("database {0}: {1}")]
     Corrupt(PathBuf, String),
-    /// The database file could not be created or made private.
+    /// The database file could not be created or made private, or the writer not started.
     #[error("database {path}: {source}")]
     Io {
         /// The database file.
@@ -41,6 +47,13 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
+    /// The writer thread has stopped (the store is closing) or lost the write; nothing of it
+    /// was acknowledged.
+    #[error("database {0}: the writer stopped before this write was committed")]
+    WriterStopped(PathBuf),
+    /// The group commit that held this write failed (the error is shared by every write in it).
+    #[error(transparent)]
+    Batch(Arc<StoreError>),
 }
 
 /// One agent as recorded.
@@ -76,8 +89,13 @@ pub struct CertificateRecord {
 /// The SQLite database of one installation.
 pub struct Store {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    writer: writer::Writer,
+    /// Idle read connections (at most [`IDLE_READERS`]); a read takes one or opens one.
+    readers: Mutex<Vec<Connection>>,
 }
+
+/// Read connections kept open between reads.
+const IDLE_READERS: usize = 8;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -140,7 +158,7 @@ CREATE TABLE IF NOT EXISTS rejections (
 ";
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, and starts its writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_owned(),
@@ -150,17 +168,14 @@ impl Store {
             path: path.to_owned(),
             source,
         })?;
-        let conn = Connection::open(path).map_err(sqlite)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
+        let conn = connect(path)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(sqlite)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
-        )
-        .map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
         Ok(Store {
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            writer: writer::Writer::start(conn, path)?,
+            readers: Mutex::default(),
         })
     }
 
@@ -169,15 +184,59 @@ impl Store {
         &self.path
     }
 
+    /// Sets when the writer fsyncs: as each write asks (the default) or before acknowledging
+    /// every write.
+    pub fn set_sync_policy(&self, policy: SyncPolicy) {
+        self.writer.set_policy(policy);
+    }
+
+    /// Commits everything written so far and fsyncs it, then stops the writer: later writes
+    /// fail with [`StoreError::WriterStopped`]. Dropping the store does the same.
+    pub fn close(&self) {
+        self.writer.stop();
+    }
+
+    /// Runs `f` on a read connection of its own: never waits behind the writer.
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).map_err(|source| StoreError::Sqlite {
+        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = connect(&self.path)?;
+                conn.execute_batch("PRAGMA query_only=ON;")
+                    .map_err(|source| self.sqlite(source))?;
+                conn
+            }
+        };
+        let result = f(&mut conn).map_err(|source| self.sqlite(source));
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS && conn.is_autocommit() {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// Runs `job` on the write connection in the next group commit; returns once that commit
+    /// is as durable as `durability` asks.
+    fn write<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        job: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        self.writer.write(durability, move |conn| {
+            job(conn).map_err(|source| StoreError::Sqlite { path, source })
+        })
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
             path: self.path.clone(),
             source,
-        })
+        }
     }
 
     /// A metadata value.
@@ -190,16 +249,19 @@ impl Store {
 
     /// Sets metadata values in one transaction.
     pub fn set_meta(&self, values: &[(&str, &str)]) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let values: Vec<(String, String)> = values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.write(Durability::Synced, move |c| {
             for (key, value) in values {
-                tx.execute(
+                c.execute(
                     "INSERT INTO meta(key, value) VALUES (?1, ?2)
                      ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     params![key, value],
                 )?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -211,8 +273,8 @@ impl Store {
         cert: &CertificateRecord,
     ) -> Result<bool, StoreError> {
         let meta = serde_json::to_string(&agent.meta).expect("map serializes");
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let (agent, cert) = (agent.clone(), cert.clone());
+        self.write(Durability::Synced, move |tx| {
             let inserted = tx.execute(
                 "INSERT INTO agents(agent_id, algorithms, meta, created_at, current_serial)
                  VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT DO NOTHING",
@@ -226,19 +288,15 @@ impl Store {
             if inserted == 0 {
                 return Ok(false);
             }
-            insert_certificate(&tx, cert)?;
-            tx.commit()?;
+            insert_certificate(tx, &cert)?;
             Ok(true)
         })
     }
 
     /// Records a renewed certificate and makes it the agent's current one.
     pub fn add_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            insert_certificate(&tx, cert)?;
-            tx.commit()
-        })
+        let cert = cert.clone();
+        self.write(Durability::Synced, move |tx| insert_certificate(tx, &cert))
     }
 
     /// One agent.
@@ -325,21 +383,18 @@ impl Store {
         kind: RevokedKind,
         entries: &[RevocationEntry],
     ) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let entries = entries.to_vec();
+        self.write(Durability::Synced, move |tx| {
             let mut added = Vec::new();
-            {
-                let mut stmt = tx.prepare(
-                    "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO NOTHING",
-                )?;
-                for e in entries {
-                    if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
-                        added.push(e.id.clone());
-                    }
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for e in entries {
+                if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
+                    added.push(e.id);
                 }
             }
-            tx.commit()?;
             Ok(added)
         })
     }
@@ -370,12 +425,12 @@ impl Store {
 
     /// Deletes metadata values in one transaction.
     pub fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        self.write(Durability::Synced, move |tx| {
             for key in keys {
                 tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
             }
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -391,8 +446,8 @@ impl Store {
         since: i64,
         threshold: i64,
     ) -> Result<Option<i64>, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let (agent_id, subject) = (agent_id.to_owned(), subject.to_owned());
+        self.write(Durability::Committed, move |tx| {
             tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1 AND at < ?2")?
                 .execute(params![agent_id, since])?;
             tx.prepare_cached(
@@ -402,13 +457,12 @@ impl Store {
             .execute(params![agent_id, subject, now])?;
             let count: i64 = tx
                 .prepare_cached("SELECT COUNT(*) FROM rejections WHERE agent_id = ?1")?
-                .query_row([agent_id], |r| r.get(0))?;
+                .query_row([&agent_id], |r| r.get(0))?;
             let tripped = count >= threshold;
             if tripped {
                 tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
                     .execute([agent_id])?;
             }
-            tx.commit()?;
             Ok(tripped.then_some(count))
         })
     }
@@ -433,8 +487,8 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
+        self.write(Durability::Synced, move |tx| {
             tx.prepare_cached("DELETE FROM consumed_tokens WHERE expires_at < ?1")?
                 .execute([now])?;
             let added = tx
@@ -443,7 +497,6 @@ impl Store {
                      ON CONFLICT DO NOTHING",
                 )?
                 .execute(params![issuer, jti, expires_at])?;
-            tx.commit()?;
             Ok(added == 1)
         })
     }
@@ -467,55 +520,52 @@ impl Store {
         token_horizon: i64,
     ) -> Result<(u64, Vec<RevocationEntry>, Vec<RevocationEntry>), StoreError> {
         let path = self.path.clone();
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        self.writer.write(Durability::Synced, move |tx| {
+            let sqlite = |source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            };
+            let current: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sqlite)?;
+            let current = match current {
+                None => 0,
+                Some(v) => v
+                    .parse::<u64>()
+                    .map_err(|_| StoreError::Corrupt(path.clone(), format!("crl_number {v:?}")))?,
+            };
+            let next = current
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt(path.clone(), "crl_number exhausted".into()))?;
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [next.to_string()],
+            )
             .map_err(sqlite)?;
-        let current: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+            let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
+                let mut stmt = tx.prepare_cached(sql)?;
+                stmt.query_map([bound], revocation_entry)?.collect()
+            };
+            let certificates = entries(
+                "SELECT r.id, r.revoked_at, r.reason FROM revocations r
+                 LEFT JOIN certificates c ON c.serial = r.id
+                 WHERE r.kind = 'certificate' AND (c.expires_at IS NULL OR c.expires_at >= ?1)
+                 ORDER BY r.revoked_at, r.id",
+                now,
+            )
             .map_err(sqlite)?;
-        let current = match current {
-            None => 0,
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| StoreError::Corrupt(path.clone(), format!("crl_number {v:?}")))?,
-        };
-        let next = current
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Corrupt(path.clone(), "crl_number exhausted".into()))?;
-        tx.execute(
-            "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [next.to_string()],
-        )
-        .map_err(sqlite)?;
-        let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
-            let mut stmt = tx.prepare(sql)?;
-            stmt.query_map([bound], revocation_entry)?.collect()
-        };
-        let certificates = entries(
-            "SELECT r.id, r.revoked_at, r.reason FROM revocations r
-             LEFT JOIN certificates c ON c.serial = r.id
-             WHERE r.kind = 'certificate' AND (c.expires_at IS NULL OR c.expires_at >= ?1)
-             ORDER BY r.revoked_at, r.id",
-            now,
-        )
-        .map_err(sqlite)?;
-        let tokens = entries(
-            "SELECT id, revoked_at, reason FROM revocations
-             WHERE kind = 'token' AND revoked_at >= ?1 ORDER BY revoked_at, id",
-            now.saturating_sub(token_horizon),
-        )
-        .map_err(sqlite)?;
-        tx.commit().map_err(sqlite)?;
-        Ok((next, certificates, tokens))
+            let tokens = entries(
+                "SELECT id, revoked_at, reason FROM revocations
+                 WHERE kind = 'token' AND revoked_at >= ?1 ORDER BY revoked_at, id",
+                now.saturating_sub(token_horizon),
+            )
+            .map_err(sqlite)?;
+            Ok((next, certificates, tokens))
+        })
     }
 }
 
@@ -528,10 +578,21 @@ fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
     })
 }
 
-fn insert_certificate(
-    tx: &rusqlite::Transaction,
-    cert: &CertificateRecord,
-) -> rusqlite::Result<()> {
+/// Opens a connection to the database at `path` that waits up to 10 s for other processes' locks.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sqlite)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite)?;
+    conn.execute_batch("PRAGMA foreign_keys=ON;")
+        .map_err(sqlite)?;
+    Ok(conn)
+}
+
+fn insert_certificate(tx: &Connection, cert: &CertificateRecord) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO certificates(serial, agent_id, issued_at, expires_at, encoded) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![cert.serial, cert.agent_id, cert.issued_at, cert.expires_at, cert.encoded],

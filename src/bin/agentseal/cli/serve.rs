@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use agentseal::authority::{Installation, ServiceError};
+use agentseal::store::SyncPolicy;
 use agentseal::verify::remote::HubTrust;
 use clap::Args;
 
@@ -25,6 +26,18 @@ pub struct ServeArgs {
     /// How long past its next_update a fetched revocation list is still used.
     #[arg(long, value_parser = parse_duration, default_value = "15m", requires = "trust_hub")]
     trust_grace: i64,
+    /// When writes reach the disk. `grouped`: revocations and replay records are fsynced before
+    /// they are acknowledged; audit records are safe from a crashed server when acknowledged
+    /// and fsynced within 100 ms, many calls sharing one fsync (docs/durability.md).
+    /// `every-write`: every write, audit records included, is fsynced before it is acknowledged
+    /// (safe from a power cut too; slower).
+    #[arg(
+        long,
+        env = "AGENTSEAL_DURABILITY",
+        default_value = "grouped",
+        value_name = "MODE"
+    )]
+    durability: SyncPolicy,
 }
 
 /// The HTTP hub's flags.
@@ -67,12 +80,20 @@ impl ServeArgs {
                 "transport",
                 if self.starts_hub() { "http" } else { "stdio" },
             )
+            .with(
+                "durability",
+                match self.durability {
+                    SyncPolicy::EveryWrite => "every-write",
+                    _ => "grouped",
+                },
+            )
     }
 
     /// Serves until the server ends.
     pub fn run(self, installation: Installation) -> Result<Outcome, ServiceError> {
         // A policy file that does not compile stops the server here, not at the first request.
         installation.policy()?;
+        installation.store().set_sync_policy(self.durability);
         let http = self.http;
         match http.http {
             Some(addr) => {
