@@ -2,14 +2,16 @@
 //!
 //! Secret keys exist only as 32-byte seeds ([`Seed`]) and as expanded signing keys that zeroize on
 //! drop. Everything above this module signs through [`SigningKey`] and verifies through
-//! [`PublicKey`], so another provider (for example aws-lc-rs) can be added here alone.
+//! [`PublicKey`]. ML-DSA-65 has two implementations behind them ([`ml_dsa::Backend`]).
 
 use std::fmt;
 
 use ed25519_dalek::Signer as _;
 use fips204::ml_dsa_65;
-use fips204::traits::{KeyGen as _, SerDes as _, Signer as _, Verifier as _};
 use serde::{Deserialize, Serialize};
+
+pub mod ml_dsa;
+use ml_dsa::Backend;
 use zeroize::Zeroizing;
 
 /// Length in bytes of every secret seed.
@@ -156,8 +158,9 @@ impl PublicKey {
                 let array: [u8; ML_DSA_65_PUBLIC_LEN] = bytes
                     .try_into()
                     .map_err(|_| CryptoError::InvalidPublicKey(algorithm))?;
-                ml_dsa_65::PublicKey::try_from_bytes(array)
-                    .map_err(|_| CryptoError::InvalidPublicKey(algorithm))?;
+                if !Backend::DEFAULT.valid_public_key(&array) {
+                    return Err(CryptoError::InvalidPublicKey(algorithm));
+                }
                 Ok(PublicKey::MlDsa65(Box::new(array)))
             }
         }
@@ -189,15 +192,7 @@ impl PublicKey {
                 };
                 key.verify_strict(message, &signature).is_ok()
             }
-            PublicKey::MlDsa65(bytes) => {
-                let Ok(signature) = <[u8; ML_DSA_65_SIGNATURE_LEN]>::try_from(signature) else {
-                    return false;
-                };
-                let Ok(key) = ml_dsa_65::PublicKey::try_from_bytes(**bytes) else {
-                    return false;
-                };
-                key.verify(message, &signature, &[])
-            }
+            PublicKey::MlDsa65(bytes) => Backend::DEFAULT.verify(bytes, message, signature),
         }
     }
 }
@@ -210,7 +205,7 @@ pub struct SigningKey {
 
 enum SigningInner {
     Ed25519(Box<ed25519_dalek::SigningKey>),
-    MlDsa65(Box<ml_dsa_65::PrivateKey>),
+    MlDsa65(ml_dsa::PrivateKey),
 }
 
 impl fmt::Debug for SigningKey {
@@ -221,6 +216,10 @@ impl fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// Derives the key pair of `algorithm` from `seed` (deterministic).
+    ///
+    /// # Panics
+    /// If the ML-DSA-65 backend cannot expand a 32-byte seed, which it always can (AWS-LC fails
+    /// only on a wrong seed length or an allocation failure).
     pub fn from_seed(algorithm: Algorithm, seed: &Seed) -> Self {
         match algorithm {
             Algorithm::Ed25519 => {
@@ -232,10 +231,12 @@ impl SigningKey {
                 }
             }
             Algorithm::MlDsa65 => {
-                let (public, private) = ml_dsa_65::KG::keygen_from_seed(seed.expose());
+                let private = Backend::DEFAULT
+                    .key_pair(seed.expose())
+                    .expect("a 32-byte seed always expands");
                 SigningKey {
-                    inner: SigningInner::MlDsa65(Box::new(private)),
-                    public: PublicKey::MlDsa65(Box::new(public.into_bytes())),
+                    public: PublicKey::MlDsa65(Box::new(*private.public_key())),
+                    inner: SigningInner::MlDsa65(private),
                 }
             }
         }
@@ -255,10 +256,7 @@ impl SigningKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match &self.inner {
             SigningInner::Ed25519(key) => Ok(key.sign(message).to_bytes().to_vec()),
-            SigningInner::MlDsa65(key) => key
-                .try_sign(message, &[])
-                .map(|signature| signature.to_vec())
-                .map_err(|_| CryptoError::Signing(Algorithm::MlDsa65)),
+            SigningInner::MlDsa65(key) => key.sign(message),
         }
     }
 }
