@@ -1,25 +1,31 @@
-//! Group commit: one thread owns the database's write connection, takes every write waiting for
-//! it, and commits them in one transaction, so concurrent calls share one commit (and, when one
-//! of them needs it, one fsync).
+//! Group commit: the database's one write connection commits, in one transaction, every write
+//! that is waiting for it, so concurrent calls share one commit (and, when one of them needs it,
+//! one fsync).
 //!
-//! A write is a job run inside its own savepoint: a job that fails is rolled back alone and its
+//! A caller queues its write, then takes the write connection. If the caller before it already
+//! committed the write, the answer is waiting. Otherwise the caller commits everything queued,
+//! its own write and those that arrived while the connection was busy. An uncontended write
+//! therefore costs no thread hand-off, and under load one commit serves many calls. A small
+//! flusher thread wakes only to fsync writes that were committed without one (see below).
+//!
+//! Each write runs inside its own savepoint. A write that fails is rolled back alone and its
 //! error goes to its caller; the others commit. No caller hears "done" before the commit that
 //! holds its write has returned.
 //!
-//! How durable a commit is depends on what its jobs asked for ([`Durability`]):
+//! How durable a commit is depends on what its writes asked for ([`Durability`]):
 //! - [`Durability::Synced`]: the commit fsyncs the write-ahead log (`synchronous=FULL`) before
 //!   anyone is answered. Revocations and replay records ask for this.
 //! - [`Durability::Committed`]: the commit writes the log without an fsync
-//!   (`synchronous=NORMAL`). The write survives the process being killed at once (it is in the
-//!   operating system's cache); the writer fsyncs within [`FLUSH_INTERVAL`], so it survives a
-//!   power loss from then on. Audit records ask for this.
+//!   (`synchronous=NORMAL`). The write survives the process being killed at once, because it is
+//!   in the operating system's cache. The flusher fsyncs it within [`FLUSH_INTERVAL`], so from
+//!   then on it survives a power loss too. Audit records ask for this.
 //!
-//! [`SyncPolicy::EveryWrite`] makes every commit `Synced`: the operator's option to trade
-//! throughput for "nothing acknowledged is lost even to a power cut".
+//! [`SyncPolicy::EveryWrite`] makes every commit `Synced`. It is the operator's option to give up
+//! some throughput so that nothing acknowledged is lost even to a power cut.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -83,41 +89,71 @@ struct Job {
     run: Run,
 }
 
-/// The handle the store keeps: a queue to the writer thread.
+/// The handle the store keeps.
 pub(super) struct Writer {
-    queue: Mutex<Option<Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    every_write: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What writers and the flusher share.
+struct Shared {
+    /// Writes waiting for the next commit.
+    queue: Mutex<Vec<Job>>,
+    /// The write connection; `None` once the writer stopped.
+    conn: Mutex<Option<Loop>>,
+    /// Wakes the flusher when a commit leaves something to fsync, or the writer stops.
+    flush_due: Condvar,
+    every_write: AtomicBool,
     path: std::path::PathBuf,
 }
 
+impl Shared {
+    fn conn(&self) -> MutexGuard<'_, Option<Loop>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_queue(&self) -> Vec<Job> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The oldest queued writes, at most [`MAX_BATCH`].
+    fn take_batch(&self) -> Vec<Job> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let n = queue.len().min(MAX_BATCH);
+        queue.drain(..n).collect()
+    }
+}
+
 impl Writer {
-    /// Starts the writer thread on `conn`, which must be the only connection of this process
-    /// that writes.
+    /// Starts the writer on `conn`, which must be the only connection of this process that
+    /// writes, and its flusher thread.
     pub(super) fn start(conn: Connection, path: &std::path::Path) -> Result<Writer, StoreError> {
-        let (send, receive) = mpsc::channel();
-        let every_write = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let every_write = every_write.clone();
-            let owned = path.to_owned();
+        let shared = Arc::new(Shared {
+            queue: Mutex::default(),
+            conn: Mutex::new(Some(Loop::new(conn, path.to_owned()))),
+            flush_due: Condvar::new(),
+            every_write: AtomicBool::new(false),
+            path: path.to_owned(),
+        });
+        let flusher = {
+            let shared = shared.clone();
             std::thread::Builder::new()
-                .name("agentseal-writer".into())
-                .spawn(move || Loop::new(conn, owned, every_write).run(&receive))
+                .name("agentseal-flush".into())
+                .spawn(move || flush_when_due(&shared))
                 .map_err(|source| StoreError::Io {
                     path: path.to_owned(),
                     source,
                 })?
         };
         Ok(Writer {
-            queue: Mutex::new(Some(send)),
-            thread: Mutex::new(Some(thread)),
-            every_write,
-            path: path.to_owned(),
+            shared,
+            flusher: Mutex::new(Some(flusher)),
         })
     }
 
     pub(super) fn set_policy(&self, policy: SyncPolicy) {
-        self.every_write
+        self.shared
+            .every_write
             .store(policy == SyncPolicy::EveryWrite, Ordering::Relaxed);
     }
 
@@ -146,23 +182,46 @@ impl Writer {
             });
             (ok, deliver)
         });
-        let stopped = || StoreError::WriterStopped(self.path.clone()).into();
-        {
-            let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(queue) = queue.as_ref() else {
+        let stopped = || StoreError::WriterStopped(self.shared.path.clone()).into();
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Job { durability, run });
+        let mut conn = self.shared.conn();
+        loop {
+            // A holder before us may have committed our write with its own.
+            match answer.try_recv() {
+                Ok(result) => return result,
+                // Our job was taken and dropped: it panicked, or the writer stopped.
+                Err(mpsc::TryRecvError::Disconnected) => return Err(stopped()),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            let Some(writer) = conn.as_mut() else {
+                drop(self.shared.take_queue());
                 return Err(stopped());
             };
-            if queue.send(Job { durability, run }).is_err() {
-                return Err(stopped());
+            let batch = self.shared.take_batch();
+            if writer.commit(batch, self.shared.every_write.load(Ordering::Relaxed)) {
+                self.shared.flush_due.notify_one();
             }
         }
-        answer.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
-    /// Stops the writer after the jobs already queued, with everything committed fsynced.
+    /// Stops the writer: everything committed is fsynced, later writes fail.
     pub(super) fn stop(&self) {
-        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(mut writer) = self.shared.conn().take() {
+            writer.flush();
+        }
+        // Writes queued meanwhile are dropped; their callers hear that the writer stopped.
+        drop(self.shared.take_queue());
+        self.shared.flush_due.notify_all();
+        if let Some(thread) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = thread.join();
         }
     }
@@ -174,11 +233,38 @@ impl Drop for Writer {
     }
 }
 
-/// The writer thread's state.
+/// The flusher thread: sleeps until a commit left writes un-fsynced, then fsyncs them when
+/// their [`FLUSH_INTERVAL`] is up; returns when the writer stops.
+fn flush_when_due(shared: &Shared) {
+    let mut conn = shared.conn();
+    loop {
+        let Some(writer) = conn.as_mut() else {
+            return;
+        };
+        conn = match writer.flush_by {
+            None => shared
+                .flush_due
+                .wait(conn)
+                .unwrap_or_else(|p| p.into_inner()),
+            Some(by) if by <= Instant::now() => {
+                writer.flush();
+                conn
+            }
+            Some(by) => {
+                shared
+                    .flush_due
+                    .wait_timeout(conn, by.saturating_duration_since(Instant::now()))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+        };
+    }
+}
+
+/// The write connection and what it has left to fsync.
 struct Loop {
     conn: Connection,
     path: std::path::PathBuf,
-    every_write: Arc<AtomicBool>,
     /// The connection's current `synchronous` setting is FULL.
     full: bool,
     /// Commits since the last fsync that are not yet on disk: when they must be.
@@ -186,40 +272,12 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(conn: Connection, path: std::path::PathBuf, every_write: Arc<AtomicBool>) -> Loop {
+    fn new(conn: Connection, path: std::path::PathBuf) -> Loop {
         Loop {
             conn,
             path,
-            every_write,
             full: true,
             flush_by: None,
-        }
-    }
-
-    fn run(mut self, queue: &Receiver<Job>) {
-        loop {
-            let first = match self.flush_by {
-                None => queue.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(by) => queue.recv_timeout(by.saturating_duration_since(Instant::now())),
-            };
-            let first = match first {
-                Ok(job) => job,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH
-                && let Ok(job) = queue.try_recv()
-            {
-                batch.push(job);
-            }
-            self.commit(batch);
         }
     }
 
@@ -242,10 +300,10 @@ impl Loop {
         Ok(())
     }
 
-    /// Commits `batch` in one transaction and answers every job.
-    fn commit(&mut self, batch: Vec<Job>) {
-        let sync = self.every_write.load(Ordering::Relaxed)
-            || batch.iter().any(|job| job.durability == Durability::Synced);
+    /// Commits `batch` in one transaction and answers every job; `every_write` fsyncs whatever
+    /// the jobs asked. Returns whether this commit newly left something to fsync.
+    fn commit(&mut self, batch: Vec<Job>, every_write: bool) -> bool {
+        let sync = every_write || batch.iter().any(|job| job.durability == Durability::Synced);
         let mut delivers = Vec::with_capacity(batch.len());
         let outcome = self.synchronous(sync).and_then(|()| {
             self.conn
@@ -260,20 +318,24 @@ impl Loop {
             })
         });
         let outcome = outcome.map_err(Arc::new);
-        match &outcome {
-            Ok(()) if sync => self.flush_by = None,
-            Ok(()) => {
-                self.flush_by
-                    .get_or_insert_with(|| Instant::now() + FLUSH_INTERVAL);
+        let newly_due = match &outcome {
+            Ok(()) if sync => {
+                self.flush_by = None;
+                false
             }
-            Err(_) => {}
-        }
+            Ok(()) if self.flush_by.is_none() => {
+                self.flush_by = Some(Instant::now() + FLUSH_INTERVAL);
+                true
+            }
+            _ => false,
+        };
         for deliver in delivers {
             deliver(match &outcome {
                 Ok(()) => Ok(()),
                 Err(error) => Err(StoreError::Batch(error.clone())),
             });
         }
+        newly_due
     }
 
     /// Runs one job in its own savepoint; a job that fails or panics is rolled back alone.
