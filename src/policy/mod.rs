@@ -305,11 +305,19 @@ impl PolicySource {
         })
     }
 
-    /// The policy in force now, reloaded first if its file changed.
+    /// The policy in force now, reloaded first if its file changed. The check (a `stat`, and a
+    /// compile when the file changed) is made by one caller at a time; callers arriving during
+    /// it use the policy in force rather than wait behind the file system.
     pub fn current(&self) -> Arc<Policy> {
         if let Some(path) = &self.path {
-            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
-            if checked.0.elapsed() >= RELOAD_CHECK {
+            let checked = match self.checked.try_lock() {
+                Ok(checked) => Some(checked),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut checked) = checked
+                && checked.0.elapsed() >= RELOAD_CHECK
+            {
                 checked.0 = Instant::now();
                 let now = stamp(path);
                 if now != checked.1 {

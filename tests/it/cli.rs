@@ -689,3 +689,39 @@ fn the_database_and_its_wal_and_shm_files_are_the_owners_alone() {
     ok(&dir, &["status"]);
     assert_eq!(open_to_others(&files[0]), 0);
 }
+
+#[test]
+fn serve_takes_a_durability_mode_records_it_and_refuses_an_unknown_one() {
+    let (_cleanup, dir) = setup();
+    let out = run(&dir, &["serve", "--durability", "sometimes"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use grouped or every-write"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A stdio server whose client leaves at once (stdin at end of file) ends normally; its
+    // audit record says which durability it ran with.
+    for mode in ["every-write", "grouped"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+            .env("AGENTSEAL_DATA_DIR", &dir)
+            .env("AGENTSEAL_KEY_STORE", "keyutils")
+            .env("AGENTSEAL_DURABILITY", mode)
+            .args(["serve", "--agent", AGENT])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let modes: Vec<String> = ok(&dir, &["audit", "export", "--format", "jsonl"])
+        .lines()
+        .map(|line| json(line)["record"].clone())
+        .filter(|record| record["op"] == "cli.serve")
+        .map(|record| record["details"]["durability"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(modes, ["every-write", "grouped"]);
+}

@@ -6,7 +6,7 @@ use agentseal::audit::{AuditEvent, Decision};
 use serde_json::{Map, Value};
 
 /// Request and result fields copied into a record (string values shortened).
-const RECORDED_FIELDS: [&str; 24] = [
+const RECORDED_FIELDS: [&str; 26] = [
     "ca_id",
     "on_behalf_of",
     "delegate",
@@ -31,6 +31,8 @@ const RECORDED_FIELDS: [&str; 24] = [
     "id",
     "ids",
     "expires_at",
+    "transport",
+    "durability",
 ];
 /// Longest string value kept: enough for any id, short enough that a caller cannot bloat the log.
 const MAX_STRING: usize = 256;

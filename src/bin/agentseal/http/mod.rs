@@ -107,10 +107,7 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
     if let Some(agent) = &options.insecure_agent {
         installation.present_certificate(agent, None, "")?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::InvalidInput(format!("cannot start the async runtime: {e}")))?;
+    let runtime = crate::runtime(None)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await

@@ -180,16 +180,55 @@ fn input_schema<T: JsonSchema + 'static>() -> Arc<rmcp::model::JsonObject> {
         .expect("parameter types are JSON objects")
 }
 
+/// The stdio transport's two ends.
+type Stdio = (
+    std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+);
+
+/// stdin and stdout as the transport. Each one that is a pipe, as MCP clients start servers, is
+/// read or written through the runtime's event loop (a non-blocking duplicate of its file
+/// descriptor). Anything else (a terminal, a file, `/dev/null`) goes through tokio's stdin or
+/// stdout, which hand every read and write to a blocking thread: on this machine that hand-off
+/// cost about 100 µs a call (docs/benchmarks.md). Each end is decided alone; one that is not a
+/// pipe is left as it was (blocking). Must be called inside the runtime.
+fn stdio() -> Stdio {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd as _;
+        use tokio::net::unix::pipe;
+        // `from_owned_fd` refuses anything but a FIFO before it makes the descriptor
+        // non-blocking, so a refused end stays as it was for tokio's stdin or stdout.
+        let input: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>> = match std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(pipe::Receiver::from_owned_fd)
+        {
+            Ok(pipe) => Box::pin(pipe),
+            Err(_) => Box::pin(tokio::io::stdin()),
+        };
+        let output: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>> = match std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(pipe::Sender::from_owned_fd)
+        {
+            Ok(pipe) => Box::pin(pipe),
+            Err(_) => Box::pin(tokio::io::stdout()),
+        };
+        (input, output)
+    }
+    #[cfg(not(unix))]
+    (Box::pin(tokio::io::stdin()), Box::pin(tokio::io::stdout()))
+}
+
 /// Serves `agent_id` over stdio until the client closes the connection.
 pub fn serve_stdio(
     installation: Installation,
     agent_id: String,
     trust: Option<Arc<HubTrust>>,
 ) -> Result<(), ServiceError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServiceError::InvalidInput(format!("cannot start the async runtime: {e}")))?;
+    // One client on one pipe: a second worker thread would only add wake-ups between the two.
+    let runtime = crate::runtime(Some(1))?;
     // Load the agent's keys (once per process) and check its certificate before accepting
     // requests, so a broken identity fails at start, not at the first call.
     installation.present_certificate(&agent_id, None, "")?;
@@ -200,7 +239,7 @@ pub fn serve_stdio(
         let delivery = installation.spawn_signal_delivery(signals.clone());
         let _stop_delivery = signals.clone().drop_guard();
         let server = AgentServer::new(installation, &agent_id).trusting(trust);
-        let running = match server.serve(rmcp::transport::stdio()).await {
+        let running = match server.serve(stdio()).await {
             Ok(running) => running,
             // A client that only probed (server/discover) and left, or closed before the
             // handshake, is a normal end of a stdio session, not a failure.
