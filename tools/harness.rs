@@ -4,7 +4,7 @@
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
@@ -138,4 +138,69 @@ impl Drop for Installation {
             );
         }
     }
+}
+
+/// What `/proc` says about a process: memory, threads, CPU time.
+#[derive(Clone, Copy, Default)]
+#[allow(dead_code)] // each harness reports the fields it needs
+pub struct ProcessSample {
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub peak_rss_kib: u64,
+    /// Current resident set size (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    pub threads: u64,
+    /// User + system CPU time.
+    pub cpu: Duration,
+}
+
+/// Reads `/proc/<pid>/status` and `/proc/<pid>/stat` ("self" for this process).
+pub fn sample(pid: &str) -> Result<ProcessSample> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces, hence the last ')'): utime and
+    // stime are fields 14 and 15 of the whole line, in USER_HZ ticks (100 per second on Linux).
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    Ok(ProcessSample {
+        peak_rss_kib: field("VmHWM:"),
+        rss_kib: field("VmRSS:"),
+        threads: field("Threads:"),
+        cpu: Duration::from_millis(ticks * 10),
+    })
+}
+
+/// The latency of one `fsync` on the disk that holds `dir`: `rounds` times, 4 KiB appended to a
+/// scratch file and `fsync`ed; returns the median and the 99th percentile. This is the floor under
+/// any write that must be on disk before it is acknowledged, measured in the same run as the
+/// figures it explains.
+pub fn fsync_latency(dir: &Path, rounds: usize) -> Result<(Duration, Duration)> {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe.tmp");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0x5au8; 4096];
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        file.write_all(&block)?;
+        let start = Instant::now();
+        file.sync_data()?;
+        samples.push(start.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok((at(0.5), at(0.99)))
 }

@@ -47,7 +47,9 @@
 #[path = "harness.rs"]
 mod harness;
 
-use harness::{Installation, Result, machine_note, object, warn_if_stale};
+use harness::{
+    Installation, ProcessSample, Result, fsync_latency, machine_note, object, sample, warn_if_stale,
+};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as StdCommand, Stdio};
@@ -271,47 +273,6 @@ impl Drop for Hub {
             let _ = child.wait();
         }
     }
-}
-
-/// What `/proc` says about a process: memory, threads, CPU time.
-#[derive(Clone, Copy, Default)]
-struct ProcessSample {
-    /// Peak resident set size (`VmHWM`), KiB.
-    peak_rss_kib: u64,
-    /// Current resident set size (`VmRSS`), KiB.
-    rss_kib: u64,
-    threads: u64,
-    /// User + system CPU time.
-    cpu: Duration,
-}
-
-/// Reads `/proc/<pid>/status` and `/proc/<pid>/stat` ("self" for this process).
-fn sample(pid: &str) -> Result<ProcessSample> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces, hence the last ')'): utime and
-    // stime are fields 14 and 15 of the whole line, in USER_HZ ticks (100 per second on Linux).
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .sum();
-    Ok(ProcessSample {
-        peak_rss_kib: field("VmHWM:"),
-        rss_kib: field("VmRSS:"),
-        threads: field("Threads:"),
-        cpu: Duration::from_millis(ticks * 10),
-    })
 }
 
 /// One `tools/call` round trip; a JSON-RPC error or a tool error (`isError`) is an error here.
@@ -709,6 +670,7 @@ async fn main_inner() -> Result<bool> {
         levels.push(level);
     }
     let after = machine_note();
+    let (fsync_p50, fsync_p99) = fsync_latency(&installation.dir, 200)?;
     installation.destroy()?;
     eprintln!("installation destroyed");
 
@@ -724,6 +686,11 @@ async fn main_inner() -> Result<bool> {
         options.alg, options.plan.calls, options.plan.warm_up
     );
     println!("Machine: {before} at the start, {after} at the end.");
+    println!(
+        "fsync of the data directory's disk (4 KiB appended, then fsync), same run: p50 {} / p99 {}.",
+        fmt(fsync_p50),
+        fmt(fsync_p99)
+    );
     println!();
     println!(
         "| sessions | timed calls | errors | calls/s | `sign_action` p50 / p99 | \

@@ -32,7 +32,7 @@
 #[path = "harness.rs"]
 mod harness;
 
-use harness::{Installation, Result, machine_note, object, warn_if_stale};
+use harness::{Installation, Result, fsync_latency, machine_note, object, sample, warn_if_stale};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -113,28 +113,39 @@ impl Installation {
     /// Starts `agentseal serve --agent ID` as a child process and completes the MCP handshake
     /// (`initialize` request, its reply, then the `initialized` notification). Returns the
     /// session and the time from just before the spawn to the handshake's completion.
-    async fn connect(&self, agent: &str) -> Result<(RunningService<RoleClient, ()>, Duration)> {
+    async fn connect(&self, agent: &str) -> Result<(Session, Duration)> {
         let command = tokio::process::Command::new(&self.agentseal).configure(|c| {
             c.arg("--data-dir").arg(&self.dir);
             c.args(["--key-store", "keyutils", "serve", "--agent", agent]);
         });
         let start = Instant::now();
         let transport = TokioChildProcess::new(command)?;
+        let pid = transport.id().ok_or("the server exited at once")?;
         // `()` is rmcp's no-op client handler; `serve` returns once the server has answered
         // `initialize` and the client has sent `initialized`.
         let session = ().serve(transport).await?;
-        Ok((session, start.elapsed()))
+        Ok((
+            Session {
+                client: session,
+                pid: pid.to_string(),
+            },
+            start.elapsed(),
+        ))
     }
+}
+
+/// A client session with a server process of its own.
+struct Session {
+    client: RunningService<RoleClient, ()>,
+    /// The server's process id, for `/proc`.
+    pid: String,
 }
 
 /// One `tools/call` round trip; a JSON-RPC error or a tool error (`isError`) is an error here.
 /// Returns the tool's structured result.
-async fn call(
-    session: &RunningService<RoleClient, ()>,
-    tool: &str,
-    args: Map<String, Value>,
-) -> Result<Value> {
+async fn call(session: &Session, tool: &str, args: Map<String, Value>) -> Result<Value> {
     let result = session
+        .client
         .call_tool(CallToolRequestParams::new(tool.to_owned()).with_arguments(args))
         .await
         .map_err(|e| format!("{tool}: {e}"))?;
@@ -154,6 +165,8 @@ struct Stats {
     mean: Duration,
     /// Throughput of the sequential loop: calls / wall time of the whole loop.
     per_second: Option<f64>,
+    /// The server's CPU time (user + system) per call, and its peak RSS after the loop.
+    server: Option<(Duration, u64)>,
 }
 
 impl Stats {
@@ -170,6 +183,7 @@ impl Stats {
             p99: rank(0.99),
             mean: samples.iter().sum::<Duration>() / count as u32,
             per_second: wall.map(|w| count as f64 / w.as_secs_f64()),
+            server: None,
         }
     }
 }
@@ -187,7 +201,7 @@ fn fmt(d: Duration) -> String {
 /// Times `calls` sequential round trips; `make_args(i)` gives the arguments of call `i` and
 /// `check(i, result)` validates its result after timing (so it is not measured).
 async fn time_calls(
-    session: &RunningService<RoleClient, ()>,
+    session: &Session,
     tool: &str,
     calls: usize,
     make_args: impl Fn(usize) -> Map<String, Value>,
@@ -197,6 +211,7 @@ async fn time_calls(
     let requests: Vec<Map<String, Value>> = (0..calls).map(make_args).collect();
     let mut samples = Vec::with_capacity(calls);
     let mut results = Vec::with_capacity(calls);
+    let before = sample(&session.pid)?;
     let loop_start = Instant::now();
     for args in requests {
         let start = Instant::now();
@@ -205,10 +220,16 @@ async fn time_calls(
         results.push(result);
     }
     let wall = loop_start.elapsed();
+    let after = sample(&session.pid)?;
     for (i, result) in results.into_iter().enumerate() {
         check(i, result)?;
     }
-    Ok(Stats::new(samples, Some(wall)))
+    let mut stats = Stats::new(samples, Some(wall));
+    stats.server = Some((
+        after.cpu.saturating_sub(before.cpu) / calls.max(1) as u32,
+        after.peak_rss_kib,
+    ));
+    Ok(stats)
 }
 
 /// The benchmark proper; the caller owns the installation so it is destroyed whatever happens.
@@ -222,7 +243,7 @@ async fn run(installation: &Installation, options: &Options) -> Result<Vec<(Stri
         for _ in 0..options.starts {
             let (session, elapsed) = installation.connect(agent).await?;
             starts.push(elapsed);
-            session.cancel().await?;
+            session.client.cancel().await?;
         }
         rows.push((
             format!("| {label} | start-up (spawn → `initialize` reply)"),
@@ -288,7 +309,7 @@ async fn run(installation: &Installation, options: &Options) -> Result<Vec<(Stri
         )
         .await?;
         rows.push((format!("| {label} | `verify_peer`"), verify));
-        session.cancel().await?;
+        session.client.cancel().await?;
     }
     Ok(rows)
 }
@@ -320,6 +341,7 @@ async fn main_inner() -> Result<()> {
     // On error the `?` below drops `installation`, whose `Drop` destroys it; on success
     // `destroy` does so and reports any failure.
     let rows = run(&installation, &options).await?;
+    let (fsync_p50, fsync_p99) = fsync_latency(&installation.dir, 200)?;
     installation.destroy()?;
     eprintln!("installation destroyed");
 
@@ -332,13 +354,25 @@ async fn main_inner() -> Result<()> {
         "Machine: {before} at the start, {} at the end.",
         machine_note()
     );
+    println!(
+        "fsync of the data directory's disk (4 KiB appended, then fsync), same run: p50 {} / p99 {}.",
+        fmt(fsync_p50),
+        fmt(fsync_p99)
+    );
     println!();
-    println!("| agent | operation | n | p50 | p99 | mean | calls/s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| agent | operation | n | p50 | p99 | mean | calls/s | server CPU per call | server peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (prefix, s) in rows {
         let rate = s.per_second.map_or("–".to_owned(), |r| format!("{r:.0}"));
+        let (cpu, rss) = s
+            .server
+            .map_or(("–".to_owned(), "–".to_owned()), |(cpu, rss)| {
+                (fmt(cpu), format!("{:.1} MiB", rss as f64 / 1024.0))
+            });
         println!(
-            "{prefix} | {} | {} | {} | {} | {rate} |",
+            "{prefix} | {} | {} | {} | {} | {rate} | {cpu} | {rss} |",
             s.count,
             fmt(s.p50),
             fmt(s.p99),
