@@ -1,8 +1,8 @@
 //! The installation's database: agents, issued certificates, revocations and CA metadata in one
 //! SQLite file. Public data only: secret keys never enter it.
 //!
-//! Writes go through one writer thread that commits whatever is waiting in one transaction
-//! ([`writer`]); each write says how durable it must be before it is acknowledged
+//! Writes go through one write connection, whose holder commits whatever is waiting in one
+//! transaction ([`writer`]); each write says how durable it must be before it is acknowledged
 //! ([`Durability`]): revocations, replay records and the operator's changes are fsynced first,
 //! audit records and rejection counts are in the write-ahead log first (a killed process loses
 //! none) and on disk within [`FLUSH_INTERVAL`]. Reads use connections of their own and never
@@ -47,7 +47,7 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
-    /// The writer thread has stopped (the store is closing) or lost the write; nothing of it
+    /// The writer has stopped (the store is closing) or lost the write; nothing of it
     /// was acknowledged.
     #[error("database {0}: the writer stopped before this write was committed")]
     WriterStopped(PathBuf),
