@@ -100,7 +100,7 @@ struct Shared {
     /// Writes waiting for the next commit.
     queue: Mutex<Vec<Job>>,
     /// The write connection; `None` once the writer stopped.
-    conn: Mutex<Option<Loop>>,
+    conn: Mutex<Option<WriteSide>>,
     /// Wakes the flusher when a commit leaves something to fsync, or the writer stops.
     flush_due: Condvar,
     every_write: AtomicBool,
@@ -108,7 +108,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn conn(&self) -> MutexGuard<'_, Option<Loop>> {
+    fn conn(&self) -> MutexGuard<'_, Option<WriteSide>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -130,7 +130,7 @@ impl Writer {
     pub(super) fn start(conn: Connection, path: &std::path::Path) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
             queue: Mutex::default(),
-            conn: Mutex::new(Some(Loop::new(conn, path.to_owned()))),
+            conn: Mutex::new(Some(WriteSide::new(conn, path.to_owned()))),
             flush_due: Condvar::new(),
             every_write: AtomicBool::new(false),
             path: path.to_owned(),
@@ -262,7 +262,7 @@ fn flush_when_due(shared: &Shared) {
 }
 
 /// The write connection and what it has left to fsync.
-struct Loop {
+struct WriteSide {
     conn: Connection,
     path: std::path::PathBuf,
     /// The connection's current `synchronous` setting is FULL.
@@ -271,9 +271,9 @@ struct Loop {
     flush_by: Option<Instant>,
 }
 
-impl Loop {
-    fn new(conn: Connection, path: std::path::PathBuf) -> Loop {
-        Loop {
+impl WriteSide {
+    fn new(conn: Connection, path: std::path::PathBuf) -> WriteSide {
+        WriteSide {
             conn,
             path,
             full: true,
