@@ -316,7 +316,7 @@ impl Store {
         p: P,
     ) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = self.with(|c| {
-            let mut stmt = c.prepare(&format!(
+            let mut stmt = c.prepare_cached(&format!(
                 "SELECT agent_id, algorithms, meta, created_at, current_serial FROM agents {tail}"
             ))?;
             stmt.query_map(p, |r| {
@@ -578,7 +578,8 @@ fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
     })
 }
 
-/// Opens a connection to the database at `path` that waits up to 10 s for other processes' locks.
+/// Opens a connection to the database at `path` that waits up to 10 s for other processes' locks
+/// and keeps its prepared statements.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let sqlite = |source| StoreError::Sqlite {
         path: path.to_owned(),
@@ -589,6 +590,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         .map_err(sqlite)?;
     conn.execute_batch("PRAGMA foreign_keys=ON;")
         .map_err(sqlite)?;
+    // Room for every statement a connection runs on the hot path (the writer's transaction
+    // control and each kind of write; a reader's lookups), so none is parsed twice.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 

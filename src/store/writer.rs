@@ -288,6 +288,12 @@ impl WriteSide {
         }
     }
 
+    /// Runs one transaction-control statement, parsed once per connection: these run several
+    /// times per write.
+    fn statement(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
     /// Sets `synchronous` for the next transaction (it cannot change inside one).
     fn synchronous(&mut self, full: bool) -> Result<(), StoreError> {
         if self.full != full {
@@ -306,14 +312,13 @@ impl WriteSide {
         let sync = every_write || batch.iter().any(|job| job.durability == Durability::Synced);
         let mut delivers = Vec::with_capacity(batch.len());
         let outcome = self.synchronous(sync).and_then(|()| {
-            self.conn
-                .execute_batch("BEGIN IMMEDIATE")
+            self.statement("BEGIN IMMEDIATE")
                 .map_err(|e| self.sqlite(e))?;
             for job in batch {
                 delivers.extend(self.run_job(job));
             }
-            self.conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = self.conn.execute_batch("ROLLBACK");
+            self.statement("COMMIT").map_err(|e| {
+                let _ = self.statement("ROLLBACK");
                 self.sqlite(e)
             })
         });
@@ -340,7 +345,7 @@ impl WriteSide {
 
     /// Runs one job in its own savepoint; a job that fails or panics is rolled back alone.
     fn run_job(&self, job: Job) -> Option<Deliver> {
-        let begun = self.conn.execute_batch("SAVEPOINT job");
+        let begun = self.statement("SAVEPOINT job");
         let ran = begun.map(|()| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(&self.conn)))
         });
@@ -352,12 +357,13 @@ impl WriteSide {
             // reply channel, as for a panic.
             Err(_) => return None,
         };
-        let end = if keep {
-            "RELEASE job"
+        let ended = if keep {
+            self.statement("RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            self.statement("ROLLBACK TO job")
+                .and_then(|()| self.statement("RELEASE job"))
         };
-        if let Err(error) = self.conn.execute_batch(end) {
+        if let Err(error) = ended {
             tracing::error!(%error, "ending a write's savepoint failed");
         }
         deliver
