@@ -87,7 +87,7 @@ impl Installation {
     /// access tokens too.
     pub fn authorize(&self, token: &str, audience: &str) -> Result<AccessGrant, VerifyError> {
         let now = clock::now();
-        let grant = access::verify(
+        let grant = self.access_tokens.verify(
             token,
             &self.anchor,
             audience,

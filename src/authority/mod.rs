@@ -36,8 +36,8 @@ use crate::token::revocation::{CrlClaims, RevocationList};
 use crate::token::trust::TrustAnchor;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
 use crate::verify::{
-    CertificateCache, CertificateResolver, ExternalTrust, PresentedCertificates, VerifiedAction,
-    Verifier,
+    AccessTokenCache, CertificateCache, CertificateResolver, ExternalTrust, PresentedCertificates,
+    VerifiedAction, Verifier,
 };
 
 mod access_tokens;
@@ -159,6 +159,9 @@ pub struct Installation {
     /// Certificates whose CA signatures were verified (own agents' and peers'): a call re-checks
     /// their lifetime and revocation, not their signatures.
     verified: CertificateCache,
+    /// Access tokens whose CA signature was verified: a request re-checks their audience,
+    /// lifetime and revocation, not their signature.
+    access_tokens: AccessTokenCache,
     challenges: ChallengeBook,
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
     policy: OnceLock<PolicySource>,
@@ -310,6 +313,7 @@ impl Installation {
             anchor,
             signers: Mutex::new(HashMap::new()),
             verified: CertificateCache::default(),
+            access_tokens: AccessTokenCache::default(),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
             policy: OnceLock::new(),

@@ -134,8 +134,8 @@ pub fn issue(claims: &AccessClaims, ca_key: &SigningKey) -> Result<String, Crypt
 }
 
 /// Verifies an access token for the resource server `audience`: size, compact form, `typ`,
-/// the CA's signature (first CA key, `alg` allow-listed), `iss`, `aud`, `exp`, `nbf`, then
-/// revocation of its id.
+/// the CA's signature (first CA key, `alg` allow-listed), `iss`, then ([`check_current`]) `aud`,
+/// `exp`, `nbf` and revocation of its id.
 pub fn verify(
     token: &str,
     anchor: &TrustAnchor,
@@ -144,6 +144,18 @@ pub fn verify(
     now: i64,
     skew: i64,
 ) -> Result<AccessGrant, VerifyError> {
+    check_current(
+        verify_signed(token, anchor)?,
+        audience,
+        revocation,
+        now,
+        skew,
+    )
+}
+
+/// What cannot change about an access token: size, compact form, `typ`, `iss` and the CA's
+/// signature (first CA key, `alg` allow-listed). Its claims, for [`check_current`].
+pub fn verify_signed(token: &str, anchor: &TrustAnchor) -> Result<AccessClaims, VerifyError> {
     let jws = Jws::parse_limited(token, MAX_ACCESS_TOKEN_LEN)?;
     if jws.signatures.len() != 1 || token.trim_start().starts_with('{') {
         return Err(VerifyError::malformed(
@@ -159,6 +171,18 @@ pub fn verify(
         return Err(VerifyError::UnknownIssuer(claims.iss));
     }
     jws.verify(std::slice::from_ref(ca_key))?;
+    Ok(claims)
+}
+
+/// What must hold at every use of signature-verified `claims`: the audience is `audience`, the
+/// token is within its lifetime, names one agent, and is not revoked. The grant it carries.
+pub fn check_current(
+    claims: AccessClaims,
+    audience: &str,
+    revocation: &dyn RevocationSource,
+    now: i64,
+    skew: i64,
+) -> Result<AccessGrant, VerifyError> {
     if claims.aud != audience {
         return Err(VerifyError::WrongAudience {
             expected: audience.to_owned(),

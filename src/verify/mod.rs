@@ -10,7 +10,10 @@ mod cache;
 #[cfg(feature = "remote")]
 pub mod remote;
 
-pub use cache::{CertificateCache, DEFAULT_CAPACITY as DEFAULT_CACHE_CAPACITY};
+pub use cache::{
+    AccessTokenCache, CertificateCache, DEFAULT_CAPACITY as DEFAULT_CACHE_CAPACITY, SignatureCache,
+    Verified,
+};
 
 use serde_json::Value;
 
