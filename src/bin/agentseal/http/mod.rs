@@ -107,7 +107,7 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
     if let Some(agent) = &options.insecure_agent {
         installation.present_certificate(agent, None, "")?;
     }
-    let runtime = crate::runtime(None)?;
+    let runtime = crate::runtime(crate::EventLoop::PerCore)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -288,7 +288,7 @@ async fn resource_metadata(State(hub): State<Arc<Hub>>) -> Response {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, Response> {
-    match tokio::task::spawn_blocking(f).await {
+    match crate::core_call(f).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => {
             tracing::error!(%error, "request failed");
@@ -525,7 +525,7 @@ async fn authenticate(hub: &Arc<Hub>, parts: &Parts) -> Result<AccessGrant, Resp
         (None, Ok(Some(token))) => token.to_owned(),
     };
     let (installation, resource) = (hub.installation.clone(), hub.resource.clone());
-    match tokio::task::spawn_blocking(move || installation.authorize(&token, &resource)).await {
+    match crate::core_call(move || installation.authorize(&token, &resource)).await {
         Ok(Ok(grant)) => Ok(grant),
         Ok(Err(error)) => {
             tracing::info!(reason = error.code(), "access token refused");

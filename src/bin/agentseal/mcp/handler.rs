@@ -69,9 +69,9 @@ impl ServerHandler for AgentServer {
             event.reasons = vec!["approval_requested".into()];
         }
         let installation = self.installation.clone();
-        let released = tokio::task::spawn_blocking(move || installation.release(&event, response))
+        let released = crate::core_call(move || installation.release(&event, response))
             .await
-            .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?;
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
         released.map_err(|withheld| match withheld {
             Withheld::Failed(error) => error,
             Withheld::Unaudited(_) => McpError::internal_error(

@@ -1,7 +1,7 @@
 //! The MCP front-end: one agent's identity as MCP tools and resources (rmcp 3.x).
 //!
-//! Each tool parses its typed parameters, runs one core operation off the async runtime
-//! (`spawn_blocking`: SQLite and keyring calls block) and shapes the result. No security logic
+//! Each tool parses its typed parameters, runs one core operation through [`crate::core_call`]
+//! (SQLite and keyring calls block) and shapes the result. No security logic
 //! lives here: every check is in `agentseal::authority` and below.
 
 use std::sync::Arc;
@@ -102,9 +102,9 @@ pub fn required_scope(method: &str, tool: Option<&str>) -> Option<Scope> {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
 ) -> Result<T, McpError> {
-    tokio::task::spawn_blocking(f)
+    crate::core_call(f)
         .await
-        .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))?
+        .map_err(|e| McpError::internal_error(e.to_string(), None))?
         .map_err(to_mcp_error)
 }
 
@@ -227,8 +227,8 @@ pub fn serve_stdio(
     agent_id: String,
     trust: Option<Arc<HubTrust>>,
 ) -> Result<(), ServiceError> {
-    // One client on one pipe: a second worker thread would only add wake-ups between the two.
-    let runtime = crate::runtime(Some(1))?;
+    // One client on one pipe: a second thread would only add wake-ups between the two.
+    let runtime = crate::runtime(crate::EventLoop::OneThread)?;
     // Load the agent's keys (once per process) and check its certificate before accepting
     // requests, so a broken identity fails at start, not at the first call.
     installation.present_certificate(&agent_id, None, "")?;

@@ -152,7 +152,7 @@ impl AgentServer {
                 on_behalf_of.clone(),
             );
             async move {
-                tokio::task::spawn_blocking(move || {
+                crate::core_call(move || {
                     installation.sign_action_for(
                         &agent,
                         &request,
@@ -161,7 +161,7 @@ impl AgentServer {
                     )
                 })
                 .await
-                .map_err(|e| McpError::internal_error(format!("task failed: {e}"), None))
+                .map_err(|e| McpError::internal_error(e.to_string(), None))
             }
         };
         let mut signed = sign(Approval::NotGiven).await?;
