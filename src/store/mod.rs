@@ -242,7 +242,8 @@ impl Store {
     /// A metadata value.
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.with(|c| {
-            c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
                 .optional()
         })
     }
@@ -349,8 +350,10 @@ impl Store {
     /// A certificate by serial.
     pub fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
         self.with(|c| {
-            c.query_row(
+            c.prepare_cached(
                 "SELECT serial, agent_id, issued_at, expires_at, encoded FROM certificates WHERE serial = ?1",
+            )?
+            .query_row(
                 [serial],
                 |r| {
                     Ok(CertificateRecord {
