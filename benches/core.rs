@@ -1,6 +1,9 @@
 //! Criterion benchmarks of the core: raw sign/verify per algorithm, action token issue and
-//! verify per key choice, and revocation lookups with 1,000 and 1,000,000 revoked entries (in the
-//! SQLite store and in a verified revocation list). Figures are recorded in docs/benchmarks.md.
+//! verify per key choice, revocation lookups with 1,000 and 1,000,000 revoked entries (in the
+//! SQLite store and in a verified revocation list), and on Linux the whole core operation an MCP
+//! `sign_action` or `verify_peer` call makes (policy, keys, certificate, revocation, the audit
+//! record), without the transport: the figure to set beside `tools/stdio_bench`'s server CPU
+//! per call. Figures are recorded in docs/benchmarks.md.
 
 use std::hint::black_box;
 
@@ -175,5 +178,107 @@ fn revocation_lookups(c: &mut Criterion) {
     group.finish();
 }
 
+/// The core operations behind the MCP tools, on a real installation: a SQLite file in a temporary
+/// directory and keys in the kernel keyring (keyutils), destroyed at the end. Each iteration
+/// appends its audit record, as the MCP front-end does before answering.
+#[cfg(target_os = "linux")]
+fn installation_calls(c: &mut Criterion) {
+    use agentseal::authority::{Approval, InitOptions, Installation, KeyChoice, PeerEvidence};
+    use agentseal::keystore::KeyStoreKind;
+
+    let mut group = c.benchmark_group("installation");
+    for (name, keys) in [
+        ("ed25519", KeyChoice::Ed25519),
+        ("ml-dsa-65", KeyChoice::MlDsa65),
+        ("hybrid", KeyChoice::Hybrid),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let installation = Installation::init(
+            &tmp.path().join("data"),
+            KeyStoreKind::Keyutils,
+            &InitOptions::default(),
+        )
+        .unwrap();
+        // A policy that is evaluated but never limits, as in the harnesses (the default would
+        // rate-limit the agent to 120 signatures a minute).
+        let policy = tmp.path().join("bench.rego");
+        std::fs::write(
+            &policy,
+            "package agentseal\ndefault decision := {\"allow\": true}\n",
+        )
+        .unwrap();
+        installation.use_policy_file(&policy).unwrap();
+        let agent = "agent://bench.example/caller";
+        installation
+            .create_agent(agent, keys, Default::default(), None)
+            .unwrap();
+        let args = json!({"repo": "web", "ref": "main"});
+        let mut request = ActionRequest::new("deploy", agent, args.clone());
+        request.ttl = 3_600;
+        group.bench_function(BenchmarkId::new("sign_action", name), |b| {
+            b.iter(|| {
+                audited(
+                    &installation,
+                    agent,
+                    "mcp.sign_action",
+                    installation.sign_action_for(agent, &request, None, Approval::NotGiven),
+                )
+            })
+        });
+        let token = audited(
+            &installation,
+            agent,
+            "mcp.sign_action",
+            installation.sign_action_for(agent, &request, None, Approval::NotGiven),
+        )
+        .token;
+        let evidence = PeerEvidence {
+            token: Some(token),
+            audience: agent.into(),
+            action: Some("deploy".into()),
+            args: Some(args),
+            ..PeerEvidence::default()
+        };
+        group.bench_function(BenchmarkId::new("verify_peer", name), |b| {
+            b.iter(|| {
+                let verdict = audited(
+                    &installation,
+                    agent,
+                    "mcp.verify_peer",
+                    installation.verify_peer(&evidence),
+                );
+                assert!(verdict.valid);
+            })
+        });
+        installation.destroy().unwrap();
+    }
+    group.finish();
+}
+
+/// Appends the audit record of `outcome` and releases it, as the MCP front-end does.
+#[cfg(target_os = "linux")]
+fn audited<T>(
+    installation: &agentseal::authority::Installation,
+    agent: &str,
+    operation: &str,
+    outcome: Result<T, agentseal::authority::ServiceError>,
+) -> T {
+    use agentseal::audit::{AuditEvent, Decision};
+    let event = AuditEvent::new(agent, operation, Decision::Allowed);
+    installation
+        .release(&event, outcome)
+        .map_err(|withheld| withheld.to_string())
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+criterion_group!(
+    benches,
+    raw_signatures,
+    tokens,
+    revocation_lookups,
+    installation_calls
+);
+#[cfg(not(target_os = "linux"))]
 criterion_group!(benches, raw_signatures, tokens, revocation_lookups);
 criterion_main!(benches);
