@@ -244,7 +244,13 @@ impl Jws {
                 limit,
             });
         }
-        let input = input.trim();
+        // Strict text: a token is exactly its characters. Front-ends that read a line (stdin, a
+        // file, an HTTP body) strip its line ending; the verifier does not guess.
+        if input.trim() != input {
+            return Err(VerifyError::malformed(
+                "whitespace before or after the token",
+            ));
+        }
         if input.starts_with('{') {
             let general: GeneralJws = parse_strict_object(input.as_bytes(), "JWS JSON")?;
             if general.signatures.is_empty() {
@@ -451,6 +457,36 @@ mod tests {
         assert_eq!(b64_decode("AQ").unwrap(), vec![1]);
         for bad in ["AQ==", "A+8", "A/8", "AQ\n", "AR"] {
             assert!(b64_decode(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn whitespace_around_a_token_is_malformed() {
+        use crate::crypto::{Algorithm, Seed};
+        let key = |algorithm, byte| {
+            SigningKey::from_seed(algorithm, &Seed::from_slice(&[byte; 32]).unwrap())
+        };
+        let (ed, ml) = (key(Algorithm::Ed25519, 1), key(Algorithm::MlDsa65, 2));
+        let compact = sign(&serde_json::json!({"a": 1}), "t", &[&ed], EdAlgName::EdDsa).unwrap();
+        let general = sign(
+            &serde_json::json!({"a": 1}),
+            "t",
+            &[&ed, &ml],
+            EdAlgName::EdDsa,
+        )
+        .unwrap();
+        for token in [&compact, &general] {
+            assert!(Jws::parse(token).is_ok());
+            for padded in [
+                format!(" {token}"),
+                format!("{token}\n"),
+                format!("{token}\r\n"),
+                format!("\t{token}"),
+                format!("{token}\u{3000}"),
+            ] {
+                let error = Jws::parse(&padded).unwrap_err();
+                assert_eq!(error.code(), "malformed", "{padded:?}");
+            }
         }
     }
 

@@ -157,7 +157,7 @@ pub fn verify(
 /// signature (first CA key, `alg` allow-listed). Its claims, for [`check_current`].
 pub fn verify_signed(token: &str, anchor: &TrustAnchor) -> Result<AccessClaims, VerifyError> {
     let jws = Jws::parse_limited(token, MAX_ACCESS_TOKEN_LEN)?;
-    if jws.signatures.len() != 1 || token.trim_start().starts_with('{') {
+    if jws.signatures.len() != 1 || token.starts_with('{') {
         return Err(VerifyError::malformed(
             "an access token is a compact JWS with one signature",
         ));

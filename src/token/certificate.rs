@@ -157,7 +157,7 @@ impl AgentCertificate {
         Ok(AgentCertificate {
             claims,
             keys,
-            encoded: encoded.trim().to_owned(),
+            encoded: encoded.to_owned(),
         })
     }
 

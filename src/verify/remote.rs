@@ -224,8 +224,14 @@ impl HubTrust {
                 VerifyError::Malformed("revocation list is not UTF-8".into()),
             )
         })?;
+        // A list served as a file (`agentseal crl > crl.jwt` on a static server) ends in a line
+        // ending, which is the file's, not the token's.
+        let encoded = encoded
+            .strip_suffix("\r\n")
+            .or_else(|| encoded.strip_suffix('\n'))
+            .unwrap_or(&encoded);
         let crl = RevocationList::verify_newer(
-            &encoded,
+            encoded,
             &anchor,
             self.grace,
             previous.as_ref().map(|p| p.crl.claims.number),
