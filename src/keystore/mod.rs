@@ -239,7 +239,9 @@ pub fn resolve_auto() -> KeyStoreKind {
 #[cfg(target_os = "linux")]
 fn secret_service_available() -> bool {
     std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
-        && zbus_secret_service_keyring_store::Store::new().is_ok()
+        && off_runtime(KeyStoreKind::SecretService, || {
+            zbus_secret_service_keyring_store::Store::new().is_ok()
+        })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -250,15 +252,42 @@ fn secret_service_available() -> bool {
 /// A store backed by an OS keyring through `keyring-core`.
 pub struct KeyringStore {
     kind: KeyStoreKind,
-    store: Arc<keyring_core::CredentialStore>,
+    /// `None` only while being dropped (see the `Drop` impl).
+    store: Option<Arc<keyring_core::CredentialStore>>,
+}
+
+/// Runs `f` where a blocking keyring call may run. The Secret Service store talks D-Bus through
+/// zbus's blocking API, which drives its own async runtime and so panics on a thread that is
+/// already driving one (the stdio server runs core calls on its event-loop thread). There it
+/// runs on a short-lived thread of its own; anywhere else, right here.
+fn off_runtime<T: Send>(kind: KeyStoreKind, f: impl FnOnce() -> T + Send) -> T {
+    if kind == KeyStoreKind::SecretService && tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| match scope.spawn(f).join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    } else {
+        f()
+    }
+}
+
+impl Drop for KeyringStore {
+    fn drop(&mut self) {
+        // Dropping the Secret Service connection makes a blocking D-Bus call too.
+        let store = self.store.take();
+        off_runtime(self.kind, move || drop(store));
+    }
 }
 
 impl KeyringStore {
     /// Opens the platform store of `kind`.
     pub fn open(kind: KeyStoreKind) -> Result<Self, KeyStoreError> {
         let unavailable = |detail: String| KeyStoreError::Unavailable { kind, detail };
-        let store = platform_store(kind).map_err(unavailable)?;
-        Ok(KeyringStore { kind, store })
+        let store = off_runtime(kind, || platform_store(kind)).map_err(unavailable)?;
+        Ok(KeyringStore {
+            kind,
+            store: Some(store),
+        })
     }
 
     fn entry(&self, name: &KeyName) -> Result<keyring_core::Entry, KeyStoreError> {
@@ -274,6 +303,8 @@ impl KeyringStore {
             })?;
         }
         self.store
+            .as_ref()
+            .expect("the store is only taken when dropped")
             .build(&name.service(), &name.user(), None)
             .map_err(|e| self.platform_error(name, &e))
     }
@@ -379,27 +410,31 @@ impl KeyStore for KeyringStore {
     }
 
     fn put(&self, name: &KeyName, seed: &Seed) -> Result<(), KeyStoreError> {
-        self.entry(name)?
-            .set_secret(seed.expose())
-            .map_err(|e| self.platform_error(name, &e))
+        off_runtime(self.kind, || {
+            self.entry(name)?
+                .set_secret(seed.expose())
+                .map_err(|e| self.platform_error(name, &e))
+        })
     }
 
     fn get(&self, name: &KeyName) -> Result<Seed, KeyStoreError> {
-        let secret = match self.entry(name)?.get_secret() {
-            Ok(secret) => Zeroizing::new(secret),
-            Err(keyring_core::Error::NoEntry) => {
-                return Err(KeyStoreError::NotFound(name.to_string()));
-            }
-            Err(e) => return Err(self.platform_error(name, &e)),
-        };
-        Seed::from_slice(&secret).ok_or_else(|| KeyStoreError::Corrupt(name.to_string()))
+        off_runtime(self.kind, || {
+            let secret = match self.entry(name)?.get_secret() {
+                Ok(secret) => Zeroizing::new(secret),
+                Err(keyring_core::Error::NoEntry) => {
+                    return Err(KeyStoreError::NotFound(name.to_string()));
+                }
+                Err(e) => return Err(self.platform_error(name, &e)),
+            };
+            Seed::from_slice(&secret).ok_or_else(|| KeyStoreError::Corrupt(name.to_string()))
+        })
     }
 
     fn delete(&self, name: &KeyName) -> Result<(), KeyStoreError> {
-        match self.entry(name)?.delete_credential() {
+        off_runtime(self.kind, || match self.entry(name)?.delete_credential() {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
             Err(e) => Err(self.platform_error(name, &e)),
-        }
+        })
     }
 }
 

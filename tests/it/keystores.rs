@@ -681,12 +681,39 @@ fn secret_service_keys_survive_from_one_process_to_the_next() {
         step create seal agent create "$AGENT_ID"
         step sign seal token sign --agent "$AGENT_ID" --action "$ACTION" --aud "$AUD"
         step verify seal verify "$(cat "$WORK/sign.out")" --aud "$AUD" --action "$ACTION"
+        mcp_session() {
+            {
+                printf '%s\n' \
+                    '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"sh","version":"1"}}}' \
+                    '{"jsonrpc":"2.0","method":"notifications/initialized"}' \
+                    '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"sign_action","arguments":{"action":"deploy","audience":"svc"}}}'
+                tries=0
+                until grep -q '"id":2' "$WORK/mcp.out" || [ "$tries" -ge 300 ]; do
+                    tries=$((tries + 1)); sleep 0.1
+                done
+            } | seal serve --agent "$AGENT_ID"
+        }
+        step mcp mcp_session
         "#,
     )
     .success();
-    for step in ["init=0", "create=0", "sign=0", "verify=0"] {
+    for step in ["init=0", "create=0", "sign=0", "verify=0", "mcp=0"] {
         assert!(first.stdout.contains(step), "{step} missing: {first}");
     }
+    // A stdio server on this store signs, and ends without a panic: zbus's blocking calls (and
+    // dropping its connection) must not run on the server's event-loop thread.
+    let mcp_out = std::fs::read_to_string(root.join("mcp.out")).unwrap();
+    let call = mcp_out
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|message| message["id"] == 2)
+        .unwrap_or_else(|| panic!("no answer to the tool call: {mcp_out}"));
+    assert!(
+        call["result"]["structuredContent"]["token"].is_string(),
+        "{call}"
+    );
+    let mcp_err = std::fs::read_to_string(root.join("mcp.err")).unwrap();
+    assert!(!mcp_err.contains("panicked"), "{mcp_err}");
     let init = read_json(&root.join("init.out"));
     assert_eq!(init["key_store"], "secret-service", "{init}");
     assert_verified(&read_json(&root.join("verify.out")));

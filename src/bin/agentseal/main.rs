@@ -62,6 +62,13 @@ impl std::fmt::Display for CoreCallLost {
 /// call itself. On the hub's per-core event loop it goes to the bounded blocking pool, so a
 /// call waiting for the disk never holds a worker that other sessions need. Either way a panic
 /// is caught and reported as [`CoreCallLost`].
+///
+/// On the one-thread loop nothing else runs while a call does, for as long as it waits (up to
+/// SQLite's 10 s busy timeout when another process holds the database's write lock): the
+/// client's next request would wait for this one anyway, and a webhook delivery in flight may
+/// time out and be retried later (delivery is at least once, docs/signals.md). Key-store calls
+/// that cannot run on a thread driving an event loop move off it themselves
+/// (`keystore::off_runtime`).
 async fn core_call<T: Send + 'static>(
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, CoreCallLost> {
