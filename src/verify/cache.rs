@@ -163,6 +163,13 @@ impl SignatureCache<AccessClaims> {
         now: i64,
         skew: i64,
     ) -> Result<AccessGrant, VerifyError> {
+        // Refused before it is hashed: a bearer value can be as long as the HTTP server allows.
+        if token.len() > access::MAX_ACCESS_TOKEN_LEN {
+            return Err(VerifyError::Oversized {
+                len: token.len(),
+                limit: access::MAX_ACCESS_TOKEN_LEN,
+            });
+        }
         let claims = self.signed(token, anchor, now, || access::verify_signed(token, anchor))?;
         access::check_current(claims, audience, revocation, now, skew)
     }
