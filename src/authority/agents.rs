@@ -126,10 +126,11 @@ impl Installation {
         now: i64,
     ) -> Result<(AgentCertificate, CertificateRecord), ServiceError> {
         let ttl = ttl.unwrap_or(DEFAULT_CERT_TTL);
-        if ttl <= 0 {
-            return Err(ServiceError::InvalidInput(
-                "certificate TTL must be positive".into(),
-            ));
+        if ttl <= 0 || ttl > MAX_CERT_TTL {
+            return Err(ServiceError::InvalidInput(format!(
+                "certificate lifetime must be between 1 s and {} days, not {ttl} s",
+                MAX_CERT_TTL / 86_400
+            )));
         }
         let claims = CertificateClaims {
             iss: self.anchor.ca_id.clone(),

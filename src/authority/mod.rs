@@ -67,8 +67,27 @@ pub use signing::{Approval, parse_args_json};
 
 /// Default certificate lifetime: 90 days.
 pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
+/// Longest certificate lifetime the CA issues: 366 days. A longer-lived certificate outlasts
+/// any reasonable exposure of its keys, and keeps its revocation in every list until it expires.
+pub const MAX_CERT_TTL: i64 = 366 * 86_400;
 /// Default revocation list validity: one hour until `next_update`.
 pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
+/// Longest revocation list validity: seven days. An offline verifier trusts a list until its
+/// `next_update`, so this bounds how long a revocation can go unseen by one holding an older list.
+pub const MAX_CRL_VALIDITY: i64 = 7 * 86_400;
+
+/// The revocation list validity to use: `validity`, or the default; refused unless positive
+/// and at most [`MAX_CRL_VALIDITY`]. Servers check it at start, before any list is asked for.
+pub fn crl_validity(validity: Option<i64>) -> Result<i64, ServiceError> {
+    let validity = validity.unwrap_or(DEFAULT_CRL_VALIDITY);
+    if validity <= 0 || validity > MAX_CRL_VALIDITY {
+        return Err(ServiceError::InvalidInput(format!(
+            "revocation list validity must be between 1 s and {} days, not {validity} s",
+            MAX_CRL_VALIDITY / 86_400
+        )));
+    }
+    Ok(validity)
+}
 /// Name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "agentseal.db";
 

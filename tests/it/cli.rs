@@ -329,6 +329,44 @@ fn unsafe_inputs_are_refused_with_clear_errors() {
 }
 
 #[test]
+fn certificate_lifetimes_and_revocation_list_validity_are_capped() {
+    let (_tmp, dir) = setup();
+    let refused = |args: &[&str], what: &str| {
+        let out = run(&dir, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(what), "{args:?}: {stderr}");
+    };
+    let other = "agent://acme.example/long-lived";
+    refused(
+        &["agent", "create", other, "--ttl", "100000d"],
+        "certificate lifetime must be between 1 s and 366 days",
+    );
+    refused(
+        &["cert", "renew", AGENT, "--ttl", "367d"],
+        "certificate lifetime must be between 1 s and 366 days",
+    );
+    refused(
+        &["crl", "--validity", "1000d"],
+        "revocation list validity must be between 1 s and 7 days",
+    );
+    // A hub with an over-long list validity does not start.
+    refused(
+        &["serve", "--http", "127.0.0.1:0", "--crl-validity", "8d"],
+        "revocation list validity must be between 1 s and 7 days",
+    );
+    // At the caps, both are issued.
+    let created = json(&ok(&dir, &["agent", "create", other, "--ttl", "366d"]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let lifetime = created["expires_at"].as_i64().unwrap() - now;
+    assert!((lifetime - 366 * 86_400).abs() < 60, "{created}");
+    ok(&dir, &["crl", "--validity", "7d"]);
+}
+
+#[test]
 fn revoking_a_token_by_jti_or_whole_token_is_reported_by_check_revocation() {
     let (_tmp, dir) = setup();
     let first = sign(&dir);

@@ -106,6 +106,8 @@ impl ServeArgs {
                 } else {
                     None
                 };
+                // Refused now, not at the first request for the list.
+                agentseal::authority::crl_validity(http.crl_validity)?;
                 options.crl_validity = http.crl_validity;
                 options.max_body = http.max_body;
                 crate::http::serve_http(installation, options)?;
