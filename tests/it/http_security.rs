@@ -2,6 +2,8 @@
 //! each check here fails if the check it names is removed from the hub.
 #![cfg(target_os = "linux")]
 
+use std::time::Duration;
+
 use crate::common;
 
 use crate::common::hub::{
@@ -413,4 +415,164 @@ async fn an_agent_cannot_open_unbounded_sessions() {
     .await;
     assert!(closed.status.is_success(), "{}", closed.status);
     assert_eq!(send(initialize(&alice)).await.status, StatusCode::OK);
+}
+
+/// The hub's address, `127.0.0.1:PORT`, for raw TCP clients.
+fn socket_address(hub: &Hub) -> String {
+    hub.url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Whether the hub closed `stream` (end of file or a reset) within `deadline`, while the client
+/// keeps sending one header byte every 200 ms and never finishes the header.
+async fn closed_while_trickling(mut stream: tokio::net::TcpStream, deadline: Duration) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let header = b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'));
+    let until = tokio::time::Instant::now() + deadline;
+    let mut buffer = [0u8; 512];
+    for byte in header {
+        if tokio::time::Instant::now() > until {
+            return false;
+        }
+        if stream.write_all(&[*byte]).await.is_err() {
+            return true;
+        }
+        // Nothing to read yet, or an answer (the hub may send 408 before it closes): go on.
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return true;
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_connections_are_closed_while_other_clients_are_served() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let hub = installation.serve(&["--header-timeout", "2s"]);
+    let token = installation.access_token(&hub, A, &[]);
+    let address = socket_address(&hub);
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        // Well past the 2 s header timeout, so a hub without one fails the test.
+        slow.push(tokio::spawn(closed_while_trickling(
+            stream,
+            Duration::from_secs(20),
+        )));
+    }
+    // Normal clients are served meanwhile.
+    for _ in 0..5 {
+        let me = structured(&call_tool(&hub, Some(&token), "whoami", json!({})).await);
+        assert_eq!(me["agent_id"], A);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut open = 0;
+    for task in slow {
+        if !task.await.unwrap() {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} of 200 slow connections were never closed");
+    let me = structured(&call_tool(&hub, Some(&token), "whoami", json!({})).await);
+    assert_eq!(me["agent_id"], A);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let hub = installation.serve(&["--max-connections", "3", "--header-timeout", "60s"]);
+    let address = socket_address(&hub);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // Let the hub accept the three before the fourth client arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("{}/healthz", hub.url);
+    let fourth = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !fourth.is_finished(),
+        "a fourth connection was served at a cap of 3"
+    );
+    drop(held.pop());
+    let status = tokio::time::timeout(Duration::from_secs(20), fourth)
+        .await
+        .expect("served once a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[test]
+fn the_hub_raises_its_soft_open_file_limit_to_the_hard_limit() {
+    use std::io::BufRead as _;
+    let installation = Installation::new(&[(A, "ed25519")]);
+    // Started with a soft limit of 256, below any hard limit a test machine has.
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -Sn 256 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_agentseal"))
+        .arg("--data-dir")
+        .arg(&installation.dir)
+        .args(["--key-store", "keyutils", "serve", "--http", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let listening = stderr
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("agentseal: listening on "));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the hub did not start");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_ne!(soft, "256", "{line}");
+    assert_eq!(soft, hard, "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_is_not_json_gets_a_json_rpc_parse_error() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let hub = installation.serve(&[]);
+    let token = installation.access_token(&hub, A, &[]);
+    for body in [
+        r#"{"jsonrpc":"2.0","id":7,"method":"#,
+        "not json",
+        "{\"a\":1} trailing",
+    ] {
+        let answer = send(
+            mcp_request(&hub, "tools/call", Some("whoami"), json!({}))
+                .bearer_auth(&token)
+                .body(body),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            answer.body
+        );
+        let reply = answer.message();
+        assert_eq!(reply["jsonrpc"], "2.0", "{reply}");
+        assert_eq!(reply["id"], Value::Null, "{reply}");
+        assert_eq!(reply["error"]["code"], -32700, "{reply}");
+    }
+    // The same call with a well-formed body is answered.
+    let me = structured(&call_tool(&hub, Some(&token), "whoami", json!({})).await);
+    assert_eq!(me["agent_id"], A);
 }

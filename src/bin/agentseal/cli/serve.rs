@@ -64,6 +64,13 @@ struct HttpArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1 << 20, requires = "http")]
     max_body: usize,
+    /// How long a client may take to send a request's headers, or keep a connection idle
+    /// between requests, e.g. 10s.
+    #[arg(long, value_parser = parse_duration, requires = "http")]
+    header_timeout: Option<i64>,
+    /// Most connections open at once; further clients wait until one closes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "http")]
+    max_connections: Option<u32>,
 }
 
 impl ServeArgs {
@@ -110,6 +117,13 @@ impl ServeArgs {
                 agentseal::authority::crl_validity(http.crl_validity)?;
                 options.crl_validity = http.crl_validity;
                 options.max_body = http.max_body;
+                if let Some(seconds) = http.header_timeout {
+                    options.limits.header_timeout =
+                        std::time::Duration::from_secs(seconds.unsigned_abs());
+                }
+                if let Some(max) = http.max_connections {
+                    options.limits.max_connections = max as usize;
+                }
                 crate::http::serve_http(installation, options)?;
             }
             None => {

@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mcp::{AgentServer, required_scope};
 
+pub mod listener;
+
 /// Largest request body accepted on `/mcp`.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// How long a client may take to send a request body.
@@ -63,6 +65,8 @@ pub struct HubOptions {
     pub max_body: usize,
     /// Another hub whose CA's agents this hub's agents also verify.
     pub trust: Option<Arc<HubTrust>>,
+    /// Header-read timeout and connection cap.
+    pub limits: listener::Limits,
 }
 
 impl HubOptions {
@@ -76,6 +80,7 @@ impl HubOptions {
             crl_validity: None,
             max_body: DEFAULT_MAX_BODY,
             trust: None,
+            limits: listener::Limits::default(),
         }
     }
 }
@@ -107,6 +112,7 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
     if let Some(agent) = &options.insecure_agent {
         installation.present_certificate(agent, None, "")?;
     }
+    let limits = listener::fit_open_file_limit(options.limits);
     let runtime = crate::runtime(crate::EventLoop::PerCore)?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(options.addr)
@@ -139,18 +145,16 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
         eprintln!("agentseal: listening on http://{local} (MCP at {resource})");
         let signal = shutdown_signal();
         let stop = shutdown.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                signal.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                // Open event streams never end by themselves: close them after the grace.
-                tokio::spawn(async move {
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    stop.cancel();
-                });
-            })
-            .await
-            .map_err(|e| ServiceError::InvalidInput(format!("HTTP server failed: {e}")))?;
+        listener::serve(listener, app, limits, async move {
+            signal.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            // Open event streams never end by themselves: close them after the grace.
+            tokio::spawn(async move {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                stop.cancel();
+            });
+        })
+        .await;
         shutdown.cancel();
         // Signals recorded by the last requests are still delivered by the next start.
         signals.cancel();
@@ -433,12 +437,9 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
     }
 }
 
-/// The methods and tool names of a JSON-RPC message or batch (empty if it does not parse: rmcp
-/// answers that).
-fn calls(body: &[u8]) -> Vec<(String, Option<String>)> {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
-    };
+/// The methods and tool names of a JSON-RPC message or batch (none for JSON that is not one:
+/// rmcp answers that).
+fn calls(value: Value) -> Vec<(String, Option<String>)> {
     let messages = match value {
         Value::Array(items) => items,
         other => vec![other],
@@ -585,7 +586,12 @@ async fn admit_body(
                 ));
             }
         };
-    let calls = calls(&bytes);
+    let calls = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => calls(value),
+        // An empty body is rmcp's to refuse (it depends on the method).
+        Err(_) if bytes.is_empty() => Vec::new(),
+        Err(error) => return Err(parse_error(&error)),
+    };
     if new_session && calls.iter().any(|(method, _)| method == "initialize") {
         let sessions = hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
         // rmcp closes a session idle for 5 minutes: only younger ones count.
@@ -622,6 +628,19 @@ async fn admit_body(
         }
     }
     Ok(Body::from(bytes))
+}
+
+/// A JSON-RPC parse error (-32700, `id` null: JSON-RPC 2.0 §5.1) for a body that is not JSON.
+fn parse_error(error: &serde_json::Error) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32700, "message": format!("Parse error: {error}")},
+        })),
+    )
+        .into_response()
 }
 
 /// Remembers a session the server just created for `agent`, or forgets one it just closed.
