@@ -71,6 +71,7 @@
 #![warn(clippy::too_many_lines)]
 
 pub mod clock;
+pub mod identifier;
 pub mod reason;
 pub mod request;
 

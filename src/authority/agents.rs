@@ -3,32 +3,15 @@
 
 use super::*;
 
-/// Checks an agent id: a URI-like string (`scheme:rest`), printable, without spaces, at most
-/// 256 bytes. Example: `agent://acme.example/code-reviewer`.
+/// Checks a new agent's id against the agent-id rule ([`crate::identifier`]). Example:
+/// `agent://acme.example/code-reviewer`.
 pub fn validate_agent_id(agent_id: &str) -> Result<(), ServiceError> {
-    let scheme_ok = agent_id.split_once(':').is_some_and(|(scheme, rest)| {
-        !rest.is_empty()
-            && scheme
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    });
-    if agent_id.len() > 256
-        || !scheme_ok
-        || agent_id.starts_with(crate::token::delegation::USER_SCHEME)
-        || agent_id
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ServiceError::InvalidInput(format!(
-            "invalid agent id {agent_id:?}: use a URI without spaces, at most 256 bytes, \
+    crate::identifier::check_agent_id(agent_id).map_err(|error| {
+        ServiceError::InvalidInput(format!(
+            "invalid agent id {agent_id:?}: {error} (docs/formats.md, \"Agent ids\"); \
              for example agent://acme.example/code-reviewer"
-        )));
-    }
-    Ok(())
+        ))
+    })
 }
 
 /// Generates a seed, stores it, and reads it back, so a store that silently drops writes is
@@ -174,6 +157,28 @@ impl Installation {
     /// All agents.
     pub fn agents(&self) -> Result<Vec<AgentRecord>, ServiceError> {
         Ok(self.store.agents()?)
+    }
+
+    /// A warning for each agent whose id does not follow the agent-id rule
+    /// ([`crate::identifier`]): made before the rule, it keeps working, but a list of agents
+    /// may show it so that it passes for another.
+    pub fn agent_id_warnings(&self) -> Result<Vec<String>, ServiceError> {
+        Ok(self
+            .store
+            .agents()?
+            .into_iter()
+            .filter_map(|agent| {
+                crate::identifier::check_agent_id(&agent.agent_id)
+                    .err()
+                    .map(|error| {
+                        format!(
+                            "agent {:?} does not follow the agent-id rule: {error}. It keeps \
+                             working; replace it with an agent whose id does",
+                            agent.agent_id
+                        )
+                    })
+            })
+            .collect())
     }
 
     pub(super) fn current_certificate_record(

@@ -22,17 +22,34 @@ pub struct IssuedGrant {
     pub depth: usize,
 }
 
-/// A principal or actor named in a chain: a non-empty id of at most 256 printable bytes.
+/// A principal or actor named in a chain: a `user:` principal, or an agent id
+/// ([`check_named_agent`]).
 pub(super) fn check_party(party: &str) -> Result<(), ServiceError> {
-    if !delegation::is_user_principal(party) && validate_agent_id(party).is_err()
-        || !party.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ServiceError::InvalidInput(
-            "on_behalf_of must be an agent id or user:<id> (printable ASCII, no spaces, at most 256 bytes)"
-                .into(),
-        ));
+    if delegation::is_user_principal(party) || check_named_agent(party).is_ok() {
+        return Ok(());
     }
-    Ok(())
+    Err(ServiceError::InvalidInput(
+        "on_behalf_of must be an agent id or user:<id> (printable ASCII, no spaces, at most 256 bytes)"
+            .into(),
+    ))
+}
+
+/// An id that names an agent that may already exist: at most 256 bytes of printable ASCII with
+/// a scheme other than `user`. This is the rule agents were made under before
+/// [`crate::identifier`]; new agents follow the stricter [`validate_agent_id`].
+pub(super) fn check_named_agent(id: &str) -> Result<(), ServiceError> {
+    let named = id.len() <= crate::identifier::MAX_AGENT_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_graphic())
+        && id.split_once(':').is_some_and(|(scheme, rest)| {
+            !rest.is_empty() && !scheme.is_empty() && !scheme.eq_ignore_ascii_case("user")
+        });
+    if named {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidInput(format!(
+            "{id:?} is not an agent id"
+        )))
+    }
 }
 
 /// The claims of a grant read back from the database.
@@ -52,7 +69,9 @@ impl Installation {
         request: &GrantRequest,
         on_behalf_of: Option<&str>,
     ) -> Result<IssuedGrant, ServiceError> {
-        validate_agent_id(&request.delegate)?;
+        check_named_agent(&request.delegate)?;
+        let on_behalf_of = on_behalf_of.map(delegation::normalize_principal);
+        let on_behalf_of = on_behalf_of.as_deref();
         let principal = on_behalf_of.unwrap_or(delegator);
         check_party(principal)?;
         request.validate()?;

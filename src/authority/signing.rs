@@ -49,6 +49,9 @@ impl Installation {
         on_behalf_of: Option<&str>,
         approval: Approval,
     ) -> Result<SignedAction, ServiceError> {
+        // `User:ann` and `user:ann` are one person, spelled one way in the token.
+        let on_behalf_of = on_behalf_of.map(crate::token::delegation::normalize_principal);
+        let on_behalf_of = on_behalf_of.as_deref();
         let signed = self.sign_action_decided(agent_id, request, on_behalf_of, approval);
         if let Err(error) = &signed
             && approval != Approval::Operator

@@ -152,6 +152,11 @@ impl AgentCertificate {
         jws.check_typ(CERT_TYP)?;
         let claims: CertificateClaims =
             jose::parse_strict_object(&jws.payload, "certificate claims")?;
+        if crate::identifier::is_deceptive(&claims.sub) {
+            return Err(VerifyError::malformed(
+                "the agent id holds an invisible or direction-changing character",
+            ));
+        }
         anchor.verify_issued(&jws, &claims.iss)?;
         let keys = claims.cnf.keys()?;
         Ok(AgentCertificate {
@@ -183,5 +188,47 @@ impl AgentCertificate {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Algorithm, Seed};
+
+    #[test]
+    fn a_certificate_whose_agent_id_hides_characters_is_malformed() {
+        let key = |byte| {
+            SigningKey::from_seed(Algorithm::Ed25519, &Seed::from_slice(&[byte; 32]).unwrap())
+        };
+        let (ca, agent) = (key(1), key(2));
+        let anchor = TrustAnchor {
+            ca_id: "urn:agentseal:ca:test".into(),
+            keys: vec![ca.public_key().clone()],
+        };
+        let issue = |sub: &str| {
+            let claims = CertificateClaims {
+                iss: anchor.ca_id.clone(),
+                sub: sub.into(),
+                iat: 0,
+                nbf: 0,
+                exp: 1,
+                jti: "serial".into(),
+                cnf: Confirmation::for_keys(&[agent.public_key().clone()]),
+                meta: Default::default(),
+            };
+            AgentCertificate::issue(&claims, &[&ca]).unwrap()
+        };
+        assert!(
+            AgentCertificate::verify_signed(&issue("agent://acme.example/bob"), &anchor).is_ok()
+        );
+        // Signed by the right CA all the same: a zero-width space, a right-to-left override.
+        for sub in [
+            "agent://acme.example/b\u{200B}ob",
+            "agent://acme.example/\u{202E}bob",
+        ] {
+            let error = AgentCertificate::verify_signed(&issue(sub), &anchor).unwrap_err();
+            assert_eq!(error.code(), "malformed", "{sub:?}");
+        }
     }
 }

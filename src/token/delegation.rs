@@ -37,6 +37,17 @@ pub const ANY_ACTION: &str = "*";
 /// word; any other principal must have signed the chain's first grant.
 pub const USER_SCHEME: &str = "user:";
 
+/// `principal` with a `user:` scheme written in any case (`User:`, `USER:`) spelled `user:`, so
+/// that one person has one spelling in every grant and token; anything else unchanged.
+pub fn normalize_principal(principal: &str) -> std::borrow::Cow<'_, str> {
+    match principal.get(..USER_SCHEME.len()) {
+        Some(scheme) if scheme != USER_SCHEME && scheme.eq_ignore_ascii_case(USER_SCHEME) => {
+            format!("{USER_SCHEME}{}", &principal[USER_SCHEME.len()..]).into()
+        }
+        _ => principal.into(),
+    }
+}
+
 /// Whether `principal` is a well-formed party outside the CA: `user:` then 1 to 250 printable
 /// ASCII characters (no spaces or look-alike Unicode that could pass for an agent id).
 pub fn is_user_principal(principal: &str) -> bool {

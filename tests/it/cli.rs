@@ -179,7 +179,23 @@ fn commands_on_a_missing_installation_say_to_run_init() {
 #[test]
 fn bad_agent_ids_and_unknown_agents_get_clear_errors() {
     let (_tmp, dir) = setup();
-    for bad in ["", "no-scheme", "agent://has space", "1bad://x"] {
+    for bad in [
+        "",
+        "no-scheme",
+        "agent://has space",
+        "1bad://x",
+        // Look-alikes of agent://acme.example/reviewer: Cyrillic letters, a zero-width space,
+        // a right-to-left override, an upper-case host.
+        "agent://\u{430}cme.example/reviewer",
+        "agent://acme.example/rev\u{456}ewer",
+        "agent://acme.example/re\u{200B}viewer",
+        "agent://acme.example/\u{202E}reweiver",
+        "agent://ACME.example/reviewer",
+        // Not agents: a file, a person in any case.
+        "file:///etc/passwd",
+        "User:bob",
+        "USER:bob",
+    ] {
         let out = run(&dir, &["agent", "create", bad]);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
         assert!(
@@ -211,6 +227,64 @@ fn bad_agent_ids_and_unknown_agents_get_clear_errors() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn agents_made_before_the_id_rule_get_a_warning_from_status() {
+    let (_tmp, dir) = setup();
+    let status = json(&ok(&dir, &["status"]));
+    assert!(status.get("warnings").is_none(), "{status}");
+    // An agent recorded under an id the rule now refuses (an upper-case host), as an older
+    // version could have made it.
+    let legacy = "agent://Acme.example/reviewer";
+    let db = rusqlite::Connection::open(dir.join("agentseal.db")).unwrap();
+    db.execute(
+        "INSERT INTO agents(agent_id, algorithms, meta, created_at) VALUES (?1, '[\"ed25519\"]', '{}', 0)",
+        [legacy],
+    )
+    .unwrap();
+    drop(db);
+    let out = run(&dir, &["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    let warnings = status["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{status}");
+    assert!(warnings[0].as_str().unwrap().contains(legacy), "{status}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not follow the agent-id rule"));
+}
+
+#[test]
+fn a_user_principal_has_one_spelling_whatever_the_case_of_its_scheme() {
+    let (_tmp, dir) = setup();
+    for given in [
+        "user:ann@acme.example",
+        "User:ann@acme.example",
+        "USER:ann@acme.example",
+    ] {
+        let token = ok(
+            &dir,
+            &[
+                "token",
+                "sign",
+                "--agent",
+                AGENT,
+                "--action",
+                "deploy",
+                "--aud",
+                "svc",
+                "--on-behalf-of",
+                given,
+            ],
+        );
+        let verdict = json(&ok(
+            &dir,
+            &["verify", token.trim(), "--aud", "svc", "--action", "deploy"],
+        ));
+        assert_eq!(
+            verdict["claims"]["sub"], "user:ann@acme.example",
+            "{given}: {verdict}"
+        );
+    }
 }
 
 #[test]

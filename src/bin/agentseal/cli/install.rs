@@ -101,7 +101,15 @@ impl Operation for StatusArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        Ok(Outcome::Json(json!(installation.info())))
+        let mut status = json!(installation.info());
+        let warnings = installation.agent_id_warnings()?;
+        if !warnings.is_empty() {
+            for warning in &warnings {
+                eprintln!("agentseal: warning: {warning}");
+            }
+            status["warnings"] = json!(warnings);
+        }
+        Ok(Outcome::Json(status))
     }
 }
 
