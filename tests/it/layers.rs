@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u8)] = &[
     ("crypto", 0),
     ("request", 0),
+    ("identifier", 0),
     ("fsutil", 0),
     ("reason", 1),
     ("jose", 2),
@@ -32,7 +33,14 @@ const LAYERS: &[(&str, u8)] = &[
 
 /// The verify-only core (built without default features).
 const CORE: &[&str] = &[
-    "crypto", "request", "reason", "jose", "clock", "token", "verify",
+    "crypto",
+    "request",
+    "identifier",
+    "reason",
+    "jose",
+    "clock",
+    "token",
+    "verify",
 ];
 
 fn layer(module: &str) -> u8 {

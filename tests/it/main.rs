@@ -25,4 +25,5 @@ mod rejections;
 mod remote_trust;
 mod replay;
 mod signals;
+mod untrusted_input;
 mod verify_only;
