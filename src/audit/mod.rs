@@ -26,6 +26,8 @@
 //! assert_eq!(fault.seq(), 1);
 //! ```
 
+pub mod merkle;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
