@@ -26,6 +26,7 @@
 //! assert_eq!(fault.seq(), 1);
 //! ```
 
+pub mod checkpoint;
 pub mod merkle;
 
 use serde::{Deserialize, Serialize};

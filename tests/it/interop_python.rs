@@ -184,3 +184,84 @@ fn python_verifiers_reject_action_tokens_altered_after_signing() {
     assert!(raw.starts_with("FAIL  "), "{raw}");
     assert!(raw.contains("InvalidSignature"), "{raw}");
 }
+
+/// Runs tools/interop/verify_checkpoint.py (written from the C2SP and RFC 9162 texts, not from
+/// our code) on `note`; whether it accepted, and its output.
+fn check_checkpoint(note: &str, extra: &[String]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("checkpoint");
+    std::fs::write(&path, note).expect("write note");
+    let output = run(Command::new(python())
+        .arg(repo().join("tools/interop/verify_checkpoint.py"))
+        .arg("--note")
+        .arg(&path)
+        .args(extra));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stderr.contains("Traceback"),
+        "the script crashed instead of reporting a failed check:\n{stdout}{stderr}"
+    );
+    (output.status.success(), stdout)
+}
+
+#[test]
+fn an_independent_verifier_accepts_our_checkpoints_and_inclusion_proofs_and_rejects_altered_ones() {
+    use agentseal::audit::checkpoint::Checkpoint;
+    use agentseal::audit::merkle;
+    use agentseal::crypto::{Algorithm, Seed, SigningKey};
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+
+    let key =
+        |algorithm, byte| SigningKey::from_seed(algorithm, &Seed::from_slice(&[byte; 32]).unwrap());
+    let (ed, ml) = (key(Algorithm::Ed25519, 1), key(Algorithm::MlDsa65, 2));
+    let origin = "agentseal.example/audit";
+    let records: Vec<Vec<u8>> = (0..11)
+        .map(|i| format!("record {i}").into_bytes())
+        .collect();
+    let leaves: Vec<_> = records.iter().map(|r| merkle::leaf_hash(r)).collect();
+    let checkpoint = Checkpoint {
+        origin: origin.into(),
+        size: leaves.len() as u64,
+        root: merkle::root(&leaves),
+    };
+    let note = checkpoint.sign(&[&ed, &ml]).unwrap();
+    let keys = vec![
+        "--origin".to_owned(),
+        origin.to_owned(),
+        "--ed25519".to_owned(),
+        STANDARD.encode(ed.public_key().to_bytes()),
+        "--ml-dsa-65".to_owned(),
+        STANDARD.encode(ml.public_key().to_bytes()),
+    ];
+    let proof_args = |index: usize, leaf: &merkle::Hash| {
+        let proof = merkle::inclusion_proof(index, &leaves).unwrap();
+        vec![
+            "--leaf".to_owned(),
+            STANDARD.encode(leaf),
+            "--index".to_owned(),
+            index.to_string(),
+            "--proof".to_owned(),
+            proof
+                .iter()
+                .map(|h| STANDARD.encode(h))
+                .collect::<Vec<_>>()
+                .join(","),
+        ]
+    };
+    for index in [0, 5, 10] {
+        let args = [keys.clone(), proof_args(index, &leaves[index])].concat();
+        let (ok, output) = check_checkpoint(&note, &args);
+        assert!(ok, "record {index}: {output}");
+    }
+    // A leaf that is not in the log, a changed size, a note without the ML-DSA-65 signature.
+    let args = [keys.clone(), proof_args(3, &merkle::leaf_hash(b"forged"))].concat();
+    assert!(!check_checkpoint(&note, &args).0);
+    let resized = note.replacen("\n11\n", "\n12\n", 1);
+    let (ok, output) = check_checkpoint(&resized, &keys);
+    assert!(!ok && output.contains("does not verify"), "{output}");
+    let ed_only = checkpoint.sign(&[&ed]).unwrap();
+    let (ok, output) = check_checkpoint(&ed_only, &keys);
+    assert!(!ok && output.contains("missing"), "{output}");
+}
