@@ -191,12 +191,15 @@ pub fn verify_consistency(
 mod tests {
     use super::*;
 
-    fn hex(text: &str) -> Hash {
-        let bytes: Vec<u8> = (0..text.len())
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect();
-        bytes.try_into().unwrap()
+            .collect()
+    }
+
+    fn hex(text: &str) -> Hash {
+        unhex(text).try_into().unwrap()
     }
 
     /// The Certificate Transparency reference leaves (RFC 6962 test data).
@@ -212,13 +215,7 @@ mod tests {
             "606162636465666768696a6b6c6d6e6f",
         ]
         .iter()
-        .map(|data| {
-            let bytes: Vec<u8> = (0..data.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&data[i..i + 2], 16).unwrap())
-                .collect();
-            leaf_hash(&bytes)
-        })
+        .map(|data| leaf_hash(&unhex(data)))
         .collect()
     }
 
