@@ -97,16 +97,9 @@ pub async fn serve(
 /// Raises the soft open-file limit to the hard one, and lowers the connection cap to what the
 /// limit allows (with a warning) if it must. Called before the hub says it is listening.
 pub fn fit_open_file_limit(limits: Limits) -> Limits {
-    Limits {
-        max_connections: within_open_file_limit(limits.max_connections),
-        ..limits
-    }
-}
-
-/// `wanted`, lowered to what the open-file limit allows after raising it.
-fn within_open_file_limit(wanted: usize) -> usize {
+    let wanted = limits.max_connections;
     let Some(limit) = raise_open_file_limit() else {
-        return wanted;
+        return limits;
     };
     let allowed = usize::try_from(limit.saturating_sub(RESERVED_FILES).max(1)).unwrap_or(wanted);
     if allowed < wanted {
@@ -116,7 +109,10 @@ fn within_open_file_limit(wanted: usize) -> usize {
             "the open-file limit allows fewer connections than --max-connections"
         );
     }
-    wanted.min(allowed)
+    Limits {
+        max_connections: wanted.min(allowed),
+        ..limits
+    }
 }
 
 /// Raises the soft open-file limit to the hard limit; the soft limit now in force (`None`:
