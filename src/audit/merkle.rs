@@ -8,7 +8,8 @@
 //! tests check the Certificate Transparency reference vectors.
 //!
 //! Proofs are built from the list of leaf hashes (linear in the log's size); verification needs
-//! only the proof, the sizes and the heads.
+//! only the proof, the sizes and the heads. A [`Frontier`] grows a tree one leaf at a time in
+//! constant memory, for walking a log too large to hold.
 
 use sha2::{Digest, Sha256};
 
@@ -43,6 +44,96 @@ pub fn root(leaves: &[Hash]) -> Hash {
             let k = split(leaves.len());
             node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
         }
+    }
+}
+
+/// A tree grown one leaf at a time, holding only the heads of its perfect subtrees (one per
+/// bit of its size, at most 64) and the newest leaf's path inside the smallest of them: the head
+/// of a log of any size in constant memory, and the newest leaf's inclusion proof.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// Heads of the perfect subtrees, largest (leftmost) first.
+    subtrees: Vec<Hash>,
+    /// The siblings met by the newest leaf on its way up its own subtree, lowest first.
+    last_path: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The empty tree.
+    pub fn new() -> Self {
+        Frontier::default()
+    }
+
+    /// How many leaves the tree holds.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the leaf hashed to `leaf`.
+    pub fn push(&mut self, leaf: Hash) {
+        self.last_path.clear();
+        let mut node = leaf;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            let left = self
+                .subtrees
+                .pop()
+                .expect("one subtree per set bit of the size");
+            self.last_path.push(left);
+            node = node_hash(&left, &node);
+            size >>= 1;
+        }
+        self.subtrees.push(node);
+        self.size += 1;
+    }
+
+    /// The tree's head: the same as [`root`] of all leaves pushed.
+    pub fn root(&self) -> Hash {
+        let mut subtrees = self.subtrees.iter().rev();
+        match subtrees.next() {
+            None => root(&[]),
+            Some(last) => subtrees.fold(*last, |right, left| node_hash(left, &right)),
+        }
+    }
+
+    /// The inclusion proof of the newest leaf (index `size - 1`), as [`inclusion_proof`] gives.
+    pub fn last_proof(&self) -> Vec<Hash> {
+        let left_of_own = self.subtrees.len().saturating_sub(1);
+        let mut proof = self.last_path.clone();
+        proof.extend(self.subtrees[..left_of_own].iter().rev());
+        proof
+    }
+
+    /// The parts a [`Frontier::resume`] needs: subtree heads and the newest leaf's path.
+    pub fn parts(&self) -> (&[Hash], &[Hash]) {
+        (&self.subtrees, &self.last_path)
+    }
+
+    /// Rebuilds the tree of `size` leaves whose head is `head` and whose newest leaf hashes to
+    /// `leaf`, from [`Frontier::parts`] kept earlier. `None` unless the parts prove exactly
+    /// that: stored parts need not be trusted, only the (signed) head and the leaf.
+    pub fn resume(
+        size: u64,
+        head: &Hash,
+        leaf: &Hash,
+        subtrees: Vec<Hash>,
+        last_path: Vec<Hash>,
+    ) -> Option<Frontier> {
+        if size == 0
+            || subtrees.len() != size.count_ones() as usize
+            || last_path.len() != size.trailing_zeros() as usize
+        {
+            return None;
+        }
+        let frontier = Frontier {
+            size,
+            subtrees,
+            last_path,
+        };
+        (frontier.root() == *head
+            && verify_inclusion(size - 1, size, leaf, &frontier.last_proof(), head))
+        .then_some(frontier)
     }
 }
 
@@ -345,5 +436,49 @@ mod tests {
         let empty = root(&[]);
         assert!(verify_consistency(0, 5, &empty, &root(&leaves[..5]), &[]));
         assert!(consistency_proof(0, &leaves).is_none());
+    }
+
+    #[test]
+    fn a_frontier_grows_the_same_heads_and_newest_proofs_as_the_whole_tree() {
+        let leaves = many();
+        let mut frontier = Frontier::new();
+        assert_eq!(frontier.root(), root(&[]));
+        for size in 1..=leaves.len() {
+            frontier.push(leaves[size - 1]);
+            let tree = &leaves[..size];
+            assert_eq!(frontier.size(), size as u64);
+            assert_eq!(frontier.root(), root(tree), "size {size}");
+            assert_eq!(
+                frontier.last_proof(),
+                inclusion_proof(size - 1, tree).unwrap()
+            );
+            let (subtrees, path) = frontier.parts();
+            let (subtrees, path) = (subtrees.to_vec(), path.to_vec());
+            let head = root(tree);
+            let n = size as u64;
+            let resumed =
+                Frontier::resume(n, &head, &tree[size - 1], subtrees.clone(), path.clone());
+            assert_eq!(resumed.as_ref(), Some(&frontier));
+            // Parts that do not prove the signed head and newest leaf are refused.
+            let other = leaf_hash(b"other");
+            assert!(Frontier::resume(n, &head, &other, subtrees.clone(), path.clone()).is_none());
+            assert!(
+                Frontier::resume(n, &other, &tree[size - 1], subtrees.clone(), path.clone())
+                    .is_none()
+            );
+            assert!(
+                Frontier::resume(
+                    n + 1,
+                    &head,
+                    &tree[size - 1],
+                    subtrees.clone(),
+                    path.clone()
+                )
+                .is_none()
+            );
+            let mut bent = subtrees.clone();
+            bent[0] = other;
+            assert!(Frontier::resume(n, &head, &tree[size - 1], bent, path).is_none());
+        }
     }
 }

@@ -2,6 +2,10 @@
 //! are recorded, and reading and verifying records.
 
 use super::*;
+use crate::audit::checkpoint::Checkpoint;
+use crate::audit::merkle::{self, Frontier, Hash};
+use crate::jose::{b64, b64_decode};
+use crate::store::StoredCheckpoint;
 
 /// Why [`Installation::release`] did not hand a result over.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +30,54 @@ impl From<Withheld<ServiceError>> for ServiceError {
             Withheld::Unaudited(error) => ServiceError::Unaudited(Box::new(error)),
         }
     }
+}
+
+/// The log as far as a process verified it, and the checkpoint it signed or found there.
+#[derive(Debug)]
+pub(super) struct VerifiedLog {
+    verifier: AuditVerifier,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
+/// A checkpoint of the audit log: the signed note, and the size and head it states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// How many records it covers.
+    pub size: i64,
+    /// The signed note (C2SP `tlog-checkpoint`).
+    pub note: String,
+    /// The Merkle tree head it signs.
+    pub root: Hash,
+}
+
+/// That a record is in the log a checkpoint commits to (RFC 9162 inclusion proof).
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    /// The record, as stored: its leaf is the body's exact bytes.
+    pub record: SealedRecord,
+    /// The size of the tree the proof is for.
+    pub size: i64,
+    /// The audit path, lowest node first.
+    pub proof: Vec<Hash>,
+    /// The signed checkpoint whose head the proof leads to.
+    pub checkpoint: String,
+}
+
+/// Reads a stored tree ([`Frontier::parts`] as JSON); `None` if it is not one (it is only a
+/// hint: [`Frontier::resume`] checks it).
+fn parse_tree(json: &str) -> Option<(Vec<Hash>, Vec<Hash>)> {
+    #[derive(serde::Deserialize)]
+    struct Tree {
+        subtrees: Vec<String>,
+        path: Vec<String>,
+    }
+    let tree: Tree = serde_json::from_str(json).ok()?;
+    let hashes = |list: Vec<String>| -> Option<Vec<Hash>> {
+        list.iter()
+            .map(|h| b64_decode(h).ok()?.try_into().ok())
+            .collect()
+    };
+    Some((hashes(tree.subtrees)?, hashes(tree.path)?))
 }
 
 impl Installation {
@@ -59,24 +111,67 @@ impl Installation {
         })?;
         let now = clock::now();
         let event = event.clone();
-        self.store
-            .append_audit(&event.actor.clone(), move |previous| {
-                Ok::<_, ServiceError>(audit::seal(&event, previous, now, &ca[0])?)
-            })
+        self.store.append_audit(move |previous| {
+            Ok::<_, ServiceError>(audit::seal(&event, previous, now, &ca[0])?)
+        })
     }
 
-    /// Verifies the whole audit log against the CA's keys and the head the last append
-    /// recorded, or `head` if given (one kept aside, so that rolling back the database with its
-    /// recorded head is found too). `Ok(Err(fault))` names the first bad record.
+    /// The origin of this installation's audit log: the first line of its checkpoints and the
+    /// name their signatures are made under.
+    pub fn audit_origin(&self) -> String {
+        format!("agentseal/{}/audit", self.install_id)
+    }
+
+    /// The CA's public keys as the key store has them: the trust anchor for verifying the
+    /// audit log, never the keys the database under test records. `Ok(Err(KeysReplaced))` when
+    /// the database records other keys (one was replaced or added by someone who could write
+    /// the database).
+    pub fn audit_anchor(&self) -> Result<Result<Vec<PublicKey>, AuditFault>, ServiceError> {
+        let store = self.key_store()?;
+        let mut keys = Vec::new();
+        for algorithm in Algorithm::ALL {
+            match store.get(&KeyName::ca(&self.install_id, algorithm)) {
+                Ok(seed) => keys.push(SigningKey::from_seed(algorithm, &seed).public_key().clone()),
+                Err(keystore::KeyStoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if keys.is_empty() {
+            return Err(ServiceError::KeyStore(keystore::KeyStoreError::NotFound(
+                KeyName::ca(&self.install_id, Algorithm::Ed25519).to_string(),
+            )));
+        }
+        let recorded = &self.anchor.keys;
+        if keys.len() != recorded.len() || !keys.iter().all(|k| recorded.contains(k)) {
+            return Ok(Err(AuditFault::KeysReplaced));
+        }
+        Ok(Ok(keys))
+    }
+
+    /// Verifies the whole audit log against the CA keys `anchor` (from [`Self::audit_anchor`]
+    /// or a key file, never from the database), the head the last append recorded (or `head`,
+    /// one kept aside), the latest checkpoint kept in the database, and `checkpoint` (a signed
+    /// note saved earlier: the log must extend it). `Ok(Err(fault))` names what does not hold.
     pub fn verify_audit(
         &self,
+        anchor: &[PublicKey],
         head: Option<AuditHead>,
+        checkpoint: Option<&str>,
     ) -> Result<Result<AuditSummary, AuditFault>, ServiceError> {
         let head = match head {
             Some(head) => Some(head),
             None => self.store.audit_head()?,
         };
-        let mut verifier = AuditVerifier::new(&self.anchor.keys, head.as_ref());
+        let mut verifier = AuditVerifier::new(anchor, head.as_ref());
+        let stored = self.store.latest_checkpoint()?.map(|c| c.note);
+        for note in stored.iter().map(String::as_str).chain(checkpoint) {
+            let expected = self
+                .open_checkpoint(note, anchor)
+                .and_then(|c| verifier.expect(c));
+            if let Err(fault) = expected {
+                return Ok(Err(fault));
+            }
+        }
         let mut fault = None;
         self.store
             .audit_records(1, &mut |record| match verifier.push(&record) {
@@ -89,6 +184,167 @@ impl Installation {
         Ok(match fault {
             Some(fault) => Err(fault),
             None => verifier.finish(),
+        })
+    }
+
+    /// Opens a checkpoint of this log signed by every key of `anchor`.
+    fn open_checkpoint(&self, note: &str, anchor: &[PublicKey]) -> Result<Checkpoint, AuditFault> {
+        Checkpoint::open(note, &self.audit_origin(), anchor).map_err(|e| {
+            AuditFault::BadCheckpoint {
+                detail: e.to_string(),
+            }
+        })
+    }
+
+    /// The log's checkpoint now: verifies the records appended since this process (or the
+    /// latest kept checkpoint) last looked, then signs a checkpoint with every CA key if the
+    /// log grew, and keeps it. A log that does not verify gets no checkpoint
+    /// ([`ServiceError::AuditInvalid`]).
+    pub fn audit_checkpoint(&self) -> Result<SignedCheckpoint, ServiceError> {
+        let ca = self.signers("ca", &self.anchor.keys, |alg| {
+            KeyName::ca(&self.install_id, alg)
+        })?;
+        let anchor: Vec<PublicKey> = ca.iter().map(|k| k.public_key().clone()).collect();
+        let mut state = self.audit_tree.lock().unwrap_or_else(|p| p.into_inner());
+        let stored = self.store.latest_checkpoint()?;
+        // A fault leaves no state behind: the next call starts over.
+        let mut log = match state.take() {
+            Some(log) => log,
+            None => self.resume_log(&anchor, stored.as_ref())?,
+        };
+        if let Some(stored) = &stored
+            && stored.size >= log.verifier.position().0.seq
+            && stored.size > log.checkpoint.as_ref().map_or(-1, |c| c.size)
+        {
+            let checkpoint = self
+                .open_checkpoint(&stored.note, &anchor)
+                .and_then(|c| log.verifier.expect(c))
+                .map_err(ServiceError::AuditInvalid);
+            checkpoint?;
+        }
+        let from = log.verifier.position().0.seq + 1;
+        let mut fault = None;
+        self.store
+            .audit_records(from, &mut |record| match log.verifier.push(&record) {
+                Ok(()) => true,
+                Err(e) => {
+                    fault = Some(e);
+                    false
+                }
+            })?;
+        if let Some(fault) = fault {
+            return Err(ServiceError::AuditInvalid(fault));
+        }
+        let summary = log
+            .verifier
+            .check_end()
+            .map_err(ServiceError::AuditInvalid)?;
+        let current = match (&log.checkpoint, stored) {
+            (Some(ours), _) if ours.size == summary.records => ours.clone(),
+            (_, Some(stored)) if stored.size == summary.records => SignedCheckpoint {
+                size: stored.size,
+                note: stored.note,
+                root: summary.root,
+            },
+            _ => {
+                let refs: Vec<&SigningKey> = ca.iter().collect();
+                let note = Checkpoint {
+                    origin: self.audit_origin(),
+                    size: summary.records.unsigned_abs(),
+                    root: summary.root,
+                }
+                .sign(&refs)
+                .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
+                let (subtrees, path) = log.verifier.position().1.parts();
+                let tree = serde_json::json!({
+                    "subtrees": subtrees.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+                    "path": path.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+                });
+                self.store.save_checkpoint(StoredCheckpoint {
+                    size: summary.records,
+                    note: note.clone(),
+                    tree: tree.to_string(),
+                    signed_at: clock::now(),
+                })?;
+                SignedCheckpoint {
+                    size: summary.records,
+                    note,
+                    root: summary.root,
+                }
+            }
+        };
+        log.checkpoint = Some(current.clone());
+        *state = Some(log);
+        Ok(current)
+    }
+
+    /// Where a walk of the log starts: at the latest kept checkpoint when its stored tree
+    /// proves the checkpoint's signed head and last record, otherwise at the first record.
+    fn resume_log(
+        &self,
+        anchor: &[PublicKey],
+        stored: Option<&StoredCheckpoint>,
+    ) -> Result<VerifiedLog, ServiceError> {
+        let head = self.store.audit_head()?;
+        let resumed = match stored {
+            Some(stored) if stored.size > 0 => match self.open_checkpoint(&stored.note, anchor) {
+                Ok(checkpoint) => self.store.audit_record(stored.size)?.and_then(|record| {
+                    let tree = parse_tree(&stored.tree)?;
+                    let tree = Frontier::resume(
+                        checkpoint.size,
+                        &checkpoint.root,
+                        &record.leaf(),
+                        tree.0,
+                        tree.1,
+                    )?;
+                    Some((AuditHead::of(&record), tree))
+                }),
+                Err(fault) => return Err(ServiceError::AuditInvalid(fault)),
+            },
+            _ => None,
+        };
+        let verifier = match resumed {
+            Some((last, tree)) => AuditVerifier::resume(anchor, last, tree, head.as_ref()),
+            None => AuditVerifier::new(anchor, head.as_ref()),
+        };
+        Ok(VerifiedLog {
+            verifier,
+            checkpoint: None,
+        })
+    }
+
+    /// The inclusion proof of record `seq` in the tree of the log's current checkpoint.
+    pub fn audit_prove(&self, seq: i64) -> Result<InclusionProof, ServiceError> {
+        let checkpoint = self.audit_checkpoint()?;
+        if seq < 1 || seq > checkpoint.size {
+            return Err(ServiceError::InvalidInput(format!(
+                "no audit record {seq}: the log's checkpoint covers records 1 to {}",
+                checkpoint.size
+            )));
+        }
+        let mut leaves = Vec::new();
+        let mut proved = None;
+        self.store.audit_records(1, &mut |record| {
+            leaves.push(record.leaf());
+            if record.seq == seq {
+                proved = Some(record);
+            }
+            (leaves.len() as i64) < checkpoint.size
+        })?;
+        let record = proved.filter(|_| merkle::root(&leaves) == checkpoint.root);
+        let (Some(record), Some(proof)) =
+            (record, merkle::inclusion_proof(seq as usize - 1, &leaves))
+        else {
+            // Records changed between the checkpoint's walk and this one.
+            return Err(ServiceError::AuditInvalid(AuditFault::Rewritten {
+                size: checkpoint.size,
+            }));
+        };
+        Ok(InclusionProof {
+            record,
+            size: checkpoint.size,
+            proof,
+            checkpoint: checkpoint.note,
         })
     }
 

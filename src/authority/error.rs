@@ -100,6 +100,10 @@ pub enum ServiceError {
         "the operation was done but the audit log could not record it ({0}); its output is withheld"
     )]
     Unaudited(Box<ServiceError>),
+    /// The audit log does not verify, so no checkpoint of it is signed (see
+    /// `agentseal audit verify`).
+    #[error("the audit log does not verify ({code}: {0}): no checkpoint is signed over it", code = .0.code())]
+    AuditInvalid(crate::audit::AuditFault),
     /// Creating the data directory failed.
     #[error("data directory {path}: {source}")]
     Io {
@@ -137,6 +141,7 @@ impl ServiceError {
             ServiceError::Crypto(_) => "crypto_error",
             ServiceError::Signals(_) => "signals_error",
             ServiceError::Unaudited(_) => "audit_withheld",
+            ServiceError::AuditInvalid(_) => "audit_invalid",
             ServiceError::Io { .. } => "io_error",
         }
     }

@@ -56,7 +56,7 @@ mod signing;
 pub use access_tokens::IssuedAccess;
 use agents::create_key;
 pub use agents::validate_agent_id;
-pub use audit_log::Withheld;
+pub use audit_log::{InclusionProof, SignedCheckpoint, Withheld};
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
@@ -161,6 +161,8 @@ pub struct InstallationInfo {
     pub algorithms: Vec<String>,
     /// The CA's key thumbprints.
     pub key_ids: Vec<String>,
+    /// The origin line of the audit log's checkpoints.
+    pub audit_origin: String,
     /// A caveat about the key store, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caveat: Option<String>,
@@ -183,6 +185,8 @@ pub struct Installation {
     access_tokens: AccessTokenCache,
     challenges: ChallengeBook,
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
+    /// The audit log as far as this process verified it, and its latest checkpoint.
+    audit_tree: Mutex<Option<audit_log::VerifiedLog>>,
     policy: OnceLock<PolicySource>,
     rates: RateLimiter,
     outbox: OnceLock<crate::signals::Outbox>,
@@ -335,6 +339,7 @@ impl Installation {
             access_tokens: AccessTokenCache::default(),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
+            audit_tree: Mutex::default(),
             policy: OnceLock::new(),
             rates: RateLimiter::default(),
             outbox: OnceLock::new(),
@@ -361,6 +366,7 @@ impl Installation {
                 .iter()
                 .map(crate::jose::thumbprint)
                 .collect(),
+            audit_origin: self.audit_origin(),
             caveat: self.key_store.caveat().map(str::to_owned),
         }
     }

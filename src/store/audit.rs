@@ -11,14 +11,12 @@ impl Store {
     /// record for [`Store::audit_recent`]; the signed body is the evidence.
     pub fn append_audit<E>(
         &self,
-        actor: &str,
         seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E> + Send + 'static,
     ) -> Result<SealedRecord, E>
     where
         E: From<StoreError> + Send + 'static,
     {
         let path = self.path.clone();
-        let actor = actor.to_owned();
         self.writer.write(Durability::Committed, move |tx| {
             let sqlite = |source| StoreError::Sqlite {
                 path: path.clone(),
@@ -26,7 +24,7 @@ impl Store {
             };
             let last = tx
                 .prepare_cached(
-                    "SELECT seq, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
+                    "SELECT seq, actor, body, hash, kid, sig FROM audit_log ORDER BY seq DESC LIMIT 1",
                 )
                 .and_then(|mut stmt| stmt.query_row([], sealed_record).optional())
                 .map_err(sqlite)?;
@@ -38,7 +36,7 @@ impl Store {
             .and_then(|mut stmt| {
                 stmt.execute(params![
                     record.seq,
-                    actor,
+                    record.actor,
                     record.body,
                     record.hash,
                     record.kid,
@@ -84,7 +82,7 @@ impl Store {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare(
-                    "SELECT seq, body, hash, kid, sig FROM audit_log WHERE seq >= ?1 ORDER BY seq",
+                    "SELECT seq, actor, body, hash, kid, sig FROM audit_log WHERE seq >= ?1 ORDER BY seq",
                 )?;
                 let mut rows = stmt.query([from])?;
                 while let Some(row) = rows.next()? {
@@ -97,12 +95,12 @@ impl Store {
         })
     }
 
-    /// The last `limit` audit records indexed under `actor`, newest first (callers check the
+    /// The last `limit` audit records filed under `actor`, newest first (callers check the
     /// signed body's actor: the index is not evidence).
     pub fn audit_recent(&self, actor: &str, limit: i64) -> Result<Vec<SealedRecord>, StoreError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT seq, body, hash, kid, sig FROM audit_log WHERE actor = ?1
+                "SELECT seq, actor, body, hash, kid, sig FROM audit_log WHERE actor = ?1
                  ORDER BY seq DESC LIMIT ?2",
             )?
             .query_map(params![actor, limit], sealed_record)?
@@ -114,9 +112,77 @@ impl Store {
 pub(super) fn sealed_record(row: &rusqlite::Row) -> rusqlite::Result<SealedRecord> {
     Ok(SealedRecord {
         seq: row.get(0)?,
-        body: row.get(1)?,
-        hash: row.get(2)?,
-        kid: row.get(3)?,
-        sig: row.get(4)?,
+        actor: row.get(1)?,
+        body: row.get(2)?,
+        hash: row.get(3)?,
+        kid: row.get(4)?,
+        sig: row.get(5)?,
     })
+}
+
+/// A checkpoint as kept beside the log: the signed note, and the parts of its Merkle tree that
+/// let a later walk resume there instead of at the first record (checked against the note).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// How many records it covers.
+    pub size: i64,
+    /// The signed note.
+    pub note: String,
+    /// [`crate::audit::merkle::Frontier::parts`] as JSON, unsigned: a hint, checked on use.
+    pub tree: String,
+    /// When it was signed (Unix time).
+    pub signed_at: i64,
+}
+
+impl Store {
+    /// Keeps a checkpoint (one per size: a second of the same size is dropped).
+    pub fn save_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        self.writer.write(Durability::Committed, move |tx| {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_checkpoints(size, note, tree, signed_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    checkpoint.size,
+                    checkpoint.note,
+                    checkpoint.tree,
+                    checkpoint.signed_at
+                ])
+            })
+            .map(drop)
+            .map_err(|source| StoreError::Sqlite { path, source })
+        })
+    }
+
+    /// The checkpoint of the most records kept so far.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT size, note, tree, signed_at FROM audit_checkpoints
+                 ORDER BY size DESC LIMIT 1",
+            )?
+            .query_row([], |row| {
+                Ok(StoredCheckpoint {
+                    size: row.get(0)?,
+                    note: row.get(1)?,
+                    tree: row.get(2)?,
+                    signed_at: row.get(3)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    /// The record at position `seq`, as stored.
+    pub fn audit_record(&self, seq: i64) -> Result<Option<SealedRecord>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT seq, actor, body, hash, kid, sig FROM audit_log WHERE seq = ?1",
+            )?
+            .query_row([seq], sealed_record)
+            .optional()
+        })
+    }
 }

@@ -21,6 +21,7 @@ mod writer;
 
 use crate::reason::VerifyError;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
+pub use audit::StoredCheckpoint;
 pub use grants::GrantRecord;
 pub use writer::{Durability, FLUSH_INTERVAL, SyncPolicy};
 
@@ -149,6 +150,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     sig   TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size      INTEGER PRIMARY KEY,
+    note      TEXT NOT NULL,
+    tree      TEXT NOT NULL,
+    signed_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rejections (
     agent_id TEXT NOT NULL,
     subject  TEXT NOT NULL,

@@ -44,16 +44,7 @@ async fn busy_installation() -> (Installation, String) {
 }
 
 fn verify(installation: &Installation) -> (bool, Value) {
-    let out = cli_output(&installation.dir, &["audit", "verify"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    match out.status.code() {
-        Some(0) => (true, report),
-        Some(1) => (false, report),
-        other => panic!(
-            "audit verify exited {other:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    verify_with(installation, &[])
 }
 
 fn database(installation: &Installation) -> Connection {
@@ -388,4 +379,273 @@ async fn a_result_the_audit_log_cannot_record_is_withheld_by_the_cli_and_the_hub
     assert!(error.contains("withheld"), "{}", answer.body);
     // A compact JWS starts with the base64url of `{"`.
     assert!(!answer.body.contains("eyJ"), "{}", answer.body);
+}
+
+/// An installation whose log holds a few CLI operations (no hub: quicker).
+fn quiet_installation() -> Installation {
+    let installation = Installation::new(&[(A, "ed25519"), (B, "ed25519")]);
+    installation.cli(&["cert", "renew", A]);
+    installation
+}
+
+/// `audit verify` with extra arguments: passed, and its report.
+fn verify_with(installation: &Installation, args: &[&str]) -> (bool, Value) {
+    let args = [&["audit", "verify"], args].concat();
+    let out = cli_output(&installation.dir, &args);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    match out.status.code() {
+        Some(0) => (true, report),
+        Some(1) => (false, report),
+        other => panic!(
+            "audit verify exited {other:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[test]
+fn a_ca_key_swapped_into_the_database_and_a_re_signed_log_do_not_pass_audit_verify() {
+    use agentseal::audit::{self, AuditEvent, RecordBody, SealedRecord};
+    use agentseal::crypto::{Algorithm, Seed, SigningKey};
+    use agentseal::jose::{Jwk, JwkSet};
+
+    let installation = quiet_installation();
+    let genuine = installation.dir.join("genuine-jwks.json");
+    std::fs::write(&genuine, installation.cli(&["jwks"])).unwrap();
+    // Someone who can write the database but not read the key store: their own CA key in
+    // `meta.ca_jwks`, every record re-chained and re-signed with it (one of them rewritten),
+    // the recorded head moved and the kept checkpoints dropped.
+    let forger = SigningKey::from_seed(Algorithm::Ed25519, &Seed::generate().unwrap());
+    let db = database(&installation);
+    let jwks = JwkSet {
+        keys: vec![Jwk::from_public_key(forger.public_key())],
+    };
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'ca_jwks'",
+        [serde_json::to_string(&jwks).unwrap()],
+    )
+    .unwrap();
+    let bodies: Vec<RecordBody> = bodies(&installation)
+        .into_iter()
+        .map(|b| serde_json::from_value(b).unwrap())
+        .collect();
+    let mut previous: Option<SealedRecord> = None;
+    for body in bodies {
+        let mut event = AuditEvent::new(body.actor, body.op, body.decision);
+        event.details = body.details;
+        if body.seq == 2 {
+            event
+                .details
+                .insert("agent_id".into(), "agent://acme.example/mallory".into());
+        }
+        let record = audit::seal(&event, previous.as_ref(), body.time, &forger).unwrap();
+        db.execute(
+            "UPDATE audit_log SET body = ?2, hash = ?3, kid = ?4, sig = ?5 WHERE seq = ?1",
+            params![record.seq, record.body, record.hash, record.kid, record.sig],
+        )
+        .unwrap();
+        previous = Some(record);
+    }
+    let last = previous.unwrap();
+    db.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'audit_head'",
+        [format!("{}:{}", last.seq, last.hash)],
+    )
+    .unwrap();
+    db.execute("DELETE FROM audit_checkpoints", []).unwrap();
+    drop(db);
+
+    // The key store's keys are the anchor, not the database's.
+    let (valid, report) = verify(&installation);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["ca_keys_replaced"]), "{report}");
+    // A verifier holding only the public keys finds the first re-signed record.
+    let (valid, report) = verify_with(&installation, &["--ca-jwks", genuine.to_str().unwrap()]);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["bad_signature"]), "{report}");
+    assert_eq!(report["first_bad_record"], 1);
+    // And no checkpoint is signed over it.
+    let out = cli_output(&installation.dir, &["audit", "checkpoint"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn an_edited_actor_column_is_found() {
+    let installation = quiet_installation();
+    database(&installation)
+        .execute("UPDATE audit_log SET actor = ?1 WHERE seq = 2", [B])
+        .unwrap();
+    let (valid, report) = verify(&installation);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["actor_mismatch"]), "{report}");
+    assert_eq!(report["first_bad_record"], 2);
+}
+
+/// A consistent copy of the database file (as a backup would be).
+fn snapshot(installation: &Installation, name: &str) -> std::path::PathBuf {
+    let path = installation.dir.parent().unwrap().join(name);
+    database(installation)
+        .execute("VACUUM INTO ?1", [path.to_str().unwrap()])
+        .unwrap();
+    path
+}
+
+/// Puts `copy` back as the installation's database.
+fn restore(installation: &Installation, copy: &std::path::Path) {
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(installation.dir.join(format!("agentseal.db{suffix}")));
+    }
+    std::fs::copy(copy, installation.dir.join("agentseal.db")).unwrap();
+}
+
+/// What someone covering their tracks does after deleting records: rewinds the recorded head
+/// to the last record left and drops the checkpoints kept in the database.
+fn cover_tracks(installation: &Installation) {
+    let db = database(installation);
+    let head: Option<(i64, String)> = db
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
+    match head {
+        Some((seq, hash)) => db.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'audit_head'",
+            [format!("{seq}:{hash}")],
+        ),
+        None => db.execute("DELETE FROM meta WHERE key = 'audit_head'", []),
+    }
+    .unwrap();
+    db.execute("DELETE FROM audit_checkpoints", []).unwrap();
+}
+
+#[test]
+fn a_checkpoint_kept_elsewhere_names_tail_deletion_rollback_and_wipe() {
+    let installation = quiet_installation();
+    let older = snapshot(&installation, "older.db");
+    installation.cli(&[
+        "agent",
+        "create",
+        "agent://acme.example/carol",
+        "--alg",
+        "ed25519",
+    ]);
+    installation.cli(&["revoke", "cert", B]);
+    let note = installation.cli(&["audit", "checkpoint"]);
+    let size: i64 = note.lines().nth(1).unwrap().parse().unwrap();
+    let kept = installation.dir.parent().unwrap().join("kept-checkpoint");
+    std::fs::write(&kept, format!("{note}\n")).unwrap();
+    let kept = kept.to_str().unwrap();
+    installation.cli(&["cert", "renew", A]);
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
+    assert!(valid, "{report}");
+    let now = snapshot(&installation, "now.db");
+
+    // Records at the end deleted, tracks covered: consistent on its own, not with the kept
+    // checkpoint.
+    database(&installation)
+        .execute("DELETE FROM audit_log WHERE seq >= ?1", [size - 1])
+        .unwrap();
+    cover_tracks(&installation);
+    assert!(verify(&installation).0, "consistent on its own");
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["truncated"]), "{report}");
+    assert_eq!(report["first_bad_record"], size - 1);
+
+    // The database put back to an older copy, then in use again.
+    restore(&installation, &older);
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
+    assert_eq!(
+        (valid, &report["reasons"]),
+        (false, &json!(["truncated"])),
+        "{report}"
+    );
+    for name in ["dave", "erin", "frank", "grace", "heidi"] {
+        installation.cli(&[
+            "agent",
+            "create",
+            &format!("agent://acme.example/{name}"),
+            "--alg",
+            "ed25519",
+        ]);
+    }
+    assert!(verify(&installation).0, "consistent on its own");
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["rewritten"]), "{report}");
+
+    // Every record deleted.
+    restore(&installation, &now);
+    database(&installation)
+        .execute("DELETE FROM audit_log", [])
+        .unwrap();
+    cover_tracks(&installation);
+    assert!(
+        verify(&installation).0,
+        "an empty log is consistent on its own"
+    );
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
+    assert!(!valid);
+    assert_eq!(report["reasons"], json!(["emptied"]), "{report}");
+
+    // Without covering tracks, the checkpoint kept in the database is enough.
+    restore(&installation, &now);
+    database(&installation)
+        .execute("DELETE FROM audit_log WHERE seq >= ?1", [size])
+        .unwrap();
+    let (valid, report) = verify(&installation);
+    assert_eq!(
+        (valid, &report["reasons"]),
+        (false, &json!(["truncated"])),
+        "{report}"
+    );
+    // A checkpoint of another log, or an altered one, is refused as such.
+    let altered = installation.dir.parent().unwrap().join("altered");
+    std::fs::write(
+        &altered,
+        note.replacen(&format!("\n{size}\n"), "\n1\n", 1) + "\n",
+    )
+    .unwrap();
+    restore(&installation, &now);
+    let (valid, report) = verify_with(&installation, &["--checkpoint", altered.to_str().unwrap()]);
+    assert_eq!(
+        (valid, &report["reasons"]),
+        (false, &json!(["bad_checkpoint"])),
+        "{report}"
+    );
+}
+
+#[test]
+fn no_checkpoint_is_signed_over_a_log_that_does_not_verify() {
+    let installation = quiet_installation();
+    installation.cli(&["audit", "checkpoint"]);
+    installation.cli(&[
+        "agent",
+        "create",
+        "agent://acme.example/carol",
+        "--alg",
+        "ed25519",
+    ]);
+    // A record appended since the last checkpoint, edited.
+    let db = database(&installation);
+    let last: i64 = db
+        .query_row("SELECT MAX(seq) FROM audit_log", [], |r| r.get(0))
+        .unwrap();
+    db.execute(
+        "UPDATE audit_log SET body = replace(body, 'carol', 'carla') WHERE seq = ?1",
+        [last],
+    )
+    .unwrap();
+    drop(db);
+    let out = cli_output(&installation.dir, &["audit", "checkpoint"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not verify (edited"), "{stderr}");
+    assert!(out.stdout.is_empty());
 }

@@ -265,3 +265,62 @@ fn an_independent_verifier_accepts_our_checkpoints_and_inclusion_proofs_and_reje
     let (ok, output) = check_checkpoint(&ed_only, &keys);
     assert!(!ok && output.contains("missing"), "{output}");
 }
+
+#[test]
+fn an_independent_verifier_accepts_a_proof_and_checkpoint_from_the_cli_of_a_hybrid_ca() {
+    use crate::common::hub::cli;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("data");
+    cli(&dir, &["init", "--alg", "hybrid"]);
+    for name in ["a", "b", "c", "d"] {
+        cli(
+            &dir,
+            &[
+                "agent",
+                "create",
+                &format!("agent://acme.example/{name}"),
+                "--alg",
+                "ed25519",
+            ],
+        );
+    }
+    let status: serde_json::Value = serde_json::from_str(&cli(&dir, &["status"])).unwrap();
+    let origin = status["audit_origin"].as_str().unwrap().to_owned();
+    let jwks = tmp.path().join("jwks.json");
+    std::fs::write(&jwks, cli(&dir, &["jwks"])).unwrap();
+    let verify = |proved: &str| {
+        let path = tmp.path().join("proof.json");
+        std::fs::write(&path, proved).unwrap();
+        let output = run(Command::new(python())
+            .arg(repo().join("tools/interop/verify_checkpoint.py"))
+            .args(["--origin", &origin, "--jwks"])
+            .arg(&jwks)
+            .arg("--proof-json")
+            .arg(&path));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        (output.status.success(), stdout)
+    };
+    for seq in ["1", "3", "5"] {
+        let proved = cli(&dir, &["audit", "prove", seq]);
+        let (ok, output) = verify(&proved);
+        assert!(ok, "record {seq}: {output}\n{proved}");
+        assert!(
+            output.contains("Ed25519, ML-DSA-65"),
+            "both lines checked: {output}"
+        );
+    }
+    // Another record's body under this proof, and a checkpoint of another size.
+    let mut proved: serde_json::Value =
+        serde_json::from_str(&cli(&dir, &["audit", "prove", "2"])).unwrap();
+    let other: serde_json::Value =
+        serde_json::from_str(&cli(&dir, &["audit", "prove", "3"])).unwrap();
+    let genuine = proved.clone();
+    proved["body"] = other["body"].clone();
+    assert!(!verify(&proved.to_string()).0);
+    let mut resized = genuine;
+    let note = resized["checkpoint"].as_str().unwrap().to_owned();
+    let size = note.lines().nth(1).unwrap().to_owned();
+    resized["checkpoint"] = note.replacen(&format!("\n{size}\n"), "\n99\n", 1).into();
+    let (ok, output) = verify(&resized.to_string());
+    assert!(!ok && output.contains("does not verify"), "{output}");
+}

@@ -12,13 +12,16 @@ Written from the specifications, not from agentseal's code:
 Usage:
   verify_checkpoint.py --note FILE --origin ORIGIN --ed25519 B64 [--ml-dsa-65 B64]
                        [--leaf B64 --index N --proof B64,B64,...]
-Prints "ok" and exits 0 if every given key signed the note and the proof (if any) holds;
+  verify_checkpoint.py --origin ORIGIN --jwks CA_JWKS --proof-json PROVE_OUTPUT
+(PROVE_OUTPUT is what `agentseal audit prove SEQ` prints: the leaf is SHA-256(0x00 || body).)
+Prints "ok:" and the signatures checked, and exits 0 if every given key signed the note and the proof (if any) holds;
 prints the reason and exits 1 otherwise.
 """
 
 import argparse
 import base64
 import hashlib
+import json
 import sys
 
 from cryptography.exceptions import InvalidSignature
@@ -59,16 +62,38 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: list, root: byte
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--note", required=True)
+    parser.add_argument("--note", help="the signed checkpoint (unless --proof-json has it)")
     parser.add_argument("--origin", required=True)
-    parser.add_argument("--ed25519", required=True)
-    parser.add_argument("--ml-dsa-65")
-    parser.add_argument("--leaf")
+    parser.add_argument("--ed25519", help="base64 Ed25519 public key (or --jwks)")
+    parser.add_argument("--ml-dsa-65", help="base64 ML-DSA-65 public key (or --jwks)")
+    parser.add_argument("--jwks", help="the CA's JWK Set: OKP Ed25519 and AKP ML-DSA-65 keys")
+    parser.add_argument("--leaf", help="base64 leaf hash")
     parser.add_argument("--index", type=int)
-    parser.add_argument("--proof", default="")
+    parser.add_argument("--proof", default="", help="base64 hashes, comma-separated")
+    parser.add_argument(
+        "--proof-json",
+        help="`agentseal audit prove` output: checkpoint, record body (the leaf data), index, proof",
+    )
     args = parser.parse_args()
 
-    note = open(args.note, "rb").read().decode("utf-8")
+    if args.jwks:
+        for jwk in json.load(open(args.jwks))["keys"]:
+            raw = base64.urlsafe_b64decode(jwk.get("x", jwk.get("pub", "")) + "==")
+            if jwk["kty"] == "OKP" and jwk.get("crv") == "Ed25519":
+                args.ed25519 = base64.b64encode(raw).decode()
+            elif jwk["kty"] == "AKP" and jwk.get("alg") == "ML-DSA-65":
+                args.ml_dsa_65 = base64.b64encode(raw).decode()
+    if not args.ed25519:
+        fail("no Ed25519 key")
+    if args.proof_json:
+        proved = json.load(open(args.proof_json))
+        note = proved["checkpoint"]
+        leaf_data = proved["body"].encode("utf-8")
+        args.leaf = base64.b64encode(hashlib.sha256(b"\x00" + leaf_data).digest()).decode()
+        args.index = proved["leaf_index"]
+        args.proof = ",".join(proved["proof"])
+    else:
+        note = open(args.note, "rb").read().decode("utf-8")
     if "\n\n" not in note or not note.endswith("\n"):
         fail("not a signed note")
     text, _, signatures = note.rpartition("\n\n")
@@ -115,7 +140,7 @@ def main() -> None:
         proof = [base64.b64decode(p) for p in args.proof.split(",") if p]
         if not verify_inclusion(args.index, size, leaf, proof, root):
             fail("inclusion proof does not verify")
-    print("ok")
+    print("ok:", ", ".join(sorted(verified)))
 
 
 main()

@@ -1,10 +1,17 @@
-//! `agentseal audit ...`: verify and export the audit log. Reading the log is not recorded in
-//! it: verifying never changes what it verifies.
+//! `agentseal audit ...`: verify, checkpoint, prove and export the audit log. Reading the log is
+//! not recorded in it: verifying never changes what it verifies, and a checkpoint of a log that
+//! grew by its own signing would be stale at once.
 
 use std::io::Write as _;
 
-use agentseal::audit::AuditHead;
+use std::path::PathBuf;
+
+use agentseal::audit::{AuditFault, AuditHead};
 use agentseal::authority::{Installation, ServiceError};
+use agentseal::crypto::PublicKey;
+use agentseal::jose::{Jwk, JwkSet};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -13,10 +20,19 @@ use super::input::parse_head;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Verify the whole audit log: every record's hash, signature by this CA, and place in the
-    /// chain. Prints the record count and head; if any record was edited, deleted, inserted or
-    /// reordered, names the first bad one and exits 1.
+    /// Verify the whole audit log: every record's hash, signature by this CA, place in the
+    /// chain and actor, and that the log extends its latest checkpoint (and --checkpoint). The
+    /// CA keys come from the key store (or --ca-jwks), never from the database under test.
+    /// Prints the record count, head and tree head; if anything does not hold, names it and
+    /// exits 1.
     Verify(VerifyArgs),
+    /// Print the log's checkpoint, signed by every CA key (a C2SP signed note), after verifying
+    /// the records appended since the last one. Keep it elsewhere: `audit verify --checkpoint
+    /// FILE` later proves the log only grew since.
+    Checkpoint,
+    /// Print the proof that record SEQ is in the log its checkpoint commits to (RFC 9162
+    /// inclusion proof), with the record and the checkpoint, as JSON.
+    Prove(ProveArgs),
     /// Print audit records, one JSON object per line: the exact signed body, its hash, key id
     /// and signature (verifiable with the CA's JWKS), and the parsed record.
     Export(ExportArgs),
@@ -26,6 +42,10 @@ impl AuditCommand {
     pub fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
         match self {
             AuditCommand::Verify(verify) => verify.run(installation),
+            AuditCommand::Checkpoint => Ok(Outcome::Text(
+                installation.audit_checkpoint()?.note.trim_end().to_owned(),
+            )),
+            AuditCommand::Prove(prove) => prove.run(installation),
             AuditCommand::Export(export) => export.run(installation),
         }
     }
@@ -38,24 +58,109 @@ pub struct VerifyArgs {
     /// verify), to catch a database rolled back to an older state.
     #[arg(long, value_name = "SEQ:HASH", value_parser = parse_head)]
     head: Option<AuditHead>,
+    /// A checkpoint saved earlier (`agentseal audit checkpoint > FILE`): the log must be a
+    /// consistent extension of it. A shorter log (records deleted, the database put back to an
+    /// older copy, every record deleted) or one whose first records differ fails, named.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Verify with the CA public keys in this JWK Set (`agentseal jwks`) instead of the key
+    /// store's: for a verifier that holds no secret key.
+    #[arg(long, value_name = "FILE")]
+    ca_jwks: Option<PathBuf>,
 }
 
 impl VerifyArgs {
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        Ok(match installation.verify_audit(self.head.clone())? {
+        let checkpoint = self
+            .checkpoint
+            .as_deref()
+            .map(|path| read_file(path, "checkpoint"))
+            .transpose()?;
+        let anchor = match &self.ca_jwks {
+            Some(path) => Ok(read_jwks(path)?),
+            None => installation.audit_anchor()?,
+        };
+        let verdict = match anchor {
+            Ok(anchor) => {
+                installation.verify_audit(&anchor, self.head.clone(), checkpoint.as_deref())?
+            }
+            Err(fault) => Err(fault),
+        };
+        Ok(match verdict {
             Ok(summary) => Outcome::Json(json!({
                 "valid": true,
                 "records": summary.records,
                 "head": format!("{}:{}", summary.head.seq, summary.head.hash),
+                "root": STANDARD.encode(summary.root),
+                "ca_keys": if self.ca_jwks.is_some() { "file" } else { "key store" },
             })),
-            Err(fault) => Outcome::Invalid(json!({
-                "valid": false,
-                "reasons": [fault.code()],
-                "first_bad_record": fault.seq(),
-                "message": fault.to_string(),
-            })),
+            Err(fault) => Outcome::Invalid(fault_report(&fault)),
         })
     }
+}
+
+fn fault_report(fault: &AuditFault) -> Value {
+    let mut report = json!({
+        "valid": false,
+        "reasons": [fault.code()],
+        "message": fault.to_string(),
+    });
+    if let Some(seq) = fault.seq() {
+        report["first_bad_record"] = json!(seq);
+    }
+    report
+}
+
+/// `agentseal audit prove`.
+#[derive(Args)]
+pub struct ProveArgs {
+    /// The record's position.
+    seq: i64,
+}
+
+impl ProveArgs {
+    fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        let proof = installation.audit_prove(self.seq)?;
+        Ok(Outcome::Json(json!({
+            "seq": proof.record.seq,
+            "leaf_index": proof.record.seq - 1,
+            "tree_size": proof.size,
+            "body": proof.record.body,
+            "proof": proof.proof.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
+            "checkpoint": proof.checkpoint,
+        })))
+    }
+}
+
+/// The text of a small file the operator names (at most 1 MiB).
+fn read_file(path: &std::path::Path, what: &str) -> Result<String, ServiceError> {
+    let cannot = |e: std::io::Error| {
+        ServiceError::InvalidInput(format!("cannot read the {what} {}: {e}", path.display()))
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, 1 << 20), &mut text)
+        .map_err(cannot)?;
+    Ok(text)
+}
+
+/// The CA keys of a JWK Set file.
+fn read_jwks(path: &std::path::Path) -> Result<Vec<PublicKey>, ServiceError> {
+    let text = read_file(path, "CA key file")?;
+    let invalid = |why: String| {
+        ServiceError::InvalidInput(format!("{} is not the CA's JWK Set: {why}", path.display()))
+    };
+    let set: JwkSet = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let keys = set
+        .keys
+        .iter()
+        .map(Jwk::to_public_key)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(e.to_string()))?;
+    if keys.is_empty() {
+        return Err(invalid("it holds no key".into()));
+    }
+    Ok(keys)
 }
 
 /// `agentseal audit export`.
