@@ -52,6 +52,7 @@ fn tokens(c: &mut Criterion) {
             next_update: i64::MAX / 2,
             revoked_certificates: vec![],
             revoked_tokens: vec![],
+            audit_checkpoint: None,
         },
         0,
     );
@@ -153,6 +154,7 @@ fn revocation_lookups(c: &mut Criterion) {
                 next_update: i64::MAX / 2,
                 revoked_certificates: vec![],
                 revoked_tokens: entries,
+                audit_checkpoint: None,
             },
             0,
         );

@@ -86,6 +86,7 @@ fn crl(ca: &SigningKey, revoked_grants: &[&str], now: i64, anchor: &TrustAnchor)
                 reason: "work done".into(),
             })
             .collect(),
+        audit_checkpoint: None,
     };
     let encoded = RevocationList::issue(&claims, &[ca]).expect("signing works");
     RevocationList::verify(&encoded, anchor, 300).expect("a fresh list verifies")

@@ -40,7 +40,7 @@
 //! let cert = AgentCertificate::issue(&claims, &[&ca]).unwrap();
 //! let crl = RevocationList::issue(&CrlClaims {
 //!     iss: claims.iss.clone(), number: 1, iat: now, next_update: now + 3600,
-//!     revoked_certificates: vec![], revoked_tokens: vec![],
+//!     revoked_certificates: vec![], revoked_tokens: vec![], audit_checkpoint: None,
 //! }, &[&ca]).unwrap();
 //!
 //! // The agent signs an action token.

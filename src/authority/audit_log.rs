@@ -37,6 +37,8 @@ impl From<Withheld<ServiceError>> for ServiceError {
 pub(super) struct VerifiedLog {
     verifier: AuditVerifier,
     checkpoint: Option<SignedCheckpoint>,
+    /// When the walk last reached the end of the log.
+    checked_at: std::time::Instant,
 }
 
 /// A checkpoint of the audit log: the signed note, and the size and head it states.
@@ -274,8 +276,29 @@ impl Installation {
             }
         };
         log.checkpoint = Some(current.clone());
+        log.checked_at = std::time::Instant::now();
         *state = Some(log);
         Ok(current)
+    }
+
+    /// The checkpoint to publish: the one this process signed or found less than `max_age`
+    /// ago, otherwise [`Self::audit_checkpoint`]. Readers polling a hub thus cost at most one
+    /// walk and one signature per `max_age`, however many they are.
+    pub fn published_checkpoint(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<SignedCheckpoint, ServiceError> {
+        if let Some(log) = self
+            .audit_tree
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && log.checked_at.elapsed() < max_age
+            && let Some(checkpoint) = &log.checkpoint
+        {
+            return Ok(checkpoint.clone());
+        }
+        self.audit_checkpoint()
     }
 
     /// Where a walk of the log starts: at the latest kept checkpoint when its stored tree
@@ -310,6 +333,7 @@ impl Installation {
         Ok(VerifiedLog {
             verifier,
             checkpoint: None,
+            checked_at: std::time::Instant::now(),
         })
     }
 

@@ -1,6 +1,9 @@
 //! The signed revocation list the CA publishes, so peers check revocation offline.
 
+use base64::Engine as _;
+
 use super::*;
+use crate::token::revocation::CheckpointRef;
 
 /// A signed revocation list as published, with what its cache headers need.
 #[derive(Debug, Clone)]
@@ -33,12 +36,30 @@ impl Installation {
             next_update: now.saturating_add(validity),
             revoked_certificates,
             revoked_tokens,
+            audit_checkpoint: self.checkpoint_for_crl(),
         };
         let ca = self.signers("ca", &self.anchor.keys, |alg| {
             KeyName::ca(&self.install_id, alg)
         })?;
         let refs: Vec<&SigningKey> = ca.iter().collect();
         Ok(RevocationList::issue(&claims, &refs)?)
+    }
+
+    /// The audit log's checkpoint for a list issued now. A log that does not verify gets none,
+    /// but revocations keep being published: the failure is logged, and `audit verify` says
+    /// what is wrong.
+    fn checkpoint_for_crl(&self) -> Option<CheckpointRef> {
+        match self.audit_checkpoint() {
+            Ok(checkpoint) => Some(CheckpointRef {
+                origin: self.audit_origin(),
+                size: checkpoint.size.unsigned_abs(),
+                root: base64::engine::general_purpose::STANDARD.encode(checkpoint.root),
+            }),
+            Err(error) => {
+                tracing::error!(%error, "the revocation list names no audit checkpoint");
+                None
+            }
+        }
     }
 
     /// The revocation list to publish: the last one issued while it is in its first half of

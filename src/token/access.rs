@@ -261,6 +261,7 @@ mod tests {
                         reason: "r".into(),
                     })
                     .collect(),
+                audit_checkpoint: None,
             },
             0,
         )

@@ -30,6 +30,22 @@ pub struct CrlClaims {
     pub revoked_certificates: Vec<RevocationEntry>,
     /// Revoked token ids.
     pub revoked_tokens: Vec<RevocationEntry>,
+    /// The audit log's checkpoint when the list was issued: a verifier holding the list can
+    /// ask the issuer for a proof that any later log extends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_checkpoint: Option<CheckpointRef>,
+}
+
+/// Names a checkpoint of the CA's audit log (`agentseal audit checkpoint` prints it whole).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRef {
+    /// The log's origin.
+    pub origin: String,
+    /// How many records.
+    pub size: u64,
+    /// The tree head, standard base64 as in the checkpoint note.
+    pub root: String,
 }
 
 /// A verified revocation list, indexed for lookups.

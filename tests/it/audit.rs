@@ -649,3 +649,97 @@ fn no_checkpoint_is_signed_over_a_log_that_does_not_verify() {
     assert!(stderr.contains("does not verify (edited"), "{stderr}");
     assert!(out.stdout.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_publishes_checkpoints_and_every_revocation_list_names_one() {
+    use agentseal::audit::checkpoint::Checkpoint;
+    use agentseal::jose::{Jwk, JwkSet, Jws};
+    use base64::Engine as _;
+
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let hub = installation.serve(&[]);
+    let alice = installation.access_token(&hub, A, &[]);
+    structured(&call_tool(&hub, Some(&alice), "whoami", json!({})).await);
+    let response = reqwest::get(format!("{}/audit/checkpoint", hub.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let note = response.text().await.unwrap();
+
+    // It opens under the CA keys the hub publishes, for the origin `status` names.
+    let status: Value = serde_json::from_str(&installation.cli(&["status"])).unwrap();
+    let origin = status["audit_origin"].as_str().unwrap();
+    let anchor: JwkSet = reqwest::get(format!("{}/.well-known/agentseal-ca.json", hub.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<_> = anchor
+        .keys
+        .iter()
+        .map(|k| Jwk::to_public_key(k).unwrap())
+        .collect();
+    let checkpoint = Checkpoint::open(&note, origin, &keys).unwrap();
+    assert!(
+        checkpoint.size >= 3,
+        "init, agent create, access token, whoami: {note}"
+    );
+    let kept = installation.dir.parent().unwrap().join("from-hub");
+    std::fs::write(&kept, &note).unwrap();
+    let (valid, report) = verify_with(&installation, &["--checkpoint", kept.to_str().unwrap()]);
+    assert!(valid, "{report}");
+
+    // A revocation list names the checkpoint of its moment: after a revocation, a later one.
+    let crl_checkpoint = |crl: String| {
+        let jws = Jws::parse(&crl).unwrap();
+        let claims: Value = serde_json::from_slice(&jws.payload).unwrap();
+        claims["audit_checkpoint"].clone()
+    };
+    let first = crl_checkpoint(
+        reqwest::get(format!("{}/crl", hub.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first["origin"], origin);
+    installation.cli(&["revoke", "cert", A]);
+    let second = crl_checkpoint(
+        reqwest::get(format!("{}/crl", hub.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(
+        second["size"].as_u64() > first["size"].as_u64(),
+        "{first} {second}"
+    );
+    // The size and root are those of a checkpoint the hub signed and kept.
+    let root = base64::engine::general_purpose::STANDARD
+        .decode(second["root"].as_str().unwrap())
+        .unwrap();
+    let kept: String = database(&installation)
+        .query_row(
+            "SELECT note FROM audit_checkpoints WHERE size = ?1",
+            [second["size"].as_i64().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        Checkpoint::open(&kept, origin, &keys)
+            .unwrap()
+            .root
+            .to_vec(),
+        root
+    );
+}

@@ -84,6 +84,7 @@ fn fixture() -> &'static Fixture {
                 next_update: now + 3_600,
                 revoked_certificates: vec![],
                 revoked_tokens: vec![],
+                audit_checkpoint: None,
             },
             &ca_refs,
         )

@@ -171,6 +171,7 @@ pub fn revocations(certs: &[&str], tokens: &[&str]) -> RevocationList {
             next_update: now() + 3600,
             revoked_certificates: certs.iter().map(entry).collect(),
             revoked_tokens: tokens.iter().map(entry).collect(),
+            audit_checkpoint: None,
         },
         0,
     )

@@ -46,6 +46,8 @@ pub const MAX_SESSIONS_PER_AGENT: usize = 64;
 pub const MAX_SESSIONS: usize = 10_000;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How old a published audit checkpoint may be: one walk and signature per second at most.
+const CHECKPOINT_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// How the hub is run.
 #[derive(Debug, Clone)]
@@ -272,6 +274,7 @@ fn router(
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/agentseal-ca.json", get(ca_keys))
         .route("/crl", get(crl))
+        .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/healthz", get(healthz))
         .with_state(hub)
         .merge(protected)
@@ -371,6 +374,24 @@ async fn crl(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
         "application/jwt"
     };
     (cache, [(header::CONTENT_TYPE, media)], crl.encoded).into_response()
+}
+
+/// The audit log's latest checkpoint (a C2SP signed note), at most a second old: witnesses and
+/// auditors keep it to check later that the log only grew (`agentseal audit verify
+/// --checkpoint`).
+async fn audit_checkpoint(State(hub): State<Arc<Hub>>) -> Response {
+    let installation = hub.installation.clone();
+    match blocking(move || installation.published_checkpoint(CHECKPOINT_MAX_AGE)).await {
+        Ok(checkpoint) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            checkpoint.note,
+        )
+            .into_response(),
+        Err(response) => response,
+    }
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
