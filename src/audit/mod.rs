@@ -7,6 +7,12 @@
 //! signature); deleting, inserting or reordering records breaks the chain of `seq` and `prev`.
 //! [`verify`] walks the log and names the first record that does not hold.
 //!
+//! Each body is also a leaf of the log's RFC 9162 Merkle tree ([`merkle`]); the CA signs the
+//! tree's heads as [`checkpoint`]s. A checkpoint kept outside the database catches what the log
+//! alone cannot: records cut off the end, or the whole database put back to an older copy
+//! ([`AuditVerifier::expect`]). Files: `record.rs` (what a record is), `verify.rs` (walking
+//! the log), [`merkle`] (the tree), [`checkpoint`] (signed tree heads).
+//!
 //! Records never hold secrets: front-ends put in identifiers (agent ids, token ids, serials,
 //! actions, audiences) and decisions, never keys, tokens or tool arguments' values.
 //!

@@ -2,7 +2,7 @@
 //! SQLite file. Public data only: secret keys never enter it.
 //!
 //! Writes go through one write connection, whose holder commits whatever is waiting in one
-//! transaction ([`writer`]); each write says how durable it must be before it is acknowledged
+//! transaction (`writer`); each write says how durable it must be before it is acknowledged
 //! ([`Durability`]): revocations, replay records and the operator's changes are fsynced first,
 //! audit records and rejection counts are in the write-ahead log first (a killed process loses
 //! none) and on disk within [`FLUSH_INTERVAL`]. Reads use connections of their own and never
