@@ -38,8 +38,8 @@ fn revocation_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let options = InitOptions {
-        ca_id: None,
         keys: KeyChoice::Ed25519,
+        ..InitOptions::default()
     };
     let installation = Installation::init(&dir, KeyStoreKind::Auto, &options).unwrap();
     installation
@@ -131,10 +131,7 @@ fn burst_child(dir: &Path) {
 fn audit_burst_survives_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let options = InitOptions {
-        ca_id: None,
-        keys: KeyChoice::Hybrid,
-    };
+    let options = InitOptions::default();
     let installation = Installation::init(&dir, KeyStoreKind::Auto, &options).unwrap();
     installation
         .create_agent(AGENT, KeyChoice::Ed25519, Default::default(), None)

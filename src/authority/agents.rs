@@ -108,13 +108,7 @@ impl Installation {
         ttl: Option<i64>,
         now: i64,
     ) -> Result<(AgentCertificate, CertificateRecord), ServiceError> {
-        let ttl = ttl.unwrap_or(DEFAULT_CERT_TTL);
-        if ttl <= 0 || ttl > MAX_CERT_TTL {
-            return Err(ServiceError::InvalidInput(format!(
-                "certificate lifetime must be between 1 s and {} days, not {ttl} s",
-                MAX_CERT_TTL / 86_400
-            )));
-        }
+        let ttl = self.limits()?.cert_ttl(ttl)?;
         let claims = CertificateClaims {
             iss: self.anchor.ca_id.clone(),
             sub: agent_id.to_owned(),

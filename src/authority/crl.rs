@@ -21,7 +21,7 @@ pub struct PublishedCrl {
 impl Installation {
     /// Issues a signed revocation list with the next number, valid for `validity` seconds.
     pub fn issue_crl(&self, validity: Option<i64>) -> Result<String, ServiceError> {
-        let validity = crl_validity(validity)?;
+        let validity = self.limits()?.crl_validity(validity)?;
         let now = clock::now();
         // Entries are kept until every token or certificate they could match has expired
         // (plus clock skew): keeps the list small without un-revoking anything still usable.
@@ -66,7 +66,7 @@ impl Installation {
     /// validity and nothing was revoked since, otherwise a freshly issued one. Peers polling a
     /// hub thus see every revocation at once without each read consuming a list number.
     pub fn published_crl(&self, validity: Option<i64>) -> Result<PublishedCrl, ServiceError> {
-        let validity = crl_validity(validity)?;
+        let validity = self.limits()?.crl_validity(validity)?;
         let state = self.store.revocation_state()?;
         let now = clock::now();
         let mut cache = self.published.lock().unwrap_or_else(|p| p.into_inner());

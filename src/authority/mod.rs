@@ -47,6 +47,7 @@ mod challenge;
 mod crl;
 mod delegating;
 mod error;
+mod limits;
 mod peer;
 mod policy;
 mod revoke;
@@ -60,34 +61,15 @@ pub use audit_log::{InclusionProof, SignedCheckpoint, Withheld};
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
+pub use limits::{
+    CEILING_CERT_TTL, CEILING_CRL_VALIDITY, DEFAULT_CERT_TTL, DEFAULT_CRL_VALIDITY, Limits,
+    MAX_CERT_TTL, MAX_CRL_VALIDITY,
+};
 pub use peer::{EvidenceError, PeerEvidence, PeerVerdict, Presentation};
 pub use revoke::{MAX_REASON_LEN, RevocationStatus};
 pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
 pub use signing::{Approval, parse_args_json};
 
-/// Default certificate lifetime: 90 days.
-pub const DEFAULT_CERT_TTL: i64 = 90 * 86_400;
-/// Longest certificate lifetime the CA issues: 366 days. A longer-lived certificate outlasts
-/// any reasonable exposure of its keys, and keeps its revocation in every list until it expires.
-pub const MAX_CERT_TTL: i64 = 366 * 86_400;
-/// Default revocation list validity: one hour until `next_update`.
-pub const DEFAULT_CRL_VALIDITY: i64 = 3_600;
-/// Longest revocation list validity: seven days. An offline verifier trusts a list until its
-/// `next_update`, so this bounds how long a revocation can go unseen by one holding an older list.
-pub const MAX_CRL_VALIDITY: i64 = 7 * 86_400;
-
-/// The revocation list validity to use: `validity`, or the default; refused unless positive
-/// and at most [`MAX_CRL_VALIDITY`]. Servers check it at start, before any list is asked for.
-pub fn crl_validity(validity: Option<i64>) -> Result<i64, ServiceError> {
-    let validity = validity.unwrap_or(DEFAULT_CRL_VALIDITY);
-    if validity <= 0 || validity > MAX_CRL_VALIDITY {
-        return Err(ServiceError::InvalidInput(format!(
-            "revocation list validity must be between 1 s and {} days, not {validity} s",
-            MAX_CRL_VALIDITY / 86_400
-        )));
-    }
-    Ok(validity)
-}
 /// Name of the database file in the data directory.
 pub const DATABASE_FILE: &str = "agentseal.db";
 
@@ -135,6 +117,8 @@ pub struct InitOptions {
     pub ca_id: Option<String>,
     /// The CA's keys; hybrid by default.
     pub keys: KeyChoice,
+    /// Lifetime limits; the defaults by default.
+    pub limits: Limits,
 }
 
 impl Default for InitOptions {
@@ -142,6 +126,7 @@ impl Default for InitOptions {
         InitOptions {
             ca_id: None,
             keys: KeyChoice::Hybrid,
+            limits: Limits::default(),
         }
     }
 }
@@ -214,6 +199,7 @@ impl Installation {
         key_store: KeyStoreKind,
         options: &InitOptions,
     ) -> Result<Installation, ServiceError> {
+        options.limits.check()?;
         crate::fsutil::create_private_dir(data_dir).map_err(|source| ServiceError::Io {
             path: data_dir.to_owned(),
             source,
@@ -233,6 +219,7 @@ impl Installation {
                 "invalid CA id {ca_id:?}"
             )));
         }
+        let limits = serde_json::to_string(&options.limits).expect("limits serialize");
         let mut public = Vec::new();
         let mut signers = Vec::new();
         for algorithm in options.keys.algorithms() {
@@ -250,6 +237,7 @@ impl Installation {
             ("key_store", keys.kind().name()),
             ("ca_jwks", &jwks),
             ("ca_id", &ca_id),
+            ("limits", &limits),
         ])?;
         let key_store = keys.kind();
         let anchor = TrustAnchor {

@@ -438,6 +438,52 @@ fn certificate_lifetimes_and_revocation_list_validity_are_capped() {
     let lifetime = created["expires_at"].as_i64().unwrap() - now;
     assert!((lifetime - 366 * 86_400).abs() < 60, "{created}");
     ok(&dir, &["crl", "--validity", "7d"]);
+
+    // The operator sets shorter limits: the default lifetime shrinks to them, nothing passes them.
+    let limits = json(&ok(
+        &dir,
+        &[
+            "limits",
+            "--max-cert-ttl",
+            "30d",
+            "--max-crl-validity",
+            "1h",
+        ],
+    ));
+    assert_eq!(
+        limits,
+        serde_json::json!({"max_cert_ttl": 30 * 86_400, "max_crl_validity": 3_600})
+    );
+    refused(
+        &["cert", "renew", AGENT, "--ttl", "31d"],
+        "certificate lifetime must be between 1 s and 30 days",
+    );
+    refused(
+        &["crl", "--validity", "2h"],
+        "revocation list validity must be between 1 s and 3600 s",
+    );
+    let renewed = json(&ok(&dir, &["cert", "renew", AGENT]));
+    let lifetime = renewed["expires_at"].as_i64().unwrap() - now;
+    assert!((lifetime - 30 * 86_400).abs() < 60, "{renewed}");
+    let status = json(&ok(&dir, &["status"]));
+    assert_eq!(status["limits"]["max_cert_ttl"], 30 * 86_400);
+    // Within fixed ceilings, at init as later.
+    refused(
+        &["limits", "--max-cert-ttl", "3654d"],
+        "between 1 s and 3653 days",
+    );
+    refused(
+        &["limits", "--max-crl-validity", "91d"],
+        "between 1 s and 90 days",
+    );
+    let other = tempfile::tempdir().unwrap();
+    let other_dir = other.path().join("data");
+    let out = run(
+        &other_dir,
+        &["init", "--alg", "ed25519", "--max-cert-ttl", "20y"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!other_dir.exists(), "refused before anything was created");
 }
 
 #[test]

@@ -1,13 +1,14 @@
-//! The installation itself: `init`, `status`, `jwks` and `destroy`, and opening it for every
-//! other command.
+//! The installation itself: `init`, `status`, `limits`, `jwks` and `destroy`, and opening it for
+//! every other command.
 
 use std::path::Path;
 
-use agentseal::authority::{InitOptions, Installation, KeyChoice, ServiceError};
+use agentseal::authority::{InitOptions, Installation, KeyChoice, Limits, ServiceError};
 use agentseal::keystore::KeyStoreKind;
 use clap::Args;
 use serde_json::json;
 
+use super::input::parse_duration;
 use super::{Facts, Operation, Outcome};
 
 /// `agentseal init`.
@@ -23,6 +24,12 @@ pub struct InitArgs {
         value_name = "ed25519|ml-dsa-65|hybrid"
     )]
     alg: KeyChoice,
+    /// The longest certificate lifetime this CA issues (`agentseal limits` changes it later).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "366d")]
+    max_cert_ttl: i64,
+    /// The longest revocation list validity this CA issues.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    max_crl_validity: i64,
 }
 
 impl InitArgs {
@@ -37,6 +44,10 @@ impl InitArgs {
         let options = InitOptions {
             ca_id: self.ca_id.clone(),
             keys: self.alg,
+            limits: Limits {
+                max_cert_ttl: self.max_cert_ttl,
+                max_crl_validity: self.max_crl_validity,
+            },
         };
         let installation = match Installation::init(dir, key_store, &options) {
             Err(ServiceError::AlreadyInitialized(_)) => {
@@ -102,6 +113,7 @@ impl Operation for StatusArgs {
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
         let mut status = json!(installation.info());
+        status["limits"] = json!(installation.limits()?);
         let warnings = installation.agent_id_warnings()?;
         if !warnings.is_empty() {
             for warning in &warnings {
@@ -110,6 +122,39 @@ impl Operation for StatusArgs {
             status["warnings"] = json!(warnings);
         }
         Ok(Outcome::Json(status))
+    }
+}
+
+/// `agentseal limits`.
+#[derive(Args)]
+pub struct LimitsArgs {
+    /// Set the longest certificate lifetime (up to 3653 days).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_cert_ttl: Option<i64>,
+    /// Set the longest revocation list validity (up to 90 days).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_crl_validity: Option<i64>,
+}
+
+impl Operation for LimitsArgs {
+    fn facts(&self) -> Facts {
+        let seconds = |v: Option<i64>| v.map(|v| v.to_string());
+        Facts::new("limits")
+            .with_some("max_cert_ttl", seconds(self.max_cert_ttl).as_deref())
+            .with_some(
+                "max_crl_validity",
+                seconds(self.max_crl_validity).as_deref(),
+            )
+    }
+
+    fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        let mut limits = installation.limits()?;
+        if self.max_cert_ttl.is_some() || self.max_crl_validity.is_some() {
+            limits.max_cert_ttl = self.max_cert_ttl.unwrap_or(limits.max_cert_ttl);
+            limits.max_crl_validity = self.max_crl_validity.unwrap_or(limits.max_crl_validity);
+            installation.set_limits(limits)?;
+        }
+        Ok(Outcome::Json(json!(limits)))
     }
 }
 

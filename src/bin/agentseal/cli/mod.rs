@@ -106,6 +106,9 @@ enum Command {
     CheckRevocation(revoke::CheckRevocationArgs),
     /// Issue a signed revocation list (next number, valid until --validity from now).
     Crl(revoke::CrlArgs),
+    /// Show the longest certificate lifetime and revocation list validity this CA issues (in
+    /// seconds), or set them for what is issued from now on.
+    Limits(install::LimitsArgs),
     /// Print the CA's public keys as a JWK Set: the trust anchor verifiers are configured with.
     Jwks(install::JwksArgs),
     /// Evaluate the policy for a sample request and explain the decision.
@@ -141,6 +144,7 @@ impl Command {
             Command::Revoke(command) => command.operation(),
             Command::CheckRevocation(check) => check,
             Command::Crl(crl) => crl,
+            Command::Limits(limits) => limits,
             Command::Jwks(jwks) => jwks,
             Command::Policy(command) => command.operation(),
             Command::Signals(command) => command.operation(),

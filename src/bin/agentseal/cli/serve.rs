@@ -114,7 +114,7 @@ impl ServeArgs {
                     None
                 };
                 // Refused now, not at the first request for the list.
-                agentseal::authority::crl_validity(http.crl_validity)?;
+                installation.limits()?.crl_validity(http.crl_validity)?;
                 options.crl_validity = http.crl_validity;
                 options.max_body = http.max_body;
                 if let Some(seconds) = http.header_timeout {
