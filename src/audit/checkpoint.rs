@@ -72,6 +72,20 @@ pub enum CheckpointError {
     Signing(#[from] CryptoError),
 }
 
+impl CheckpointError {
+    /// The stable code: `malformed`, `wrong_origin`, `bad_signature`, `missing_signature`,
+    /// `signing_failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckpointError::Malformed(_) => "malformed",
+            CheckpointError::WrongOrigin { .. } => "wrong_origin",
+            CheckpointError::BadSignature(_) => "bad_signature",
+            CheckpointError::MissingSignature(_) => "missing_signature",
+            CheckpointError::Signing(_) => "signing_failed",
+        }
+    }
+}
+
 impl Checkpoint {
     /// The note text: origin, size and base64 root, each on its line.
     pub fn text(&self) -> String {

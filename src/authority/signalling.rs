@@ -94,20 +94,8 @@ impl Installation {
         secret: Option<WebhookSecret>,
     ) -> Result<WebhookSet, ServiceError> {
         // The URL is not echoed: some receivers take a credential in its path.
-        let parsed = reqwest::Url::parse(url).map_err(|e| {
-            ServiceError::InvalidInput(format!("the webhook URL is not a URL: {e}"))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-            return Err(ServiceError::InvalidInput(
-                "the webhook URL must be http:// or https:// with a host".into(),
-            ));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err(ServiceError::InvalidInput(
-                "put no credentials in the webhook URL: receivers check the signature instead"
-                    .into(),
-            ));
-        }
+        let parsed = crate::signals::check_url(url)
+            .map_err(|e| ServiceError::InvalidInput(e.to_string()))?;
         let (secret, generated) = match secret {
             Some(secret) => (secret, false),
             None => (WebhookSecret::generate()?, true),

@@ -73,7 +73,9 @@ use webhook::backoff;
 
 pub use dispatcher::{Dispatcher, StillCurrent};
 pub use outbox::{Outbox, OutboxCounts, OutboxEntry};
-pub use webhook::{SecretError, WebhookConfig, WebhookSecret, sign, verify};
+pub use webhook::{
+    SecretError, WebhookConfig, WebhookSecret, WebhookUrlError, check_url, sign, verify,
+};
 
 /// Longest the dispatcher sleeps between two looks at the outbox when nothing wakes it: entries
 /// enqueued by other processes are picked up this way.

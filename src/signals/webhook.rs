@@ -27,6 +27,56 @@ pub enum SecretError {
     Length(usize),
 }
 
+impl SecretError {
+    /// The stable code: `missing_prefix`, `not_base64`, `length`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SecretError::MissingPrefix => "missing_prefix",
+            SecretError::NotBase64 => "not_base64",
+            SecretError::Length(_) => "length",
+        }
+    }
+}
+
+/// Why a webhook URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookUrlError {
+    /// Not a URL at all.
+    #[error("the webhook URL is not a URL: {0}")]
+    NotUrl(String),
+    /// Not `http://` or `https://` with a host.
+    #[error("the webhook URL must be http:// or https:// with a host")]
+    Scheme,
+    /// User name or password in the URL (receivers check the signature instead).
+    #[error("put no credentials in the webhook URL: receivers check the signature instead")]
+    Credentials,
+}
+
+impl WebhookUrlError {
+    /// The stable code: `not_a_url`, `scheme`, `credentials`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookUrlError::NotUrl(_) => "not_a_url",
+            WebhookUrlError::Scheme => "scheme",
+            WebhookUrlError::Credentials => "credentials",
+        }
+    }
+}
+
+/// Reads a webhook URL as the operator gives it: http or https, with a host, no credentials.
+/// Errors never echo the URL (some receivers take a credential in its path).
+pub fn check_url(text: &str) -> Result<reqwest::Url, WebhookUrlError> {
+    let url = reqwest::Url::parse(text).map_err(|e| WebhookUrlError::NotUrl(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(WebhookUrlError::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(WebhookUrlError::Credentials);
+    }
+    Ok(url)
+}
+
 /// The HMAC key shared with the webhook receiver. Zeroized on drop; `Debug` hides it.
 #[derive(Clone)]
 pub struct WebhookSecret {

@@ -1,6 +1,7 @@
 //! Property-based fuzzing of every parser of untrusted input: JWS (compact and JSON), agent
 //! certificates, action tokens, delegation grants, revocation lists, access tokens, tool
-//! arguments and agent ids. Inputs are arbitrary text and valid objects with random edits, both
+//! arguments, agent ids, audit checkpoints and records, stored Merkle tree parts, and webhook
+//! settings (URL and secret). Inputs are arbitrary text and valid objects with random edits, both
 //! to the whole text and to the decoded claims (re-encoded, so the claims parser runs before the
 //! signature check refuses them). Nothing may panic, and every refusal carries a reason code that
 //! docs/reason-codes.md documents.
@@ -11,6 +12,9 @@
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
+use agentseal::audit::checkpoint::Checkpoint;
+use agentseal::audit::merkle::{self, Frontier};
+use agentseal::audit::{self, AuditEvent, AuditVerifier, Decision, SealedRecord};
 use agentseal::crypto::{Algorithm, Seed, SigningKey};
 use agentseal::jose::{self, Jws, b64, b64_decode};
 use agentseal::reason::VerifyError;
@@ -26,6 +30,7 @@ use serde_json::json;
 
 const AGENT: &str = "agent://acme.example/reviewer";
 const HUB: &str = "http://127.0.0.1:7777/mcp";
+const ORIGIN: &str = "agentseal/fuzz/audit";
 
 fn cases() -> u32 {
     std::env::var("AGENTSEAL_FUZZ_CASES")
@@ -42,6 +47,8 @@ struct Fixture {
     crl: String,
     access_token: String,
     grant: String,
+    checkpoint: String,
+    record: SealedRecord,
 }
 
 fn fixture() -> &'static Fixture {
@@ -120,6 +127,16 @@ fn fixture() -> &'static Fixture {
             now,
         )
         .unwrap();
+        let mut event = AuditEvent::new(AGENT, "mcp.sign_action", Decision::Allowed);
+        event.details.insert("token_id".into(), "t-1".into());
+        let record = audit::seal(&event, None, now, &ca[0]).unwrap();
+        let checkpoint = Checkpoint {
+            origin: ORIGIN.into(),
+            size: 1,
+            root: merkle::root(&[record.leaf()]),
+        }
+        .sign(&ca_refs)
+        .unwrap();
         Fixture {
             anchor,
             certificate,
@@ -127,6 +144,8 @@ fn fixture() -> &'static Fixture {
             crl,
             access_token,
             grant,
+            checkpoint,
+            record,
         }
     })
 }
@@ -153,6 +172,16 @@ fn assert_documented(result: Result<impl Sized, VerifyError>) {
             documented_codes().contains(error.code()),
             "undocumented reason code {:?} ({error})",
             error.code()
+        );
+    }
+}
+
+/// As [`assert_documented`], for parsers whose errors give their code directly.
+fn assert_code_documented(result: Result<(), &'static str>) {
+    if let Err(code) = result {
+        assert!(
+            documented_codes().contains(code),
+            "undocumented reason code {code:?}"
         );
     }
 }
@@ -239,6 +268,10 @@ fn the_fixture_is_valid_so_the_edits_start_from_accepted_objects() {
         .unwrap();
     access::verify(&f.access_token, &f.anchor, HUB, &crl, now, 60).unwrap();
     delegation::parse_unverified(&f.grant).unwrap();
+    Checkpoint::open(&f.checkpoint, ORIGIN, &f.anchor.keys).unwrap();
+    AuditVerifier::new(&f.anchor.keys, None)
+        .push(&f.record)
+        .unwrap();
 }
 
 proptest! {
@@ -287,5 +320,37 @@ proptest! {
         let crl = RevocationList::verify(&f.crl, &f.anchor, 0).unwrap();
         let now = agentseal::clock::now();
         assert_documented(access::verify(&edit(&f.access_token), &f.anchor, HUB, &crl, now, 60));
+    }
+
+    #[test]
+    fn checkpoints_audit_records_tree_parts_and_webhook_settings(
+        edits in edits(),
+        text in any::<String>(),
+        size in any::<u64>(),
+        parts in prop::collection::vec(any::<[u8; 32]>(), 0..70),
+        split in any::<usize>(),
+    ) {
+        let f = fixture();
+        let note = text_edits(&f.checkpoint, &edits);
+        for note in [&note, &text] {
+            let opened = Checkpoint::open(note, ORIGIN, &f.anchor.keys);
+            assert_code_documented(opened.map(drop).map_err(|e| e.code()));
+        }
+        // A stored record with an edited body, actor or signature.
+        let record = SealedRecord {
+            body: text_edits(&f.record.body, &edits),
+            actor: text.clone(),
+            sig: if text.is_empty() { f.record.sig.clone() } else { text.clone() },
+            ..f.record.clone()
+        };
+        let mut verifier = AuditVerifier::new(&f.anchor.keys, None);
+        assert_code_documented(verifier.push(&record).map_err(|e| e.code()));
+        // Stored tree parts are a hint: anything at all is refused or proves the head.
+        let split = split % (parts.len() + 1);
+        let head = merkle::root(&[f.record.leaf()]);
+        let resumed = Frontier::resume(size, &head, &f.record.leaf(), parts[..split].to_vec(), parts[split..].to_vec());
+        prop_assert!(resumed.is_none_or(|tree| tree.root() == head));
+        assert_code_documented(agentseal::signals::check_url(&text).map(drop).map_err(|e| e.code()));
+        assert_code_documented(agentseal::signals::WebhookSecret::parse(&text).map(drop).map_err(|e| e.code()));
     }
 }
