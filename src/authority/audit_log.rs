@@ -208,21 +208,30 @@ impl Installation {
         })?;
         let anchor: Vec<PublicKey> = ca.iter().map(|k| k.public_key().clone()).collect();
         let mut state = self.audit_tree.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = self.store.latest_checkpoint()?;
+        // The latest kept checkpoint, opened: its stored size column is not evidence, the
+        // signed note is.
+        let stored = match self.store.latest_checkpoint()? {
+            Some(stored) => Some(
+                self.open_checkpoint(&stored.note, &anchor)
+                    .map(|opened| (opened, stored))
+                    .map_err(ServiceError::AuditInvalid)?,
+            ),
+            None => None,
+        };
         // A fault leaves no state behind: the next call starts over.
         let mut log = match state.take() {
             Some(log) => log,
             None => self.resume_log(&anchor, stored.as_ref())?,
         };
-        if let Some(stored) = &stored
-            && stored.size >= log.verifier.position().0.seq
-            && stored.size > log.checkpoint.as_ref().map_or(-1, |c| c.size)
-        {
-            let checkpoint = self
-                .open_checkpoint(&stored.note, &anchor)
-                .and_then(|c| log.verifier.expect(c))
-                .map_err(ServiceError::AuditInvalid);
-            checkpoint?;
+        if let Some((opened, _)) = &stored {
+            let size = i64::try_from(opened.size).unwrap_or(i64::MAX);
+            if size >= log.verifier.position().0.seq
+                && size > log.checkpoint.as_ref().map_or(-1, |c| c.size)
+            {
+                log.verifier
+                    .expect(opened.clone())
+                    .map_err(ServiceError::AuditInvalid)?;
+            }
         }
         let from = log.verifier.position().0.seq + 1;
         let mut fault = None;
@@ -243,11 +252,15 @@ impl Installation {
             .map_err(ServiceError::AuditInvalid)?;
         let current = match (&log.checkpoint, stored) {
             (Some(ours), _) if ours.size == summary.records => ours.clone(),
-            (_, Some(stored)) if stored.size == summary.records => SignedCheckpoint {
-                size: stored.size,
-                note: stored.note,
-                root: summary.root,
-            },
+            (_, Some((opened, stored)))
+                if opened.size == summary.records.unsigned_abs() && opened.root == summary.root =>
+            {
+                SignedCheckpoint {
+                    size: summary.records,
+                    note: stored.note,
+                    root: summary.root,
+                }
+            }
             _ => {
                 let refs: Vec<&SigningKey> = ca.iter().collect();
                 let note = Checkpoint {
@@ -306,24 +319,24 @@ impl Installation {
     fn resume_log(
         &self,
         anchor: &[PublicKey],
-        stored: Option<&StoredCheckpoint>,
+        stored: Option<&(Checkpoint, StoredCheckpoint)>,
     ) -> Result<VerifiedLog, ServiceError> {
         let head = self.store.audit_head()?;
         let resumed = match stored {
-            Some(stored) if stored.size > 0 => match self.open_checkpoint(&stored.note, anchor) {
-                Ok(checkpoint) => self.store.audit_record(stored.size)?.and_then(|record| {
-                    let tree = parse_tree(&stored.tree)?;
+            Some((checkpoint, stored)) if checkpoint.size > 0 => {
+                let seq = i64::try_from(checkpoint.size).unwrap_or(i64::MAX);
+                self.store.audit_record(seq)?.and_then(|record| {
+                    let (subtrees, path) = parse_tree(&stored.tree)?;
                     let tree = Frontier::resume(
                         checkpoint.size,
                         &checkpoint.root,
                         &record.leaf(),
-                        tree.0,
-                        tree.1,
+                        subtrees,
+                        path,
                     )?;
                     Some((AuditHead::of(&record), tree))
-                }),
-                Err(fault) => return Err(ServiceError::AuditInvalid(fault)),
-            },
+                })
+            }
             _ => None,
         };
         let verifier = match resumed {

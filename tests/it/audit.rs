@@ -743,3 +743,49 @@ async fn the_hub_publishes_checkpoints_and_every_revocation_list_names_one() {
         root
     );
 }
+
+#[test]
+fn kept_checkpoints_are_hints_checked_against_their_signatures_and_old_logs_need_no_migration() {
+    let installation = quiet_installation();
+    // A database from before checkpoints existed: no table of them.
+    database(&installation)
+        .execute("DROP TABLE audit_checkpoints", [])
+        .unwrap();
+    let first = installation.cli(&["audit", "checkpoint"]);
+    let first_size: i64 = first.lines().nth(1).unwrap().parse().unwrap();
+    assert!(verify(&installation).0);
+
+    // A kept checkpoint's size column moved to the log's current size: its note is not passed
+    // off as the current checkpoint.
+    installation.cli(&["cert", "renew", A]);
+    let records = record_count(&database(&installation));
+    database(&installation)
+        .execute("UPDATE audit_checkpoints SET size = ?1", [records])
+        .unwrap();
+    let second = installation.cli(&["audit", "checkpoint"]);
+    let second_size: i64 = second.lines().nth(1).unwrap().parse().unwrap();
+    assert_eq!(second_size, records, "{second}");
+    assert_ne!(first_size, second_size);
+
+    // A garbled stored tree: the next checkpoint walks the whole log instead, and so finds an
+    // old record that was edited.
+    installation.cli(&["cert", "renew", B]);
+    let db = database(&installation);
+    db.execute(
+        "UPDATE audit_checkpoints SET tree = '{\"subtrees\":[],\"path\":[]}'",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE audit_log SET body = replace(body, 'allowed', 'denied') WHERE seq = 1",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = cli_output(&installation.dir, &["audit", "checkpoint"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("(edited"),
+        "{out:?}"
+    );
+}
