@@ -175,7 +175,7 @@ fn audit_burst_survives_sigkill() {
     let reopened = Installation::open(&dir, KeyStoreKind::Auto).unwrap();
     let anchor = reopened.audit_anchor().unwrap().unwrap();
     let summary = reopened
-        .verify_audit(&anchor, None, None)
+        .verify_audit(&anchor, &Default::default())
         .unwrap()
         .expect("the audit chain verifies after SIGKILL");
     let mut recorded = BTreeMap::new();

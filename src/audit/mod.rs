@@ -39,4 +39,4 @@ mod record;
 mod verify;
 
 pub use record::{AuditEvent, Decision, FORMAT, GENESIS, RecordBody, SealedRecord, seal};
-pub use verify::{AuditFault, AuditHead, AuditSummary, AuditVerifier, verify};
+pub use verify::{AuditFault, AuditHead, AuditSummary, AuditVerifier, mark, verify};

@@ -105,6 +105,13 @@ pub enum AuditFault {
         /// Why.
         detail: String,
     },
+    /// The log does not pass through the last checkpoint this installation signed, whose mark
+    /// the key store keeps: records at the end were deleted, or the database was put back to
+    /// an older copy (and perhaps grew again).
+    #[error(
+        "the log does not reach the last checkpoint this installation signed (its mark is in the key store): records at the end were deleted, or an older copy of the database was put back"
+    )]
+    RolledBack,
     /// The CA keys recorded in the database are not those of the key store: whoever could
     /// write the database replaced or added a key (and could sign records with it).
     #[error(
@@ -129,13 +136,14 @@ impl AuditFault {
             AuditFault::Emptied { .. } => Some(1),
             AuditFault::Rewritten { .. }
             | AuditFault::BadCheckpoint { .. }
+            | AuditFault::RolledBack
             | AuditFault::KeysReplaced => None,
         }
     }
 
     /// The stable code: `missing`, `malformed`, `moved`, `edited`, `chain_broken`,
     /// `bad_signature`, `actor_mismatch`, `truncated`, `emptied`, `head_mismatch`, `rewritten`,
-    /// `bad_checkpoint`, `ca_keys_replaced`.
+    /// `bad_checkpoint`, `rolled_back`, `ca_keys_replaced`.
     pub fn code(&self) -> &'static str {
         match self {
             AuditFault::Missing { .. } => "missing",
@@ -150,6 +158,7 @@ impl AuditFault {
             AuditFault::HeadMismatch { .. } => "head_mismatch",
             AuditFault::Rewritten { .. } => "rewritten",
             AuditFault::BadCheckpoint { .. } => "bad_checkpoint",
+            AuditFault::RolledBack => "rolled_back",
             AuditFault::KeysReplaced => "ca_keys_replaced",
         }
     }
@@ -182,6 +191,17 @@ impl AuditHead {
     }
 }
 
+/// The mark of a checkpoint: what the installation keeps of the last one it signed, in its key
+/// store. A hash of the size and head, so it fits where seeds go.
+pub fn mark(size: u64, root: &Hash) -> Hash {
+    Sha256::new()
+        .chain_update(b"agentseal-audit-mark-v1:")
+        .chain_update(size.to_be_bytes())
+        .chain_update(root)
+        .finalize()
+        .into()
+}
+
 /// A log that verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditSummary {
@@ -204,6 +224,8 @@ pub struct AuditVerifier {
     tree: Frontier,
     /// Checkpoints whose size the walk has not reached yet, smallest first.
     checkpoints: Vec<Checkpoint>,
+    /// A checkpoint mark the walk has not passed yet.
+    mark: Option<Hash>,
 }
 
 impl AuditVerifier {
@@ -228,7 +250,14 @@ impl AuditVerifier {
             head: head.cloned(),
             tree,
             checkpoints: Vec::new(),
+            mark: None,
         }
+    }
+
+    /// Also requires the log to pass through the checkpoint whose [`mark`] is `mark` (at the
+    /// current position or later).
+    pub fn expect_mark(&mut self, expected: Hash) {
+        self.mark = (mark(self.tree.size(), &self.tree.root()) != expected).then_some(expected);
     }
 
     /// Also requires the log to be a consistent extension of `checkpoint` (verified by the
@@ -322,6 +351,11 @@ impl AuditVerifier {
             seq,
             hash: record.hash.clone(),
         };
+        if let Some(expected) = self.mark
+            && mark(self.tree.size(), &self.tree.root()) == expected
+        {
+            self.mark = None;
+        }
         while let Some(checkpoint) = self.checkpoints.first() {
             if checkpoint.size > self.tree.size() {
                 break;
@@ -361,6 +395,10 @@ impl AuditVerifier {
                     head,
                 }
             });
+        }
+        // After the named checks: a checkpoint or head kept aside says more than the mark.
+        if self.mark.is_some() {
+            return Err(AuditFault::RolledBack);
         }
         Ok(AuditSummary {
             records: self.last.seq,
@@ -642,5 +680,30 @@ mod tests {
             resumed.push(&fork).unwrap_err(),
             AuditFault::ChainBroken { seq: 6 }
         );
+    }
+
+    #[test]
+    fn a_log_must_pass_through_the_marked_checkpoint() {
+        let key = key();
+        let records = log(&key, 5);
+        let keys = [key.public_key().clone()];
+        let marked = checkpoint_of(&records[..3]);
+        let walk = |records: &[SealedRecord]| {
+            let mut verifier = AuditVerifier::new(&keys, None);
+            verifier.expect_mark(mark(marked.size, &marked.root));
+            records.iter().try_for_each(|r| verifier.push(r))?;
+            verifier.finish()
+        };
+        assert!(walk(&records).is_ok());
+        assert!(walk(&records[..3]).is_ok());
+        assert_eq!(walk(&records[..2]).unwrap_err(), AuditFault::RolledBack);
+        // Rolled back to record 2 and grown again past the marked size.
+        let mut regrown = records[..2].to_vec();
+        for i in 0..3 {
+            let event = AuditEvent::new("agent://b", format!("mcp.other{i}"), Decision::Allowed);
+            let record = seal(&event, regrown.last(), 1_800_000_000, &key).unwrap();
+            regrown.push(record);
+        }
+        assert_eq!(walk(&regrown).unwrap_err(), AuditFault::RolledBack);
     }
 }

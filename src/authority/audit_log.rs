@@ -37,8 +37,22 @@ impl From<Withheld<ServiceError>> for ServiceError {
 pub(super) struct VerifiedLog {
     verifier: AuditVerifier,
     checkpoint: Option<SignedCheckpoint>,
+    /// The key store's mark when this walk began or last signed.
+    mark: Option<Hash>,
     /// When the walk last reached the end of the log.
     checked_at: std::time::Instant,
+}
+
+/// What an audit log must agree with that is kept outside its database.
+#[derive(Debug, Clone, Default)]
+pub struct KeptState {
+    /// A head an earlier verify printed (instead of the one the database records).
+    pub head: Option<AuditHead>,
+    /// A signed checkpoint saved earlier: the log must extend it.
+    pub checkpoint: Option<String>,
+    /// The mark of the last checkpoint signed ([`Installation::audit_mark`]): the log must
+    /// pass through it.
+    pub mark: Option<Hash>,
 }
 
 /// A checkpoint of the audit log: the signed note, and the size and head it states.
@@ -150,23 +164,51 @@ impl Installation {
         Ok(Ok(keys))
     }
 
+    /// The mark of the last checkpoint this installation signed, from the key store (`None`
+    /// before the first, or after a reboot wiped a keyutils store).
+    pub fn audit_mark(&self) -> Result<Option<Hash>, ServiceError> {
+        match self
+            .key_store()?
+            .get(&KeyName::audit_mark(&self.install_id))
+        {
+            Ok(seed) => Ok(Some(*seed.expose())),
+            Err(keystore::KeyStoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn set_audit_mark(&self, mark: &Hash) -> Result<(), ServiceError> {
+        let name = KeyName::audit_mark(&self.install_id);
+        let keys = self.key_store()?;
+        // Delete first: a keyutils key another process read stays linked to it otherwise.
+        keys.delete(&name)?;
+        keys.put(&name, &Seed::from_slice(mark).expect("a mark is 32 bytes"))?;
+        Ok(())
+    }
+
     /// Verifies the whole audit log against the CA keys `anchor` (from [`Self::audit_anchor`]
-    /// or a key file, never from the database), the head the last append recorded (or `head`,
-    /// one kept aside), the latest checkpoint kept in the database, and `checkpoint` (a signed
-    /// note saved earlier: the log must extend it). `Ok(Err(fault))` names what does not hold.
+    /// or a key file, never from the database), the head the last append recorded, the latest
+    /// checkpoint kept in the database, and what `kept` holds from outside the database.
+    /// `Ok(Err(fault))` names what does not hold.
     pub fn verify_audit(
         &self,
         anchor: &[PublicKey],
-        head: Option<AuditHead>,
-        checkpoint: Option<&str>,
+        kept: &KeptState,
     ) -> Result<Result<AuditSummary, AuditFault>, ServiceError> {
-        let head = match head {
-            Some(head) => Some(head),
+        let head = match &kept.head {
+            Some(head) => Some(head.clone()),
             None => self.store.audit_head()?,
         };
         let mut verifier = AuditVerifier::new(anchor, head.as_ref());
+        if let Some(mark) = kept.mark {
+            verifier.expect_mark(mark);
+        }
         let stored = self.store.latest_checkpoint()?.map(|c| c.note);
-        for note in stored.iter().map(String::as_str).chain(checkpoint) {
+        for note in stored
+            .iter()
+            .map(String::as_str)
+            .chain(kept.checkpoint.as_deref())
+        {
             let expected = self
                 .open_checkpoint(note, anchor)
                 .and_then(|c| verifier.expect(c));
@@ -203,10 +245,12 @@ impl Installation {
     /// log grew, and keeps it. A log that does not verify gets no checkpoint
     /// ([`ServiceError::AuditInvalid`]).
     pub fn audit_checkpoint(&self) -> Result<SignedCheckpoint, ServiceError> {
+        // Signed with the key store's keys, all of them: not a subset the database names.
+        let anchor = self.audit_anchor()?.map_err(ServiceError::AuditInvalid)?;
         let ca = self.signers("ca", &self.anchor.keys, |alg| {
             KeyName::ca(&self.install_id, alg)
         })?;
-        let anchor: Vec<PublicKey> = ca.iter().map(|k| k.public_key().clone()).collect();
+        let mark = self.audit_mark()?;
         let mut state = self.audit_tree.lock().unwrap_or_else(|p| p.into_inner());
         // The latest kept checkpoint, opened: its stored size column is not evidence, the
         // signed note is.
@@ -218,10 +262,11 @@ impl Installation {
             ),
             None => None,
         };
-        // A fault leaves no state behind: the next call starts over.
+        // A fault leaves no state behind: the next call starts over, as it does when another
+        // process signed since (the mark moved).
         let mut log = match state.take() {
-            Some(log) => log,
-            None => self.resume_log(&anchor, stored.as_ref())?,
+            Some(log) if log.mark == mark => log,
+            _ => self.resume_log(&anchor, stored.as_ref(), mark)?,
         };
         if let Some((opened, _)) = &stored {
             let size = i64::try_from(opened.size).unwrap_or(i64::MAX);
@@ -288,6 +333,11 @@ impl Installation {
                 }
             }
         };
+        let current_mark = audit::mark(current.size.unsigned_abs(), &current.root);
+        if mark != Some(current_mark) {
+            self.set_audit_mark(&current_mark)?;
+        }
+        log.mark = Some(current_mark);
         log.checkpoint = Some(current.clone());
         log.checked_at = std::time::Instant::now();
         *state = Some(log);
@@ -320,10 +370,16 @@ impl Installation {
         &self,
         anchor: &[PublicKey],
         stored: Option<&(Checkpoint, StoredCheckpoint)>,
+        mark: Option<Hash>,
     ) -> Result<VerifiedLog, ServiceError> {
         let head = self.store.audit_head()?;
         let resumed = match stored {
-            Some((checkpoint, stored)) if checkpoint.size > 0 => {
+            // Resumed only where the mark is, if there is one: a walk from there cannot check
+            // an earlier mark.
+            Some((checkpoint, stored))
+                if checkpoint.size > 0
+                    && mark.is_none_or(|m| m == audit::mark(checkpoint.size, &checkpoint.root)) =>
+            {
                 let seq = i64::try_from(checkpoint.size).unwrap_or(i64::MAX);
                 self.store.audit_record(seq)?.and_then(|record| {
                     let (subtrees, path) = parse_tree(&stored.tree)?;
@@ -339,13 +395,17 @@ impl Installation {
             }
             _ => None,
         };
-        let verifier = match resumed {
+        let mut verifier = match resumed {
             Some((last, tree)) => AuditVerifier::resume(anchor, last, tree, head.as_ref()),
             None => AuditVerifier::new(anchor, head.as_ref()),
         };
+        if let Some(mark) = mark {
+            verifier.expect_mark(mark);
+        }
         Ok(VerifiedLog {
             verifier,
             checkpoint: None,
+            mark,
             checked_at: std::time::Instant::now(),
         })
     }
@@ -363,7 +423,7 @@ impl Installation {
         let mut proved = None;
         self.store.audit_records(1, &mut |record| {
             leaves.push(record.leaf());
-            if record.seq == seq {
+            if leaves.len() as i64 == seq {
                 proved = Some(record);
             }
             (leaves.len() as i64) < checkpoint.size

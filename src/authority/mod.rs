@@ -57,7 +57,7 @@ mod signing;
 pub use access_tokens::IssuedAccess;
 use agents::create_key;
 pub use agents::validate_agent_id;
-pub use audit_log::{InclusionProof, SignedCheckpoint, Withheld};
+pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
@@ -404,6 +404,7 @@ impl Installation {
         let keys = self.key_store()?;
         // Deleted even if no webhook is set now (a set-up may have stopped half-way).
         keys.delete(&KeyName::webhook(&self.install_id))?;
+        keys.delete(&KeyName::audit_mark(&self.install_id))?;
         for name in &names {
             keys.delete(name)?;
         }

@@ -163,7 +163,8 @@ impl KeyName {
         }
     }
 
-    /// The signature algorithm of a CA or agent key; `None` for the webhook secret.
+    /// The signature algorithm of a CA or agent key; `None` for the webhook secret and the
+    /// audit mark.
     pub fn algorithm(&self) -> Option<Algorithm> {
         Algorithm::from_name(&self.kind)
     }
@@ -174,6 +175,16 @@ impl KeyName {
             installation: installation.to_owned(),
             owner: "webhook".to_owned(),
             kind: "hmac-sha256".to_owned(),
+        }
+    }
+
+    /// The mark of the last audit checkpoint the installation signed (a hash, not a secret:
+    /// kept here because whoever can write the database cannot write the key store).
+    pub fn audit_mark(installation: &str) -> Self {
+        KeyName {
+            installation: installation.to_owned(),
+            owner: "audit".to_owned(),
+            kind: "checkpoint-mark".to_owned(),
         }
     }
 

@@ -135,12 +135,13 @@ pub struct StoredCheckpoint {
 }
 
 impl Store {
-    /// Keeps a checkpoint (one per size: a second of the same size is dropped).
+    /// Keeps a checkpoint (one per size: it replaces one kept before, which may have been
+    /// planted).
     pub fn save_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
         let path = self.path.clone();
         self.writer.write(Durability::Committed, move |tx| {
             tx.prepare_cached(
-                "INSERT OR IGNORE INTO audit_checkpoints(size, note, tree, signed_at)
+                "INSERT OR REPLACE INTO audit_checkpoints(size, note, tree, signed_at)
                  VALUES (?1, ?2, ?3, ?4)",
             )
             .and_then(|mut stmt| {

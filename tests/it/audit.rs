@@ -527,6 +527,21 @@ fn cover_tracks(installation: &Installation) {
 #[test]
 fn a_checkpoint_kept_elsewhere_names_tail_deletion_rollback_and_wipe() {
     let installation = quiet_installation();
+    let jwks = installation.dir.parent().unwrap().join("ca-jwks.json");
+    std::fs::write(&jwks, installation.cli(&["jwks"])).unwrap();
+    let jwks = jwks.to_str().unwrap();
+    // Consistent on its own (checked with public keys alone), but not with the mark of the
+    // last checkpoint signed, which the key store keeps.
+    let consistent_alone = |what: &str| {
+        let (valid, report) = verify_with(&installation, &["--ca-jwks", jwks]);
+        assert!(valid, "{what}: {report}");
+        let (valid, report) = verify(&installation);
+        assert_eq!(
+            (valid, &report["reasons"]),
+            (false, &json!(["rolled_back"])),
+            "{what}: {report}"
+        );
+    };
     let older = snapshot(&installation, "older.db");
     installation.cli(&[
         "agent",
@@ -547,12 +562,12 @@ fn a_checkpoint_kept_elsewhere_names_tail_deletion_rollback_and_wipe() {
     let now = snapshot(&installation, "now.db");
 
     // Records at the end deleted, tracks covered: consistent on its own, not with the kept
-    // checkpoint.
+    // checkpoint or the mark.
     database(&installation)
         .execute("DELETE FROM audit_log WHERE seq >= ?1", [size - 1])
         .unwrap();
     cover_tracks(&installation);
-    assert!(verify(&installation).0, "consistent on its own");
+    consistent_alone("tail deleted");
     let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
     assert!(!valid);
     assert_eq!(report["reasons"], json!(["truncated"]), "{report}");
@@ -575,10 +590,17 @@ fn a_checkpoint_kept_elsewhere_names_tail_deletion_rollback_and_wipe() {
             "ed25519",
         ]);
     }
-    assert!(verify(&installation).0, "consistent on its own");
+    consistent_alone("rolled back and grown again");
     let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
     assert!(!valid);
     assert_eq!(report["reasons"], json!(["rewritten"]), "{report}");
+    // Nor does the installation sign a checkpoint of the other history.
+    let out = cli_output(&installation.dir, &["audit", "checkpoint"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rolled_back"),
+        "{out:?}"
+    );
 
     // Every record deleted.
     restore(&installation, &now);
@@ -586,10 +608,7 @@ fn a_checkpoint_kept_elsewhere_names_tail_deletion_rollback_and_wipe() {
         .execute("DELETE FROM audit_log", [])
         .unwrap();
     cover_tracks(&installation);
-    assert!(
-        verify(&installation).0,
-        "an empty log is consistent on its own"
-    );
+    consistent_alone("every record deleted");
     let (valid, report) = verify_with(&installation, &["--checkpoint", kept]);
     assert!(!valid);
     assert_eq!(report["reasons"], json!(["emptied"]), "{report}");

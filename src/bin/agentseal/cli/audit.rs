@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use agentseal::audit::{AuditFault, AuditHead};
-use agentseal::authority::{Installation, ServiceError};
+use agentseal::authority::{Installation, KeptState, ServiceError};
 use agentseal::crypto::PublicKey;
 use agentseal::jose::{Jwk, JwkSet};
 use base64::Engine as _;
@@ -21,8 +21,9 @@ use super::input::parse_head;
 #[derive(Subcommand)]
 pub enum AuditCommand {
     /// Verify the whole audit log: every record's hash, signature by this CA, place in the
-    /// chain and actor, and that the log extends its latest checkpoint (and --checkpoint). The
-    /// CA keys come from the key store (or --ca-jwks), never from the database under test.
+    /// chain and actor, and that the log extends its latest checkpoint (and --checkpoint) and
+    /// passes through the last checkpoint signed (whose mark the key store keeps). The CA keys
+    /// come from the key store (or --ca-jwks), never from the database under test.
     /// Prints the record count, head and tree head; if anything does not hold, names it and
     /// exits 1.
     Verify(VerifyArgs),
@@ -64,7 +65,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     /// Verify with the CA public keys in this JWK Set (`agentseal jwks`) instead of the key
-    /// store's: for a verifier that holds no secret key.
+    /// store's: for a verifier that holds no secret key. The key store is not used at all,
+    /// so the mark of the last checkpoint signed (which catches a rollback) is not checked.
     #[arg(long, value_name = "FILE")]
     ca_jwks: Option<PathBuf>,
 }
@@ -76,14 +78,18 @@ impl VerifyArgs {
             .as_deref()
             .map(|path| read_file(path, "checkpoint"))
             .transpose()?;
-        let anchor = match &self.ca_jwks {
-            Some(path) => Ok(read_jwks(path)?),
-            None => installation.audit_anchor()?,
+        // With public keys alone, the key store is not touched: no mark either.
+        let (anchor, mark) = match &self.ca_jwks {
+            Some(path) => (Ok(read_jwks(path)?), None),
+            None => (installation.audit_anchor()?, installation.audit_mark()?),
+        };
+        let kept = KeptState {
+            head: self.head.clone(),
+            checkpoint,
+            mark,
         };
         let verdict = match anchor {
-            Ok(anchor) => {
-                installation.verify_audit(&anchor, self.head.clone(), checkpoint.as_deref())?
-            }
+            Ok(anchor) => installation.verify_audit(&anchor, &kept)?,
             Err(fault) => Err(fault),
         };
         Ok(match verdict {
@@ -93,6 +99,7 @@ impl VerifyArgs {
                 "head": format!("{}:{}", summary.head.seq, summary.head.hash),
                 "root": STANDARD.encode(summary.root),
                 "ca_keys": if self.ca_jwks.is_some() { "file" } else { "key store" },
+                "checked_mark": kept.mark.is_some(),
             })),
             Err(fault) => Outcome::Invalid(fault_report(&fault)),
         })
