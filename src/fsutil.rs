@@ -1,4 +1,5 @@
-//! Small file-system helpers shared by the stores.
+//! Small file-system helpers shared by the stores and the CLI: atomic private writes, private
+//! directories and database files.
 
 use std::io::Write as _;
 use std::path::Path;

@@ -87,7 +87,7 @@ pub mod audit;
 #[cfg(feature = "authority")]
 pub mod authority;
 #[cfg(feature = "authority")]
-pub(crate) mod fsutil;
+pub mod fsutil;
 #[cfg(feature = "authority")]
 pub mod keystore;
 #[cfg(feature = "authority")]

@@ -100,6 +100,19 @@ pub enum ServiceError {
         "the operation was done but the audit log could not record it ({0}); its output is withheld"
     )]
     Unaudited(Box<ServiceError>),
+    /// The key store lacks keys the database refers to.
+    #[error(
+        "the {store} key store has lost {} of this installation ({}){}: put them back with `agentseal restore BACKUP`",
+        if .missing.len() == 1 { "a key" } else { "keys" },
+        .missing.join(", "),
+        lost_keys_cause(*.store)
+    )]
+    KeysMissing {
+        /// The store.
+        store: KeyStoreKind,
+        /// The entries missing.
+        missing: Vec<String>,
+    },
     /// The audit log does not verify, so no checkpoint of it is signed (see
     /// `agentseal audit verify`).
     #[error("the audit log does not verify ({code}: {0}): no checkpoint is signed over it", code = .0.code())]
@@ -142,8 +155,19 @@ impl ServiceError {
             ServiceError::Signals(_) => "signals_error",
             ServiceError::Unaudited(_) => "audit_withheld",
             ServiceError::AuditInvalid(_) => "audit_invalid",
+            ServiceError::KeysMissing { .. } => "keys_missing",
             ServiceError::Io { .. } => "io_error",
         }
+    }
+}
+
+/// Why a store may have lost keys.
+fn lost_keys_cause(store: KeyStoreKind) -> &'static str {
+    match store {
+        KeyStoreKind::Keyutils => {
+            "; kernel keyutils keeps keys in memory only, so a reboot (or the persistent keyring expiring unused) loses them"
+        }
+        _ => "",
     }
 }
 

@@ -43,6 +43,7 @@ use crate::verify::{
 mod access_tokens;
 mod agents;
 mod audit_log;
+mod backup;
 mod challenge;
 mod crl;
 mod delegating;
@@ -58,6 +59,7 @@ pub use access_tokens::IssuedAccess;
 use agents::create_key;
 pub use agents::validate_agent_id;
 pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
+pub use backup::RestoreReport;
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
@@ -385,29 +387,7 @@ impl Installation {
     /// Deletes the installation: every CA and agent key from the key store, then the database
     /// and key file. Irreversible; returns how many keys were deleted.
     pub fn destroy(self) -> Result<usize, ServiceError> {
-        let mut names: Vec<KeyName> = self
-            .anchor
-            .keys
-            .iter()
-            .map(|k| KeyName::ca(&self.install_id, k.algorithm()))
-            .collect();
-        for agent in self.store.agents()? {
-            for algorithm in agent
-                .algorithms
-                .iter()
-                .filter_map(|a| Algorithm::from_name(a))
-            {
-                names.push(KeyName::agent(&self.install_id, &agent.agent_id, algorithm));
-            }
-        }
-        let webhook = self.store.meta(signalling::WEBHOOK_URL)?.is_some();
-        let keys = self.key_store()?;
-        // Deleted even if no webhook is set now (a set-up may have stopped half-way).
-        keys.delete(&KeyName::webhook(&self.install_id))?;
-        keys.delete(&KeyName::audit_mark(&self.install_id))?;
-        for name in &names {
-            keys.delete(name)?;
-        }
+        let deleted = self.delete_keys()?;
         let data_dir = self.data_dir.clone();
         drop(self);
         for file in [
@@ -426,7 +406,7 @@ impl Installation {
                 _ => {}
             }
         }
-        Ok(names.len() + usize::from(webhook))
+        Ok(deleted)
     }
 
     /// The key store, opened on first use: verification never needs it, so a verifier works
@@ -464,7 +444,13 @@ impl Installation {
         let mut keys = Vec::with_capacity(expected.len());
         for public in expected {
             let name = name(public.algorithm());
-            let seed = self.key_store()?.get(&name)?;
+            let seed = match self.key_store()?.get(&name) {
+                Ok(seed) => seed,
+                Err(keystore::KeyStoreError::NotFound(_)) => {
+                    return Err(self.keys_missing(vec![name.user()]));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let key = SigningKey::from_seed(public.algorithm(), &seed);
             if key.public_key() != public {
                 return Err(ServiceError::KeyMismatch(name.to_string()));

@@ -16,6 +16,8 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{Algorithm, Seed};
 
+pub mod backup;
+
 /// Which key store to use. `Auto` resolves to the platform keyring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -56,7 +58,8 @@ impl KeyStoreKind {
             "kernel keyutils keeps keys in memory only: they do not survive a reboot, and the \
              kernel drops the persistent keyring after it goes unused for \
              /proc/sys/kernel/keys/persistent_keyring_expiry seconds (3 days by default). \
-             Use --key-store secret-service or file for keys that must persist.",
+             Back them up with `agentseal backup FILE` (and `agentseal restore FILE` after a \
+             reboot), or use --key-store secret-service or file for keys that must persist.",
         )
     }
 }
@@ -461,20 +464,32 @@ impl Passphrase {
     /// Reads `AGENTSEAL_PASSPHRASE`, or the first line of the file named by
     /// `AGENTSEAL_PASSPHRASE_FILE`.
     pub fn from_env() -> Result<Self, KeyStoreError> {
-        if let Ok(text) = std::env::var("AGENTSEAL_PASSPHRASE") {
-            return Ok(Passphrase::new(text));
+        Passphrase::from_env_vars("AGENTSEAL_PASSPHRASE", "AGENTSEAL_PASSPHRASE_FILE")?
+            .ok_or(KeyStoreError::NoPassphrase)
+    }
+
+    /// Reads the variable `text`, or the first line of the file named by the variable `file`;
+    /// `None` if neither is set.
+    pub fn from_env_vars(text: &str, file: &str) -> Result<Option<Self>, KeyStoreError> {
+        if let Ok(text) = std::env::var(text) {
+            return Ok(Some(Passphrase::new(text)));
         }
-        if let Some(path) = std::env::var_os("AGENTSEAL_PASSPHRASE_FILE") {
+        if let Some(path) = std::env::var_os(file) {
             let path = PathBuf::from(path);
             let text = Zeroizing::new(
                 std::fs::read_to_string(&path)
                     .map_err(|source| KeyStoreError::Io { path, source })?,
             );
-            return Ok(Passphrase::new(
+            return Ok(Some(Passphrase::new(
                 text.lines().next().unwrap_or("").to_owned(),
-            ));
+            )));
         }
-        Err(KeyStoreError::NoPassphrase)
+        Ok(None)
+    }
+
+    /// How many characters it has.
+    pub fn char_count(&self) -> usize {
+        self.0.chars().count()
     }
 
     fn secret(&self) -> age::secrecy::SecretString {

@@ -5,6 +5,7 @@ mod common;
 
 mod approval;
 mod audit;
+mod backup;
 mod cli;
 mod delegation;
 mod http_concurrency;

@@ -20,6 +20,10 @@ fn cli(dir: &Path, args: &[&str], transcript: &mut Vec<u8>) -> String {
         .arg("--data-dir")
         .arg(dir)
         .args(["--key-store", "keyutils", "--log", "trace"])
+        .env(
+            "AGENTSEAL_BACKUP_PASSPHRASE",
+            "correct horse battery staple",
+        )
         .args(args)
         .output()
         .unwrap();
@@ -88,6 +92,15 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     cli(&dir, &["jwks"], &mut t);
     cli(&dir, &["jwks", "--with-agents"], &mut t);
     cli(&dir, &["verify", "garbage", "--any-audience"], &mut t);
+    cli(&dir, &["audit", "checkpoint"], &mut t);
+    cli(&dir, &["audit", "prove", "2"], &mut t);
+    cli(&dir, &["audit", "verify"], &mut t);
+    cli(&dir, &["limits"], &mut t);
+    // The backup lands in the data directory, so the file scan below covers it too.
+    let backup = dir.join("keys.backup");
+    let backup = backup.to_str().unwrap();
+    assert!(cli(&dir, &["backup", backup], &mut t).contains("entries"));
+    assert!(cli(&dir, &["restore", backup], &mut t).contains("unchanged"));
     assert!(
         String::from_utf8_lossy(&t).contains("TRACE")
             || String::from_utf8_lossy(&t).contains("DEBUG"),

@@ -49,6 +49,9 @@ impl InitArgs {
                 max_crl_validity: self.max_crl_validity,
             },
         };
+        if !dir.join(agentseal::authority::DATABASE_FILE).exists() {
+            warn_before_creating(key_store);
+        }
         let installation = match Installation::init(dir, key_store, &options) {
             Err(ServiceError::AlreadyInitialized(_)) => {
                 // Re-running init is harmless: report the existing installation, change nothing.
@@ -66,9 +69,6 @@ impl InitArgs {
             "agentseal: CA {} created; keys in the {} key store",
             info.ca_id, info.key_store
         );
-        if let Some(caveat) = &info.caveat {
-            eprintln!("warning: {caveat}");
-        }
         tracing::info!(ca_id = %info.ca_id, key_store = %info.key_store, "installation created");
         let info = json!(info);
         self.facts().record(&installation, Ok(&info))?;
@@ -85,6 +85,7 @@ pub fn open(
 ) -> Result<Installation, ServiceError> {
     match Installation::open(dir, key_store) {
         Err(ServiceError::NotInitialized(_)) if create => {
+            warn_before_creating(key_store);
             let installation = Installation::init(dir, key_store, &InitOptions::default())?;
             let info = installation.info();
             eprintln!(
@@ -93,12 +94,21 @@ pub fn open(
                 info.ca_id,
                 info.key_store
             );
-            if let Some(caveat) = &info.caveat {
-                eprintln!("warning: {caveat}");
-            }
             Ok(installation)
         }
         other => other,
+    }
+}
+
+/// Says what the operator must know about the key store before keys are made in it (keyutils
+/// loses them at a reboot).
+fn warn_before_creating(key_store: KeyStoreKind) {
+    let kind = match key_store {
+        KeyStoreKind::Auto => agentseal::keystore::resolve_auto(),
+        other => other,
+    };
+    if let Some(caveat) = kind.caveat() {
+        eprintln!("warning: {caveat}");
     }
 }
 

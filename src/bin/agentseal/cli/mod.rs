@@ -10,6 +10,7 @@
 mod access_token;
 mod agent;
 mod audit;
+mod backup;
 mod cert;
 mod delegate;
 mod input;
@@ -122,6 +123,13 @@ enum Command {
     /// rejections.
     #[command(subcommand)]
     Signals(signals::SignalsCommand),
+    /// Write every key the installation keeps in its key store (the CA's, the agents', the
+    /// webhook secret) to FILE, encrypted to a passphrase or an age recipient: keyutils keys do
+    /// not survive a reboot, and no key can be recovered without a backup.
+    Backup(backup::BackupArgs),
+    /// Put the keys of a backup back into the key store (after a reboot, or on a new machine with
+    /// the database): checked against the public keys the database records before any is written.
+    Restore(backup::RestoreArgs),
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy(install::DestroyArgs),
 }
@@ -145,6 +153,8 @@ impl Command {
             Command::CheckRevocation(check) => check,
             Command::Crl(crl) => crl,
             Command::Limits(limits) => limits,
+            Command::Backup(backup) => backup,
+            Command::Restore(restore) => restore,
             Command::Jwks(jwks) => jwks,
             Command::Policy(command) => command.operation(),
             Command::Signals(command) => command.operation(),
@@ -294,6 +304,7 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
     }
     match cli.command {
         Command::Serve(serve) => {
+            serve.check_keys(&installation)?;
             serve.facts().record(&installation, Ok(&Value::Null))?;
             serve.run(installation)
         }

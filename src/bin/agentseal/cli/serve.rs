@@ -96,6 +96,17 @@ impl ServeArgs {
             )
     }
 
+    /// Stops a server before it starts (and before it records that it started) when the key
+    /// store has lost keys it needs: every agent's for the hub, the served agent's on stdio,
+    /// and the CA's. After a reboot of a keyutils machine that is all of them.
+    pub fn check_keys(&self, installation: &Installation) -> Result<(), ServiceError> {
+        match (&self.http.http, &self.agent) {
+            (Some(_), _) => installation.check_keys(None),
+            (None, Some(agent)) => installation.check_keys(Some(agent)),
+            (None, None) => installation.check_keys(Some(&only_agent(installation)?)),
+        }
+    }
+
     /// Serves until the server ends.
     pub fn run(self, installation: Installation) -> Result<Outcome, ServiceError> {
         // A policy file that does not compile stops the server here, not at the first request.
