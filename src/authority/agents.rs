@@ -62,6 +62,7 @@ impl Installation {
             meta,
             created_at: now,
             current_serial: None,
+            key_generation: 0,
         };
         if !self.store.insert_agent(&agent, &record)? {
             return Err(ServiceError::AgentExists(agent_id.to_owned()));
@@ -80,13 +81,13 @@ impl Installation {
         let agent = self.agent(agent_id)?;
         let current = self.current_certificate_record(&agent)?;
         // A revoked certificate means its keys are not to be trusted: renewing would re-certify
-        // them. The agent needs new keys (a new agent id, for now).
+        // them. The agent needs new keys.
         if let Some(entry) = self
             .store
             .revocation(RevokedKind::Certificate, &current.serial)?
         {
             return Err(ServiceError::InvalidInput(format!(
-                "agent {agent_id}'s certificate {} was revoked ({}): its keys cannot be re-certified; create a new agent",
+                "agent {agent_id}'s certificate {} was revoked ({}): its keys cannot be re-certified; give it new keys with `agentseal agent rotate`",
                 current.serial, entry.reason
             )));
         }
@@ -211,7 +212,8 @@ impl Installation {
         &self,
         agent_id: &str,
     ) -> Result<(AgentCertificate, Arc<Vec<SigningKey>>), ServiceError> {
-        let encoded = self.certificate(agent_id)?;
+        let agent = self.agent(agent_id)?;
+        let encoded = self.current_certificate_record(&agent)?.encoded;
         let certificate = self
             .verifier()
             .verify_certificate(&encoded, clock::now())
@@ -220,7 +222,7 @@ impl Installation {
                 reason,
             })?;
         let keys = self.signers(&format!("agent:{agent_id}"), &certificate.keys, |alg| {
-            KeyName::agent(&self.install_id, agent_id, alg)
+            KeyName::agent_key(&self.install_id, agent_id, alg, agent.key_generation)
         })?;
         Ok((certificate, keys))
     }

@@ -33,7 +33,9 @@ impl Installation {
                 .iter()
                 .filter_map(|a| Algorithm::from_name(a))
             {
-                let name = KeyName::agent(&self.install_id, &agent.agent_id, algorithm);
+                let id = &agent.agent_id;
+                let name =
+                    KeyName::agent_key(&self.install_id, id, algorithm, agent.key_generation);
                 names.push((name, true));
             }
         }
@@ -46,8 +48,23 @@ impl Installation {
     /// it held. Absent entries are deleted too: a set-up may have stopped half-way.
     pub(super) fn delete_keys(&self) -> Result<usize, ServiceError> {
         let keys = self.key_store()?;
+        let mut names: Vec<KeyName> = self.key_names()?.into_iter().map(|(n, _)| n).collect();
+        // Seeds of earlier key generations a crash kept from being deleted.
+        for agent in self.store.agents()? {
+            for generation in 0..agent.key_generation {
+                for algorithm in Algorithm::ALL {
+                    let id = &agent.agent_id;
+                    names.push(KeyName::agent_key(
+                        &self.install_id,
+                        id,
+                        algorithm,
+                        generation,
+                    ));
+                }
+            }
+        }
         let mut held = 0;
-        for (name, _) in self.key_names()? {
+        for name in names {
             held += usize::from(keys.get(&name).is_ok());
             keys.delete(&name)?;
         }

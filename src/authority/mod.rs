@@ -52,6 +52,7 @@ mod limits;
 mod peer;
 mod policy;
 mod revoke;
+mod rotation;
 mod signalling;
 mod signing;
 
@@ -69,6 +70,7 @@ pub use limits::{
 };
 pub use peer::{EvidenceError, PeerEvidence, PeerVerdict, Presentation};
 pub use revoke::{MAX_REASON_LEN, RevocationStatus};
+pub use rotation::{MAX_ROTATION_GRACE, RotatedAgent};
 pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
 pub use signing::{Approval, parse_args_json};
 

@@ -166,10 +166,30 @@ impl KeyName {
         }
     }
 
+    /// An agent's key of `algorithm` in key generation `generation`: the first keys (0) are
+    /// named as [`KeyName::agent`] names them, rotated ones `<algorithm>.<generation>`, so that
+    /// a rotation writes its new keys beside the old ones instead of over them.
+    pub fn agent_key(
+        installation: &str,
+        agent_id: &str,
+        algorithm: Algorithm,
+        generation: u32,
+    ) -> Self {
+        let mut name = KeyName::agent(installation, agent_id, algorithm);
+        if generation > 0 {
+            name.kind = format!("{}.{generation}", name.kind);
+        }
+        name
+    }
+
     /// The signature algorithm of a CA or agent key; `None` for the webhook secret and the
     /// audit mark.
     pub fn algorithm(&self) -> Option<Algorithm> {
-        Algorithm::from_name(&self.kind)
+        let algorithm = self
+            .kind
+            .split_once('.')
+            .map_or(self.kind.as_str(), |(a, _)| a);
+        Algorithm::from_name(algorithm)
     }
 
     /// The secret shared with the webhook receiver (see [`crate::signals`]).

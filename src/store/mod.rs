@@ -70,6 +70,9 @@ pub struct AgentRecord {
     pub created_at: i64,
     /// Serial of its current certificate.
     pub current_serial: Option<String>,
+    /// How many times its keys were rotated: names its key store entries
+    /// ([`crate::keystore::KeyName::agent_key`]).
+    pub key_generation: u32,
 }
 
 /// One issued certificate as recorded.
@@ -179,6 +182,7 @@ impl Store {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        migrate(&conn).map_err(sqlite)?;
         Ok(Store {
             path: path.to_owned(),
             writer: writer::Writer::start(conn, path)?,
@@ -325,7 +329,8 @@ impl Store {
     ) -> Result<Vec<AgentRecord>, StoreError> {
         let rows = self.with(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT agent_id, algorithms, meta, created_at, current_serial FROM agents {tail}"
+                "SELECT agent_id, algorithms, meta, created_at, current_serial, key_generation
+                 FROM agents {tail}"
             ))?;
             stmt.query_map(p, |r| {
                 Ok((
@@ -334,24 +339,61 @@ impl Store {
                     r.get::<_, String>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, Option<String>>(4)?,
+                    r.get::<_, u32>(5)?,
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })?;
         rows.into_iter()
-            .map(|(agent_id, algorithms, meta, created_at, current_serial)| {
-                let meta = serde_json::from_str(&meta).map_err(|e| {
-                    StoreError::Corrupt(self.path.clone(), format!("agent meta: {e}"))
-                })?;
-                Ok(AgentRecord {
-                    agent_id,
-                    algorithms: algorithms.split(',').map(str::to_owned).collect(),
-                    meta,
-                    created_at,
-                    current_serial,
-                })
-            })
+            .map(
+                |(agent_id, algorithms, meta, created_at, current_serial, key_generation)| {
+                    let meta = serde_json::from_str(&meta).map_err(|e| {
+                        StoreError::Corrupt(self.path.clone(), format!("agent meta: {e}"))
+                    })?;
+                    Ok(AgentRecord {
+                        agent_id,
+                        algorithms: algorithms.split(',').map(str::to_owned).collect(),
+                        meta,
+                        created_at,
+                        current_serial,
+                        key_generation,
+                    })
+                },
+            )
             .collect()
+    }
+
+    /// Makes `cert` (for new keys of generation `generation`, algorithms `algorithms`) the
+    /// agent's current certificate and, in the same transaction, records `revocation` of the
+    /// previous one. Refused (`Ok(false)`) if the agent's keys moved past generation
+    /// `generation - 1` meanwhile: two rotations at once do not both win.
+    pub fn rotate_agent(
+        &self,
+        cert: &CertificateRecord,
+        algorithms: &[String],
+        generation: u32,
+        revocation: Option<RevocationEntry>,
+    ) -> Result<bool, StoreError> {
+        let (cert, algorithms) = (cert.clone(), algorithms.join(","));
+        self.write(Durability::Synced, move |tx| {
+            let moved = tx.execute(
+                "UPDATE agents SET algorithms = ?1, key_generation = ?2
+                 WHERE agent_id = ?3 AND key_generation = ?4",
+                params![algorithms, generation, cert.agent_id, generation - 1],
+            )?;
+            if moved == 0 {
+                return Ok(false);
+            }
+            insert_certificate(tx, &cert)?;
+            if let Some(entry) = revocation {
+                tx.execute(
+                    "INSERT INTO revocations(kind, id, revoked_at, reason)
+                     VALUES ('certificate', ?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![entry.id, entry.revoked_at, entry.reason],
+                )?;
+            }
+            Ok(true)
+        })
     }
 
     /// A certificate by serial.
@@ -579,6 +621,19 @@ impl Store {
     }
 }
 
+/// Brings a database made by an earlier version up to this schema: columns added since.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_generation = conn
+        .prepare("SELECT 1 FROM pragma_table_info('agents') WHERE name = 'key_generation'")?
+        .exists([])?;
+    if !has_generation {
+        conn.execute_batch(
+            "ALTER TABLE agents ADD COLUMN key_generation INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
 /// Reads `id, revoked_at, reason` columns.
 fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
     Ok(RevocationEntry {
@@ -624,18 +679,20 @@ impl RevocationSource for Store {
     fn token_revocation(
         &self,
         jti: &str,
-        _now: i64,
+        now: i64,
     ) -> Result<Option<RevocationEntry>, VerifyError> {
         self.revocation(RevokedKind::Token, jti)
+            .map(|entry| entry.filter(|e| e.in_effect(now)))
             .map_err(|_| VerifyError::RevocationUnavailable)
     }
 
     fn certificate_revocation(
         &self,
         serial: &str,
-        _now: i64,
+        now: i64,
     ) -> Result<Option<RevocationEntry>, VerifyError> {
         self.revocation(RevokedKind::Certificate, serial)
+            .map(|entry| entry.filter(|e| e.in_effect(now)))
             .map_err(|_| VerifyError::RevocationUnavailable)
     }
 

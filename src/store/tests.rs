@@ -18,6 +18,7 @@ fn revocation_lists_drop_entries_that_can_no_longer_match() {
         meta: Default::default(),
         created_at: 0,
         current_serial: None,
+        key_generation: 0,
     };
     let cert = |serial: &str, expires_at| CertificateRecord {
         serial: serial.into(),

@@ -130,7 +130,8 @@ impl RevocationSource for RevocationList {
         Ok(self
             .tokens
             .get(jti)
-            .map(|&i| self.claims.revoked_tokens[i].clone()))
+            .map(|&i| self.claims.revoked_tokens[i].clone())
+            .filter(|e| e.in_effect(now)))
     }
 
     fn certificate_revocation(
@@ -142,7 +143,8 @@ impl RevocationSource for RevocationList {
         Ok(self
             .certificates
             .get(serial)
-            .map(|&i| self.claims.revoked_certificates[i].clone()))
+            .map(|&i| self.claims.revoked_certificates[i].clone())
+            .filter(|e| e.in_effect(now)))
     }
 
     fn freshness(&self, _now: i64) -> Freshness {
@@ -152,5 +154,52 @@ impl RevocationSource for RevocationList {
             issued_at: self.claims.iat,
             next_update: Some(self.claims.next_update),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheduled_entry_applies_from_its_time_less_the_skew_and_an_immediate_one_at_once() {
+        let entry = |id: &str, revoked_at| RevocationEntry {
+            id: id.into(),
+            revoked_at,
+            reason: "r".into(),
+        };
+        let now = 1_800_000_000;
+        let list = RevocationList::from_claims(
+            CrlClaims {
+                iss: "ca".into(),
+                number: 1,
+                iat: now,
+                next_update: now + 86_400,
+                revoked_certificates: vec![entry("later", now + 600), entry("now", now)],
+                revoked_tokens: vec![entry("t", now + 1)],
+                audit_checkpoint: None,
+            },
+            0,
+        );
+        assert!(list.certificate_revocation("later", now).unwrap().is_none());
+        let skew = crate::clock::DEFAULT_SKEW;
+        assert!(
+            list.certificate_revocation("later", now + 600 - skew - 1)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            list.certificate_revocation("later", now + 600 - skew)
+                .unwrap()
+                .is_some()
+        );
+        // Recorded a moment after a check began: applies to that check.
+        assert!(
+            list.certificate_revocation("now", now - 1)
+                .unwrap()
+                .is_some()
+        );
+        assert!(list.token_revocation("t", now).unwrap().is_some());
+        assert!(list.certificate_revocation("other", now).unwrap().is_none());
     }
 }

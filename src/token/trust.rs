@@ -60,10 +60,20 @@ impl RevokedKind {
 pub struct RevocationEntry {
     /// Token id or certificate serial.
     pub id: String,
-    /// When it was revoked (seconds since the epoch).
+    /// When it was revoked (seconds since the epoch); a time still to come schedules the
+    /// revocation (a key rotation's grace).
     pub revoked_at: i64,
     /// The operator's reason.
     pub reason: String,
+}
+
+impl RevocationEntry {
+    /// Whether the revocation applies at `now`. A scheduled one applies from its time minus the
+    /// clock skew allowed ([`crate::clock::DEFAULT_SKEW`]): early rather than late, and a
+    /// revocation recorded "now" applies at once to a check that began a moment before.
+    pub fn in_effect(&self, now: i64) -> bool {
+        self.revoked_at <= now.saturating_add(crate::clock::DEFAULT_SKEW)
+    }
 }
 
 /// How current a source's revocation data is.

@@ -25,6 +25,7 @@ mod presentation;
 mod rejections;
 mod remote_trust;
 mod replay;
+mod rotation;
 mod signals;
 mod untrusted_input;
 mod verify_only;

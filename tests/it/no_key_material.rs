@@ -96,6 +96,8 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     cli(&dir, &["audit", "prove", "2"], &mut t);
     cli(&dir, &["audit", "verify"], &mut t);
     cli(&dir, &["limits"], &mut t);
+    // A's keys are rotated: the scan below looks for its new seed (generation 1).
+    assert!(cli(&dir, &["agent", "rotate", A, "--grace", "5m"], &mut t).contains("key_generation"));
     // The backup lands in the data directory, so the file scan below covers it too.
     let backup = dir.join("keys.backup");
     let backup = backup.to_str().unwrap();
@@ -120,7 +122,7 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
         .iter()
         .map(|&a| KeyName::ca(&install, a))
         .collect();
-    names.push(KeyName::agent(&install, A, Algorithm::Ed25519));
+    names.push(KeyName::agent_key(&install, A, Algorithm::Ed25519, 1));
     names.push(KeyName::agent(&install, B, Algorithm::MlDsa65));
     names.extend(
         Algorithm::ALL

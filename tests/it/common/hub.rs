@@ -71,7 +71,13 @@ impl Installation {
 
     /// Starts `agentseal serve --http 127.0.0.1:0 <extra>` and waits until it listens.
     pub fn serve(&self, extra: &[&str]) -> Hub {
+        self.serve_with_env(extra, &[])
+    }
+
+    /// As [`Installation::serve`], with extra environment variables (a test clock).
+    pub fn serve_with_env(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Hub {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(&self.dir)
             .args([

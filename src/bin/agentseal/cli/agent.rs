@@ -1,4 +1,4 @@
-//! `agentseal agent ...`: create and list agents.
+//! `agentseal agent ...`: create, list and rotate agents.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,9 @@ pub enum AgentCommand {
     Create(CreateArgs),
     /// List agents.
     List(ListArgs),
+    /// Give an agent new keys and a certificate for them, and revoke its current certificate
+    /// (at once, or after --grace): for a key that may have leaked, or routine rotation.
+    Rotate(RotateArgs),
 }
 
 impl AgentCommand {
@@ -22,6 +25,7 @@ impl AgentCommand {
         match self {
             AgentCommand::Create(create) => create,
             AgentCommand::List(list) => list,
+            AgentCommand::Rotate(rotate) => rotate,
         }
     }
 }
@@ -76,5 +80,51 @@ impl Operation for ListArgs {
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
         Ok(Outcome::Json(json!(installation.agents()?)))
+    }
+}
+
+/// `agentseal agent rotate`.
+#[derive(Args)]
+pub struct RotateArgs {
+    /// The agent id.
+    agent_id: String,
+    /// The new keys' algorithms [default: the ones it has].
+    #[arg(long, value_name = "ed25519|ml-dsa-65|hybrid")]
+    alg: Option<KeyChoice>,
+    /// Keep the previous certificate (and the tokens signed under it) working this long, e.g.
+    /// 10m (at most 7 days) [default: revoked at once]. Its keys sign nothing from now on.
+    #[arg(long, value_parser = parse_duration)]
+    grace: Option<i64>,
+    /// The new certificate's lifetime, e.g. 90d.
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<i64>,
+}
+
+impl Operation for RotateArgs {
+    fn facts(&self) -> Facts {
+        let grace = self.grace.map(|g| g.to_string());
+        Facts::new("agent.rotate")
+            .with("agent_id", &self.agent_id)
+            .with_some("grace", grace.as_deref())
+    }
+
+    fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        let rotated = installation.rotate_agent(
+            &self.agent_id,
+            self.alg,
+            self.grace.unwrap_or(0),
+            self.ttl,
+        )?;
+        let certificate = &rotated.certificate;
+        Ok(Outcome::Json(json!({
+            "agent_id": self.agent_id,
+            "serial": certificate.claims.jti,
+            "expires_at": certificate.claims.exp,
+            "key_ids": certificate.keys.iter().map(agentseal::jose::thumbprint).collect::<Vec<_>>(),
+            "key_generation": rotated.generation,
+            "previous_serial": rotated.previous_serial,
+            "previous_revoked_at": rotated.previous_revoked_at,
+            "certificate": certificate.encoded,
+        })))
     }
 }
