@@ -224,6 +224,19 @@ impl Installation {
         let keys = self.signers(&format!("agent:{agent_id}"), &certificate.keys, |alg| {
             KeyName::agent_key(&self.install_id, agent_id, alg, agent.key_generation)
         })?;
+        // Past its renewal point (servers that renew automatically): renewed on this call.
+        let now = clock::now();
+        if self
+            .renewal_due_at(certificate.claims.iat, certificate.claims.exp)
+            .is_some_and(|due| now >= due)
+        {
+            // The current certificate is still valid: a failed renewal is retried, not fatal.
+            match self.renew_if_due(agent_id, now) {
+                Ok(Some(renewed)) => return Ok((renewed, keys)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, agent = agent_id, "renewal failed"),
+            }
+        }
         Ok((certificate, keys))
     }
 }

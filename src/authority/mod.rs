@@ -51,6 +51,7 @@ mod error;
 mod limits;
 mod peer;
 mod policy;
+mod renewal;
 mod revoke;
 mod rotation;
 mod signalling;
@@ -69,6 +70,7 @@ pub use limits::{
     MAX_CERT_TTL, MAX_CRL_VALIDITY,
 };
 pub use peer::{EvidenceError, PeerEvidence, PeerVerdict, Presentation};
+pub use renewal::{DEFAULT_RENEWAL_SHARE, RENEWAL_TICK};
 pub use revoke::{MAX_REASON_LEN, RevocationStatus};
 pub use rotation::{MAX_ROTATION_GRACE, RotatedAgent};
 pub use signalling::{AutoRevokeRule, SignalsStatus, WebhookSet};
@@ -174,6 +176,8 @@ pub struct Installation {
     access_tokens: AccessTokenCache,
     challenges: ChallengeBook,
     published: Mutex<Option<((i64, i64), PublishedCrl)>>,
+    /// Whether (and when) this process renews certificates by itself.
+    renewal: renewal::RenewalShare,
     /// The audit log as far as this process verified it, and its latest checkpoint.
     audit_tree: Mutex<Option<audit_log::VerifiedLog>>,
     policy: OnceLock<PolicySource>,
@@ -331,6 +335,7 @@ impl Installation {
             access_tokens: AccessTokenCache::default(),
             challenges: ChallengeBook::default(),
             published: Mutex::default(),
+            renewal: renewal::RenewalShare::default(),
             audit_tree: Mutex::default(),
             policy: OnceLock::new(),
             rates: RateLimiter::default(),

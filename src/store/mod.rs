@@ -311,6 +311,31 @@ impl Store {
         self.write(Durability::Synced, move |tx| insert_certificate(tx, &cert))
     }
 
+    /// Records `cert` and makes it current, unless the agent's current certificate is no longer
+    /// `expected` (another process renewed or rotated first): `Ok(false)` then.
+    pub fn add_certificate_if_current(
+        &self,
+        cert: &CertificateRecord,
+        expected: &str,
+    ) -> Result<bool, StoreError> {
+        let (cert, expected) = (cert.clone(), expected.to_owned());
+        self.write(Durability::Synced, move |tx| {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT current_serial FROM agents WHERE agent_id = ?1",
+                    [&cert.agent_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            if current.as_deref() != Some(expected.as_str()) {
+                return Ok(false);
+            }
+            insert_certificate(tx, &cert)?;
+            Ok(true)
+        })
+    }
+
     /// One agent.
     pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
         self.query_agents("WHERE agent_id = ?1", [agent_id])

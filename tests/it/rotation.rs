@@ -163,3 +163,89 @@ async fn a_rotated_agent_signs_with_its_new_key_and_old_tokens_fail_as_revoked_a
     let signed = sign().await;
     assert!(signed["token"].is_string(), "{signed}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_hub_renews_a_certificate_at_the_configured_share_of_its_lifetime() {
+    let installation = Installation::empty();
+    installation.cli(&["init", "--alg", "ed25519"]);
+    installation.cli(&["agent", "create", A, "--alg", "ed25519", "--ttl", "1d"]);
+    installation.cli(&["agent", "create", B, "--alg", "ed25519", "--ttl", "1d"]);
+    let clock = installation.dir.parent().unwrap().join("clock");
+    std::fs::write(&clock, "0").unwrap();
+    let env = [(agentseal::clock::TEST_CLOCK_FILE, clock.as_os_str())];
+    let hub = installation.serve_with_env(&["--renew-at", "0.5"], &env);
+    let alice = installation.access_token(&hub, A, &["--ttl", "1d"]);
+    let whoami = || async { structured(&call_tool(&hub, Some(&alice), "whoami", json!({})).await) };
+    let sign = || async {
+        let signed = structured(
+            &call_tool(
+                &hub,
+                Some(&alice),
+                "sign_action",
+                json!({"action": "deploy", "audience": B}),
+            )
+            .await,
+        );
+        assert!(signed["token"].is_string(), "{signed}");
+        signed
+    };
+    let first = whoami().await;
+    let (iat, exp) = (
+        first["certificate_not_before"].as_i64().unwrap(),
+        first["certificate_expires_at"].as_i64().unwrap(),
+    );
+    assert_eq!(exp - iat, 86_400);
+    assert_eq!(first["certificate_renews_at"], iat + 43_200, "{first}");
+
+    // Eleven hours on: not yet.
+    std::fs::write(&clock, (11 * 3600).to_string()).unwrap();
+    sign().await;
+    assert_eq!(
+        whoami().await["certificate_serial"],
+        first["certificate_serial"]
+    );
+
+    // Thirteen hours on: the next call renews (and succeeds), same keys, a day's lifetime again.
+    std::fs::write(&clock, (13 * 3600).to_string()).unwrap();
+    sign().await;
+    let renewed = whoami().await;
+    assert_ne!(
+        renewed["certificate_serial"], first["certificate_serial"],
+        "{renewed}"
+    );
+    assert_eq!(renewed["key_ids"], first["key_ids"]);
+    let new_iat = renewed["certificate_not_before"].as_i64().unwrap();
+    assert!(new_iat >= iat + 13 * 3600, "{renewed}");
+    assert_eq!(
+        renewed["certificate_expires_at"].as_i64().unwrap() - new_iat,
+        86_400
+    );
+    assert_eq!(
+        renewed["certificate_renews_at"],
+        new_iat + 43_200,
+        "{renewed}"
+    );
+    // Recorded in the audit log, as the server's doing.
+    let log = installation.cli(&["audit", "export", "--actor", "server"]);
+    assert!(
+        log.contains("server.cert.renew") && log.contains(A),
+        "{log}"
+    );
+    // B made no call. A hub's sweep renews idle agents too: at start and every 30 s.
+    let serial_of_b = || {
+        let shown: Value = serde_json::from_str(&installation.cli(&["cert", "show", B])).unwrap();
+        shown["claims"]["jti"].clone()
+    };
+    let before = serial_of_b();
+    assert!(before.is_string());
+    drop(hub);
+    let _hub = installation.serve_with_env(&["--renew-at", "0.5"], &env);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while serial_of_b() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B was not renewed by the sweep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

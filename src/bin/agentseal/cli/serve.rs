@@ -38,6 +38,13 @@ pub struct ServeArgs {
         value_name = "MODE"
     )]
     durability: SyncPolicy,
+    /// Renew each served agent's certificate (same keys, same lifetime) once this share of its
+    /// lifetime has passed, without interrupting calls; `whoami` shows when.
+    #[arg(long, value_name = "SHARE", default_value_t = agentseal::authority::DEFAULT_RENEWAL_SHARE)]
+    renew_at: f64,
+    /// Do not renew certificates automatically.
+    #[arg(long, conflicts_with = "renew_at")]
+    no_renew: bool,
 }
 
 /// The HTTP hub's flags.
@@ -112,6 +119,9 @@ impl ServeArgs {
         // A policy file that does not compile stops the server here, not at the first request.
         installation.policy()?;
         installation.store().set_sync_policy(self.durability);
+        if !self.no_renew {
+            installation.renew_automatically(self.renew_at)?;
+        }
         let http = self.http;
         match http.http {
             Some(addr) => {

@@ -135,6 +135,7 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
         let signals = CancellationToken::new();
         let delivery = installation.spawn_signal_delivery(signals.clone());
         let _stop_delivery = signals.clone().drop_guard();
+        let _renewal = installation.spawn_renewal(None, signals.clone());
         let app = router(installation, &options, &public, local, shutdown.child_token());
         if let Some(agent) = &options.insecure_agent {
             tracing::warn!(

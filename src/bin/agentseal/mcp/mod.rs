@@ -238,6 +238,7 @@ pub fn serve_stdio(
         let signals = tokio_util::sync::CancellationToken::new();
         let delivery = installation.spawn_signal_delivery(signals.clone());
         let _stop_delivery = signals.clone().drop_guard();
+        let _renewal = installation.spawn_renewal(Some(agent_id.clone()), signals.clone());
         let server = AgentServer::new(installation, &agent_id).trusting(trust);
         let running = match server.serve(stdio()).await {
             Ok(running) => running,

@@ -16,6 +16,9 @@ pub struct WhoAmI {
     pub certificate_not_before: i64,
     /// Certificate expiry (seconds since the epoch).
     pub certificate_expires_at: i64,
+    /// When the server renews the certificate (same keys), if it renews automatically.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_renews_at: Option<i64>,
     /// Signature algorithms this agent signs with (both for a hybrid agent).
     pub algorithms: Vec<String>,
     /// RFC 7638 thumbprints of the agent's public keys.

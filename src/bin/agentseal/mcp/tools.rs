@@ -101,6 +101,7 @@ impl AgentServer {
                 certificate_serial: claims.jti,
                 certificate_not_before: claims.nbf,
                 certificate_expires_at: claims.exp,
+                certificate_renews_at: installation.renewal_due_at(claims.iat, claims.exp),
                 algorithms: record.algorithms,
                 key_ids: keys.iter().map(agentseal::jose::thumbprint).collect(),
                 meta: claims.meta,
