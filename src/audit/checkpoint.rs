@@ -17,8 +17,9 @@
 //! is ML-DSA-65 (FIPS 204, empty context) over the note text. Verifiers that know only Ed25519
 //! ignore that line, as the specification requires of unknown keys.
 //!
-//! [`Checkpoint::open`] accepts a note only when every key of the trust anchor signed it: a
-//! hybrid CA's checkpoints need both signatures, as its certificates do.
+//! [`Checkpoint::open`] accepts a note only when, for every algorithm of the trust anchor, a key
+//! of that algorithm signed it: a hybrid CA's checkpoints need both signatures, as its
+//! certificates do, and during a CA key rotation either generation's keys will do.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -114,8 +115,8 @@ impl Checkpoint {
         Ok(note)
     }
 
-    /// Parses `note` and verifies it: `origin` as expected, and a valid signature by every one
-    /// of `keys` under that name. Lines of other keys are ignored, as the note specification
+    /// Parses `note` and verifies it: `origin` as expected, and for every algorithm among `keys`
+    /// a valid signature by one of its keys under that name. Lines of other keys are ignored, as the note specification
     /// requires; a line of a known key that does not verify rejects the note.
     pub fn open(
         note: &str,
@@ -169,8 +170,16 @@ impl Checkpoint {
                 }
             }
         }
-        if let Some(index) = verified.iter().position(|done| !done) {
-            return Err(CheckpointError::MissingSignature(keys[index].algorithm()));
+        // Every algorithm of the anchor needs a signature by one of its keys of that algorithm
+        // (one key each, or two generations during a CA key rotation's overlap).
+        for (index, key) in keys.iter().enumerate() {
+            let covered = keys
+                .iter()
+                .zip(&verified)
+                .any(|(other, done)| *done && other.algorithm() == key.algorithm());
+            if !covered {
+                return Err(CheckpointError::MissingSignature(keys[index].algorithm()));
+            }
         }
         Ok(checkpoint)
     }

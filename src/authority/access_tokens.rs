@@ -53,7 +53,7 @@ impl Installation {
         scopes.sort();
         scopes.dedup();
         let claims = AccessClaims {
-            iss: self.anchor.ca_id.clone(),
+            iss: self.anchor().ca_id.clone(),
             sub: agent_id.to_owned(),
             aud: audience.to_owned(),
             client_id: agent_id.to_owned(),
@@ -67,9 +67,7 @@ impl Installation {
                 .collect::<Vec<_>>()
                 .join(" "),
         };
-        let ca = self.signers("ca", &self.anchor.keys, |alg| {
-            KeyName::ca(&self.install_id, alg)
-        })?;
+        let ca = self.ca_signers()?;
         let token = access::issue(&claims, &ca[0])?;
         Ok(IssuedAccess {
             token,
@@ -89,7 +87,7 @@ impl Installation {
         let now = clock::now();
         let grant = self.access_tokens.verify(
             token,
-            &self.anchor,
+            self.anchor(),
             audience,
             &self.store,
             now,

@@ -111,7 +111,7 @@ impl Installation {
     ) -> Result<(AgentCertificate, CertificateRecord), ServiceError> {
         let ttl = self.limits()?.cert_ttl(ttl)?;
         let claims = CertificateClaims {
-            iss: self.anchor.ca_id.clone(),
+            iss: self.anchor().ca_id.clone(),
             sub: agent_id.to_owned(),
             iat: now,
             nbf: now,
@@ -120,9 +120,7 @@ impl Installation {
             cnf: Confirmation::for_keys(keys),
             meta,
         };
-        let ca = self.signers("ca", &self.anchor.keys, |alg| {
-            KeyName::ca(&self.install_id, alg)
-        })?;
+        let ca = self.ca_signers()?;
         let ca_refs: Vec<&SigningKey> = ca.iter().collect();
         let encoded = AgentCertificate::issue(&claims, &ca_refs)?;
         let record = CertificateRecord {

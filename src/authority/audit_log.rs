@@ -122,9 +122,7 @@ impl Installation {
     /// Appends `event` to the audit log, signed by the CA's first key: in the database (safe from a
     /// killed process) before returning, on disk within [`crate::store::FLUSH_INTERVAL`].
     pub fn audit(&self, event: &AuditEvent) -> Result<SealedRecord, ServiceError> {
-        let ca = self.signers("ca", &self.anchor.keys, |alg| {
-            KeyName::ca(&self.install_id, alg)
-        })?;
+        let ca = self.ca_signers()?;
         let now = clock::now();
         let event = event.clone();
         self.store.append_audit(move |previous| {
@@ -138,30 +136,48 @@ impl Installation {
         format!("agentseal/{}/audit", self.install_id)
     }
 
-    /// The CA's public keys as the key store has them: the trust anchor for verifying the
+    /// The CA's public keys as the key store has them, every generation: the trust anchor for verifying the
     /// audit log, never the keys the database under test records. `Ok(Err(KeysReplaced))` when
     /// the database records other keys (one was replaced or added by someone who could write
     /// the database).
     pub fn audit_anchor(&self) -> Result<Result<Vec<PublicKey>, AuditFault>, ServiceError> {
         let store = self.key_store()?;
-        let mut keys = Vec::new();
-        for algorithm in Algorithm::ALL {
-            match store.get(&KeyName::ca(&self.install_id, algorithm)) {
-                Ok(seed) => keys.push(SigningKey::from_seed(algorithm, &seed).public_key().clone()),
-                Err(keystore::KeyStoreError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+        let ca = self.ca_keys();
+        let (mut current, mut all) = (Vec::new(), Vec::new());
+        // Every generation: older records and checkpoints are signed by the keys of their time.
+        for generation in 0..=ca.generation {
+            for algorithm in Algorithm::ALL {
+                let name = KeyName::ca_key(&self.install_id, algorithm, generation);
+                match store.get(&name) {
+                    Ok(seed) => {
+                        let key = SigningKey::from_seed(algorithm, &seed).public_key().clone();
+                        if generation == ca.generation {
+                            current.push(key.clone());
+                        }
+                        all.push(key);
+                    }
+                    Err(keystore::KeyStoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
-        if keys.is_empty() {
-            return Err(ServiceError::KeyStore(keystore::KeyStoreError::NotFound(
-                KeyName::ca(&self.install_id, Algorithm::Ed25519).to_string(),
-            )));
+        if current.is_empty() {
+            let missing = ca
+                .current
+                .iter()
+                .map(|k| KeyName::ca_key(&self.install_id, k.algorithm(), ca.generation).user());
+            return Err(self.keys_missing(missing.collect()));
         }
-        let recorded = &self.anchor.keys;
-        if keys.len() != recorded.len() || !keys.iter().all(|k| recorded.contains(k)) {
+        // The database's current keys must be the key store's, and every key it has verifiers
+        // trust must be one the key store holds.
+        let recorded = &ca.current;
+        if current.len() != recorded.len()
+            || !current.iter().all(|k| recorded.contains(k))
+            || !self.anchor().keys.iter().all(|k| all.contains(k))
+        {
             return Ok(Err(AuditFault::KeysReplaced));
         }
-        Ok(Ok(keys))
+        Ok(Ok(all))
     }
 
     /// The mark of the last checkpoint this installation signed, from the key store (`None`
@@ -247,9 +263,7 @@ impl Installation {
     pub fn audit_checkpoint(&self) -> Result<SignedCheckpoint, ServiceError> {
         // Signed with the key store's keys, all of them: not a subset the database names.
         let anchor = self.audit_anchor()?.map_err(ServiceError::AuditInvalid)?;
-        let ca = self.signers("ca", &self.anchor.keys, |alg| {
-            KeyName::ca(&self.install_id, alg)
-        })?;
+        let ca = self.ca_signers()?;
         let mark = self.audit_mark()?;
         let mut state = self.audit_tree.lock().unwrap_or_else(|p| p.into_inner());
         // The latest kept checkpoint, opened: its stored size column is not evidence, the

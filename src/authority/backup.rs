@@ -21,12 +21,16 @@ impl Installation {
     /// Every key store entry this installation uses, and whether it must be there (the CA's and
     /// the agents' keys) or may be absent (the webhook secret, the audit mark).
     fn key_names(&self) -> Result<Vec<(KeyName, bool)>, ServiceError> {
-        let mut names: Vec<(KeyName, bool)> = self
-            .anchor
-            .keys
-            .iter()
-            .map(|k| (KeyName::ca(&self.install_id, k.algorithm()), true))
-            .collect();
+        // The CA's current keys are needed; earlier generations' seeds verify the audit log's
+        // older records, and are kept (and backed up) where present.
+        let mut names: Vec<(KeyName, bool)> = Vec::new();
+        let ca = self.ca_keys();
+        for generation in 0..=ca.generation {
+            for key in &ca.current {
+                let name = KeyName::ca_key(&self.install_id, key.algorithm(), generation);
+                names.push((name, generation == ca.generation));
+            }
+        }
         for agent in self.store.agents()? {
             for algorithm in agent
                 .algorithms
@@ -95,7 +99,7 @@ impl Installation {
         }
         Ok(KeyBackup {
             install_id: self.install_id.clone(),
-            ca_id: self.anchor.ca_id.clone(),
+            ca_id: self.anchor().ca_id.clone(),
             created_at: clock::now(),
             entries,
         })
@@ -110,7 +114,9 @@ impl Installation {
         if backup.install_id != self.install_id {
             return Err(ServiceError::InvalidInput(format!(
                 "this backup is of CA {:?} (installation {}), not of this installation's CA {:?}",
-                backup.ca_id, backup.install_id, self.anchor.ca_id
+                backup.ca_id,
+                backup.install_id,
+                self.anchor().ca_id
             )));
         }
         let used: BTreeMap<KeyName, bool> = self.key_names()?.into_iter().collect();
@@ -119,10 +125,13 @@ impl Installation {
         let mut writes = Vec::new();
         for entry in &backup.entries {
             let name = entry.name(&self.install_id);
-            let Some(&checked) = used.get(&name) else {
+            if !used.contains_key(&name) {
                 report.skipped.push(name.to_string());
                 continue;
-            };
+            }
+            // Signing keys are checked against the public keys on record; the webhook secret
+            // and the audit mark cannot be.
+            let checked = name.algorithm().is_some();
             if checked {
                 self.check_restored_seed(&name, &entry.seed)?;
             }
@@ -156,7 +165,7 @@ impl Installation {
         };
         let derived = SigningKey::from_seed(algorithm, seed).public_key().clone();
         let recorded: Vec<PublicKey> = if name.owner == "ca" {
-            self.anchor.keys.clone()
+            self.ca_history()?
         } else if let Some(agent_id) = name.owner.strip_prefix("agent:") {
             match self.store.agent(agent_id)? {
                 Some(agent) => match self.current_certificate_record(&agent) {

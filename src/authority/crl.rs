@@ -30,7 +30,7 @@ impl Installation {
             action::MAX_TTL + 2 * clock::DEFAULT_SKEW,
         )?;
         let claims = CrlClaims {
-            iss: self.anchor.ca_id.clone(),
+            iss: self.anchor().ca_id.clone(),
             number,
             iat: now,
             next_update: now.saturating_add(validity),
@@ -38,9 +38,7 @@ impl Installation {
             revoked_tokens,
             audit_checkpoint: self.checkpoint_for_crl(),
         };
-        let ca = self.signers("ca", &self.anchor.keys, |alg| {
-            KeyName::ca(&self.install_id, alg)
-        })?;
+        let ca = self.ca_signers()?;
         let refs: Vec<&SigningKey> = ca.iter().collect();
         Ok(RevocationList::issue(&claims, &refs)?)
     }

@@ -44,6 +44,7 @@ mod access_tokens;
 mod agents;
 mod audit_log;
 mod backup;
+mod ca;
 mod challenge;
 mod crl;
 mod delegating;
@@ -62,6 +63,7 @@ use agents::create_key;
 pub use agents::validate_agent_id;
 pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
 pub use backup::RestoreReport;
+pub use ca::{CaRotation, PreviousCaKeys};
 pub use crl::PublishedCrl;
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
@@ -150,8 +152,13 @@ pub struct InstallationInfo {
     pub key_store: String,
     /// The CA's algorithms.
     pub algorithms: Vec<String>,
-    /// The CA's key thumbprints.
+    /// The CA's key thumbprints (the keys it signs with).
     pub key_ids: Vec<String>,
+    /// The CA's key generation (0 until the first `ca rotate`).
+    pub ca_generation: u32,
+    /// Thumbprints of earlier CA keys verifiers still trust (until `ca retire`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub previous_key_ids: Vec<String>,
     /// The origin line of the audit log's checkpoints.
     pub audit_origin: String,
     /// A caveat about the key store, if any.
@@ -166,7 +173,11 @@ pub struct Installation {
     key_store: KeyStoreKind,
     keys: OnceLock<Arc<dyn KeyStore>>,
     install_id: String,
-    anchor: TrustAnchor,
+    /// The CA as last read from the database (reread when another process rotates or retires
+    /// its keys, see [`ca::CaState`]).
+    ca: std::sync::RwLock<ca::CaState>,
+    /// When this process last looked for a change to the CA's keys.
+    ca_checked: Mutex<std::time::Instant>,
     signers: Mutex<HashMap<String, Arc<Vec<SigningKey>>>>,
     /// Certificates whose CA signatures were verified (own agents' and peers'): a call re-checks
     /// their lifetime and revocation, not their signatures.
@@ -190,7 +201,7 @@ impl std::fmt::Debug for Installation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Installation")
             .field("data_dir", &self.data_dir)
-            .field("ca_id", &self.anchor.ca_id)
+            .field("ca_id", &self.anchor().ca_id)
             .finish_non_exhaustive()
     }
 }
@@ -244,13 +255,15 @@ impl Installation {
             ("install_id", &install_id),
             ("key_store", keys.kind().name()),
             ("ca_jwks", &jwks),
+            ("ca_history_jwks", &jwks),
             ("ca_id", &ca_id),
             ("limits", &limits),
         ])?;
         let key_store = keys.kind();
-        let anchor = TrustAnchor {
-            ca_id,
-            keys: public,
+        let ca = ca::CaKeys {
+            current: public,
+            generation: 0,
+            previous: Vec::new(),
         };
         let installation = Installation::assemble(
             data_dir,
@@ -258,7 +271,8 @@ impl Installation {
             key_store,
             OnceLock::from(keys),
             install_id,
-            anchor,
+            ca_id,
+            ca,
         );
         installation.cache_signers("ca", signers);
         Ok(installation)
@@ -289,27 +303,15 @@ impl Installation {
                 requested: key_store,
             });
         }
-        let jwks: JwkSet = store
-            .meta("ca_jwks")?
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .ok_or_else(|| corrupt("ca_jwks"))?;
-        let ca_keys = jwks
-            .keys
-            .iter()
-            .map(Jwk::to_public_key)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| corrupt("ca_jwks"))?;
-        let anchor = TrustAnchor {
-            ca_id,
-            keys: ca_keys,
-        };
+        let ca = ca::CaKeys::read(&store).map_err(corrupt)?;
         Ok(Installation::assemble(
             data_dir,
             store,
             recorded,
             OnceLock::new(),
             install_id,
-            anchor,
+            ca_id,
+            ca,
         ))
     }
 
@@ -321,15 +323,18 @@ impl Installation {
         key_store: KeyStoreKind,
         keys: OnceLock<Arc<dyn KeyStore>>,
         install_id: String,
-        anchor: TrustAnchor,
+        ca_id: String,
+        ca: ca::CaKeys,
     ) -> Installation {
+        let revision = store.meta(ca::CA_REVISION).ok().flatten();
         Installation {
             data_dir: data_dir.to_owned(),
             store,
             key_store,
             keys,
             install_id,
-            anchor,
+            ca: std::sync::RwLock::new(ca::CaState::new(ca_id, ca, revision)),
+            ca_checked: Mutex::new(std::time::Instant::now()),
             signers: Mutex::new(HashMap::new()),
             verified: CertificateCache::default(),
             access_tokens: AccessTokenCache::default(),
@@ -347,20 +352,28 @@ impl Installation {
     /// A summary of this installation.
     pub fn info(&self) -> InstallationInfo {
         InstallationInfo {
-            ca_id: self.anchor.ca_id.clone(),
+            ca_id: self.anchor().ca_id.clone(),
             data_dir: self.data_dir.clone(),
             database: self.store.path().to_owned(),
             key_store: self.key_store.name().to_owned(),
             algorithms: self
-                .anchor
-                .keys
+                .ca_keys()
+                .current
                 .iter()
                 .map(|k| k.algorithm().name().to_owned())
                 .collect(),
             key_ids: self
-                .anchor
+                .ca_keys()
+                .current
+                .iter()
+                .map(crate::jose::thumbprint)
+                .collect(),
+            ca_generation: self.ca_keys().generation,
+            previous_key_ids: self
+                .anchor()
                 .keys
                 .iter()
+                .filter(|k| !self.ca_keys().current.contains(k))
                 .map(crate::jose::thumbprint)
                 .collect(),
             audit_origin: self.audit_origin(),
@@ -368,9 +381,10 @@ impl Installation {
         }
     }
 
-    /// The CA's public keys and id.
-    pub fn trust_anchor(&self) -> &TrustAnchor {
-        &self.anchor
+    /// The CA's id and the public keys verifiers trust (current and earlier generations not
+    /// retired), as of the last look at the database (at most [`ca::CA_RECHECK`] ago).
+    pub fn trust_anchor(&self) -> &'static TrustAnchor {
+        self.anchor()
     }
 
     /// The database (public data only).
@@ -380,7 +394,7 @@ impl Installation {
 
     /// The public keys peers need: the CA's, then every agent's current keys.
     pub fn jwks(&self) -> Result<JwkSet, ServiceError> {
-        let mut set = self.anchor.jwks();
+        let mut set = self.anchor().jwks();
         for agent in self.store.agents()? {
             if let Ok(record) = self.current_certificate_record(&agent)
                 && let Ok((_, _, keys)) = AgentCertificate::parse_unverified(&record.encoded)

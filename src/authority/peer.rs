@@ -422,7 +422,7 @@ impl Installation {
     /// A verifier over this installation's CA, certificates and revocations.
     pub fn verifier(&self) -> Verifier<'_> {
         Verifier {
-            anchor: &self.anchor,
+            anchor: self.anchor(),
             certificates: self,
             revocation: &self.store,
             skew: clock::DEFAULT_SKEW,

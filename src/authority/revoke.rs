@@ -299,12 +299,12 @@ impl Installation {
         external: Option<ExternalTrust<'a>>,
     ) -> Option<ExternalTrust<'a>> {
         external.filter(|trust| {
-            let confusable = trust.anchor.ca_id == self.anchor.ca_id
+            let confusable = trust.anchor.ca_id == self.anchor().ca_id
                 || trust
                     .anchor
                     .keys
                     .iter()
-                    .any(|k| self.anchor.keys.contains(k));
+                    .any(|k| self.anchor().keys.contains(k));
             if confusable {
                 tracing::warn!(
                     ca = %trust.anchor.ca_id,

@@ -299,23 +299,43 @@ impl Jws {
         Ok(())
     }
 
+    /// Verifies a CA's signatures against every key it is trusted with, which during a key
+    /// rotation's overlap holds two generations: each algorithm among `keys` needs exactly one
+    /// signature, valid under one of the keys of that algorithm (a hybrid CA's objects still need
+    /// both algorithms), every `alg` allow-listed, and no signature beyond one per algorithm.
+    /// With one key per algorithm this is [`Jws::verify`].
+    pub fn verify_by_generation(&self, keys: &[PublicKey]) -> Result<(), VerifyError> {
+        self.verify_each_algorithm(keys)
+    }
+
     /// Verifies the signatures against a signer's complete key set: every `alg` against the key
     /// allow-list, then one valid signature per key (a hybrid signer needs both), and no
     /// signature that no key accounts for. Call [`Jws::check_typ`] first.
     pub fn verify(&self, keys: &[PublicKey]) -> Result<(), VerifyError> {
+        let algorithms = distinct_algorithms(keys);
+        if algorithms.len() != keys.len() {
+            return Err(VerifyError::malformed(
+                "a signer with two keys of one algorithm",
+            ));
+        }
+        self.verify_each_algorithm(keys)
+    }
+
+    /// The rule of [`Jws::verify_by_generation`].
+    fn verify_each_algorithm(&self, keys: &[PublicKey]) -> Result<(), VerifyError> {
         for signature in &self.signatures {
             let alg = &signature.header.alg;
             if !keys.iter().any(|k| k.algorithm().accepts_jose_alg(alg)) {
                 return Err(VerifyError::AlgNotAllowed(alg.clone()));
             }
         }
-        if self.signatures.len() > keys.len() {
+        let algorithms = distinct_algorithms(keys);
+        if self.signatures.len() > algorithms.len() {
             return Err(VerifyError::malformed(
                 "more signatures than the signer has keys",
             ));
         }
-        for key in keys {
-            let algorithm = key.algorithm();
+        for algorithm in algorithms {
             let mut candidates = self
                 .signatures
                 .iter()
@@ -329,12 +349,27 @@ impl Jws {
                 )));
             }
             let input = format!("{}.{}", signature.protected_b64, self.payload_b64);
-            if !key.verify(input.as_bytes(), &signature.signature) {
+            let valid = keys
+                .iter()
+                .filter(|k| k.algorithm() == algorithm)
+                .any(|k| k.verify(input.as_bytes(), &signature.signature));
+            if !valid {
                 return Err(VerifyError::BadSignature(algorithm));
             }
         }
         Ok(())
     }
+}
+
+/// The algorithms of `keys`, each once, in order of first appearance.
+fn distinct_algorithms(keys: &[PublicKey]) -> Vec<crate::crypto::Algorithm> {
+    let mut algorithms = Vec::new();
+    for key in keys {
+        if !algorithms.contains(&key.algorithm()) {
+            algorithms.push(key.algorithm());
+        }
+    }
+    algorithms
 }
 
 impl JwsSignature {

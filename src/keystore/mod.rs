@@ -166,6 +166,16 @@ impl KeyName {
         }
     }
 
+    /// The CA's key of `algorithm` in key generation `generation` (0: the keys made at `init`,
+    /// named as [`KeyName::ca`] names them; later ones `<algorithm>.<generation>`).
+    pub fn ca_key(installation: &str, algorithm: Algorithm, generation: u32) -> Self {
+        let mut name = KeyName::ca(installation, algorithm);
+        if generation > 0 {
+            name.kind = format!("{}.{generation}", name.kind);
+        }
+        name
+    }
+
     /// An agent's key of `algorithm` in key generation `generation`: the first keys (0) are
     /// named as [`KeyName::agent`] names them, rotated ones `<algorithm>.<generation>`, so that
     /// a rotation writes its new keys beside the old ones instead of over them.

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{CryptoError, SigningKey};
+use crate::crypto::{CryptoError, PublicKey, SigningKey};
 use crate::jose::{self, EdAlgName, Jws};
 use crate::reason::VerifyError;
 use crate::token::trust::RevocationSource;
@@ -164,13 +164,20 @@ pub fn verify_signed(token: &str, anchor: &TrustAnchor) -> Result<AccessClaims, 
     }
     jws.check_typ(ACCESS_TYP)?;
     let claims: AccessClaims = jose::parse_strict_object(&jws.payload, "access token claims")?;
-    let Some(ca_key) = anchor.keys.first() else {
+    let Some(first) = anchor.keys.first() else {
         return Err(VerifyError::UnknownIssuer(claims.iss));
     };
     if claims.iss != anchor.ca_id {
         return Err(VerifyError::UnknownIssuer(claims.iss));
     }
-    jws.verify(std::slice::from_ref(ca_key))?;
+    // Signed with the CA's first key; during a rotation's overlap, either generation's.
+    let keys: Vec<PublicKey> = anchor
+        .keys
+        .iter()
+        .filter(|k| k.algorithm() == first.algorithm())
+        .cloned()
+        .collect();
+    jws.verify_by_generation(&keys)?;
     Ok(claims)
 }
 
@@ -290,13 +297,21 @@ mod tests {
         let cert_typ =
             jose::sign(&claims(now), "agent-cert+jwt", &[&ca], EdAlgName::EdDsa).unwrap();
         assert_eq!(check(&cert_typ, &[]), Err("wrong_type"));
-        // Signed by a key that is not the CA's first.
+        // Signed by a key that is not the CA's.
         assert_eq!(
             check(&issue(&claims(now), &key(2)).unwrap(), &[]),
             Err("bad_signature")
         );
+        // Two keys of the first key's algorithm are two generations of the CA (a rotation's
+        // overlap): either signs; once one is retired, only the other.
+        assert!(check(&issue(&claims(now), &key(3)).unwrap(), &[]).is_ok());
+        let retired = TrustAnchor {
+            ca_id: "urn:ca".into(),
+            keys: vec![ca.public_key().clone()],
+        };
+        let old = issue(&claims(now), &key(3)).unwrap();
         assert_eq!(
-            check(&issue(&claims(now), &key(3)).unwrap(), &[]),
+            verify(&old, &retired, AUD, &crl(&[]), now, 60).map_err(|e| e.code()),
             Err("bad_signature")
         );
         // The JSON serialization, even validly signed, is not an access token.

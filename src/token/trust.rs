@@ -13,11 +13,65 @@ use crate::reason::VerifyError;
 pub struct TrustAnchor {
     /// The CA id (`iss` of its certificates and revocation lists).
     pub ca_id: String,
-    /// Every key the CA signs with; each object must carry one valid signature per key.
+    /// Every key the CA is trusted with: one per algorithm it signs with, or during a key
+    /// rotation's overlap two generations of them. Each object must carry, for every algorithm,
+    /// one signature valid under a key of that algorithm.
     pub keys: Vec<PublicKey>,
 }
 
+/// The `typ` of the statement by which a CA key generation endorses the next.
+pub const ROTATION_TYP: &str = "agent-ca-rotation+jwt";
+
+/// The claims of a rotation statement: the CA's previous keys vouch for the new ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationClaims {
+    /// The CA id.
+    pub iss: String,
+    /// The new generation's number.
+    pub generation: u32,
+    /// RFC 7638 thumbprints of the new generation's keys.
+    pub keys: Vec<String>,
+    /// When it was made.
+    pub iat: i64,
+}
+
 impl TrustAnchor {
+    /// Whether a verifier pinned to this anchor may take `next` in its place (a hub it follows
+    /// rotated or retired CA keys): the same CA id, and every key `next` adds endorsed by a
+    /// rotation statement this anchor verifies. Keys only taken away (retired) need nothing.
+    pub fn accepts_successor(
+        &self,
+        next: &TrustAnchor,
+        statement: Option<&str>,
+    ) -> Result<(), VerifyError> {
+        if next.ca_id != self.ca_id {
+            return Err(VerifyError::UnknownIssuer(next.ca_id.clone()));
+        }
+        let added: Vec<String> = next
+            .keys
+            .iter()
+            .filter(|k| !self.keys.contains(k))
+            .map(crate::jose::thumbprint)
+            .collect();
+        if added.is_empty() {
+            return Ok(());
+        }
+        let statement = statement
+            .ok_or_else(|| VerifyError::malformed("new CA keys without a rotation statement"))?;
+        let jws = Jws::parse_limited(statement, crate::jose::MAX_JWS_LEN)?;
+        jws.check_typ(ROTATION_TYP)?;
+        let claims: RotationClaims =
+            crate::jose::parse_strict_object(&jws.payload, "rotation statement")?;
+        self.verify_issued(&jws, &claims.iss)?;
+        if let Some(missing) = added.iter().find(|kid| !claims.keys.contains(kid)) {
+            return Err(VerifyError::malformed(format!(
+                "CA key {missing} is not endorsed by the keys already trusted"
+            )));
+        }
+        Ok(())
+    }
+
     /// The CA keys as a JWK Set.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
@@ -30,7 +84,7 @@ impl TrustAnchor {
         if iss != self.ca_id {
             return Err(VerifyError::UnknownIssuer(iss.to_owned()));
         }
-        jws.verify(&self.keys)
+        jws.verify_by_generation(&self.keys)
     }
 }
 
@@ -105,4 +159,96 @@ pub trait RevocationSource {
     ) -> Result<Option<RevocationEntry>, VerifyError>;
     /// How fresh the data is.
     fn freshness(&self, now: i64) -> Freshness;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Algorithm, Seed, SigningKey};
+    use crate::jose::{self, EdAlgName};
+
+    fn key(algorithm: Algorithm, byte: u8) -> SigningKey {
+        SigningKey::from_seed(algorithm, &Seed::from_slice(&[byte; 32]).unwrap())
+    }
+
+    fn anchor(keys: &[&SigningKey]) -> TrustAnchor {
+        TrustAnchor {
+            ca_id: "urn:ca".into(),
+            keys: keys.iter().map(|k| k.public_key().clone()).collect(),
+        }
+    }
+
+    fn signed(keys: &[&SigningKey]) -> Jws {
+        let claims = serde_json::json!({"iss": "urn:ca"});
+        Jws::parse(&jose::sign(&claims, "x", keys, EdAlgName::EdDsa).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn two_generations_each_verify_but_every_algorithm_still_needs_a_signature() {
+        let (ed0, ml0) = (key(Algorithm::Ed25519, 1), key(Algorithm::MlDsa65, 2));
+        let (ed1, ml1) = (key(Algorithm::Ed25519, 3), key(Algorithm::MlDsa65, 4));
+        let overlap = anchor(&[&ed1, &ml1, &ed0, &ml0]);
+        assert!(
+            overlap
+                .verify_issued(&signed(&[&ed0, &ml0]), "urn:ca")
+                .is_ok()
+        );
+        assert!(
+            overlap
+                .verify_issued(&signed(&[&ed1, &ml1]), "urn:ca")
+                .is_ok()
+        );
+        // One algorithm missing, or a key of neither generation.
+        assert!(matches!(
+            overlap.verify_issued(&signed(&[&ed1]), "urn:ca"),
+            Err(VerifyError::MissingSignature(Algorithm::MlDsa65))
+        ));
+        let stranger = key(Algorithm::Ed25519, 9);
+        assert!(matches!(
+            overlap.verify_issued(&signed(&[&stranger, &ml1]), "urn:ca"),
+            Err(VerifyError::BadSignature(Algorithm::Ed25519))
+        ));
+        // After retirement, the old generation's objects fail.
+        let retired = anchor(&[&ed1, &ml1]);
+        assert!(
+            retired
+                .verify_issued(&signed(&[&ed0, &ml0]), "urn:ca")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_pinned_anchor_takes_new_keys_only_on_the_old_keys_word() {
+        let (old, new, forger) = (
+            key(Algorithm::Ed25519, 1),
+            key(Algorithm::Ed25519, 2),
+            key(Algorithm::Ed25519, 3),
+        );
+        let pinned = anchor(&[&old]);
+        let next = anchor(&[&new, &old]);
+        let statement = |by: &SigningKey, keys: Vec<String>| {
+            let claims = RotationClaims {
+                iss: "urn:ca".into(),
+                generation: 1,
+                keys,
+                iat: 0,
+            };
+            jose::sign(&claims, ROTATION_TYP, &[by], EdAlgName::EdDsa).unwrap()
+        };
+        let endorsed = statement(&old, vec![jose::thumbprint(new.public_key())]);
+        assert!(pinned.accepts_successor(&next, Some(&endorsed)).is_ok());
+        assert!(pinned.accepts_successor(&next, None).is_err());
+        // Signed by the new key itself, or endorsing another key.
+        let self_signed = statement(&new, vec![jose::thumbprint(new.public_key())]);
+        assert!(pinned.accepts_successor(&next, Some(&self_signed)).is_err());
+        let other = statement(&old, vec![jose::thumbprint(forger.public_key())]);
+        assert!(pinned.accepts_successor(&next, Some(&other)).is_err());
+        // Keys taken away need nothing; another CA id is refused.
+        assert!(next.accepts_successor(&anchor(&[&new]), None).is_ok());
+        let renamed = TrustAnchor {
+            ca_id: "urn:other".into(),
+            ..next.clone()
+        };
+        assert!(pinned.accepts_successor(&renamed, Some(&endorsed)).is_err());
+    }
 }

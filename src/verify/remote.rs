@@ -49,8 +49,11 @@ pub enum HubError {
         /// The verification failure.
         error: VerifyError,
     },
-    /// The hub now names another CA than the one first learned.
-    #[error("hub {0} changed its CA id or keys: refusing the new ones")]
+    /// The hub now names another CA than the one first learned, or keys its earlier keys did
+    /// not endorse.
+    #[error(
+        "hub {0} changed its CA id or keys without an endorsement by the keys trusted: refusing the new ones"
+    )]
     CaChanged(String),
 }
 
@@ -68,6 +71,9 @@ pub struct HubSnapshot {
 #[derive(Deserialize)]
 struct AnchorDocument {
     ca_id: String,
+    /// The current keys endorsed by the previous generation (after a CA key rotation).
+    #[serde(default)]
+    rotation: Option<String>,
     #[serde(flatten)]
     keys: JwkSet,
 }
@@ -211,10 +217,19 @@ impl HubTrust {
             ca_id: document.ca_id,
             keys,
         };
+        // A rotation (new keys endorsed by those already trusted) or a retirement is followed;
+        // any other change of CA is refused.
         if let Some(previous) = &previous
             && previous.anchor != anchor
         {
-            return Err(HubError::CaChanged(self.base.to_string()));
+            if let Err(error) = previous
+                .anchor
+                .accepts_successor(&anchor, document.rotation.as_deref())
+            {
+                tracing::warn!(hub = %self.base, %error, "refusing the hub's new CA keys");
+                return Err(HubError::CaChanged(self.base.to_string()));
+            }
+            tracing::info!(hub = %self.base, "following the hub's CA key change");
         }
         let crl_url = self.join("/crl")?;
         let encoded = self.fetch(&crl_url, jose::MAX_CRL_LEN).await?;

@@ -96,7 +96,9 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     cli(&dir, &["audit", "prove", "2"], &mut t);
     cli(&dir, &["audit", "verify"], &mut t);
     cli(&dir, &["limits"], &mut t);
-    // A's keys are rotated: the scan below looks for its new seed (generation 1).
+    // The CA's keys and A's are rotated: the scan below looks for the new seeds too.
+    assert!(cli(&dir, &["ca", "rotate"], &mut t).contains("generation"));
+    cli(&dir, &["cert", "renew", H], &mut t);
     assert!(cli(&dir, &["agent", "rotate", A, "--grace", "5m"], &mut t).contains("key_generation"));
     // The backup lands in the data directory, so the file scan below covers it too.
     let backup = dir.join("keys.backup");
@@ -120,7 +122,7 @@ fn cli_flows_at_trace_level_never_reveal_key_material() {
     let keys = keystore::open(KeyStoreKind::Keyutils, &dir).unwrap();
     let mut names: Vec<KeyName> = Algorithm::ALL
         .iter()
-        .map(|&a| KeyName::ca(&install, a))
+        .flat_map(|&a| [KeyName::ca(&install, a), KeyName::ca_key(&install, a, 1)])
         .collect();
     names.push(KeyName::agent_key(&install, A, Algorithm::Ed25519, 1));
     names.push(KeyName::agent(&install, B, Algorithm::MlDsa65));

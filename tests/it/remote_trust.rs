@@ -183,3 +183,93 @@ async fn a_trusted_hub_cannot_impersonate_the_verifiers_own_agents() {
         assert_eq!(real["valid"], true, "{init:?}: {real}");
     }
 }
+
+/// Polls until Bob's verdict is valid (a hub he trusts may take a refresh to follow).
+async fn until_valid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let verdict = verdict(hub, bob, token, certificate).await;
+        if verdict["valid"] == true {
+            return verdict;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never valid; last verdict {verdict}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verifier_hub_follows_a_ca_key_rotation_endorsed_by_the_old_keys_and_a_retirement() {
+    let a = Installation::new(&[(ALICE, "ed25519")]);
+    let hub_a = a.serve(&["--crl-validity", "2s"]);
+    let b = Installation::new(&[(BOB, "ed25519")]);
+    let hub_b = b.serve(&["--trust-hub", &hub_a.url, "--trust-grace", "2s"]);
+    let bob = b.access_token(&hub_b, BOB, &[]);
+    let certificate_of = |agent: &str| {
+        let shown: Value = serde_json::from_str(&a.cli(&["cert", "show", agent])).unwrap();
+        shown["certificate"].as_str().unwrap().to_owned()
+    };
+    let sign = |agent: &str| {
+        a.cli(&[
+            "token", "sign", "--agent", agent, "--action", "deploy", "--aud", BOB,
+        ])
+    };
+    let old_certificate = certificate_of(ALICE);
+    let old_token = sign(ALICE);
+    let valid = verdict(&hub_b, &bob, &old_token, &old_certificate).await;
+    assert_eq!(valid["valid"], true, "{valid}");
+
+    // A rotates its CA keys while both hubs run; an agent created now is certified by the new
+    // keys. Hub A follows the database, hub B follows hub A on the old keys' word.
+    let rotated: Value = serde_json::from_str(&a.cli(&["ca", "rotate"])).unwrap();
+    let old_kid = rotated["previous_key_ids"][0].as_str().unwrap().to_owned();
+    const CAROL: &str = "agent://a.example/carol";
+    a.cli(&["agent", "create", CAROL, "--alg", "ed25519"]);
+    let new_certificate = certificate_of(CAROL);
+    let new_token = sign(CAROL);
+    until_valid(&hub_b, &bob, &new_token, &new_certificate).await;
+    let anchor: Value = reqwest::get(format!("{}/.well-known/agentseal-ca.json", hub_a.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        anchor["keys"].as_array().unwrap().len(),
+        2,
+        "old and new keys: {anchor}"
+    );
+    assert!(anchor["rotation"].is_string(), "{anchor}");
+    // During the overlap, what the old keys certified still verifies.
+    let valid = verdict(&hub_b, &bob, &old_token, &old_certificate).await;
+    assert_eq!(valid["valid"], true, "{valid}");
+
+    // Retired: the old keys' certificates fail at both hubs; a renewed one verifies.
+    a.cli(&["ca", "retire", &old_kid]);
+    let refused = until_invalid(&hub_b, &bob, &old_token, &old_certificate).await;
+    assert_eq!(refused["reasons"], json!(["bad_signature"]), "{refused}");
+    a.cli(&["cert", "renew", ALICE]);
+    let renewed = certificate_of(ALICE);
+    let token = sign(ALICE);
+    until_valid(&hub_b, &bob, &token, &renewed).await;
+    let valid = verdict(&hub_b, &bob, &new_token, &new_certificate).await;
+    assert_eq!(valid["valid"], true, "{valid}");
+}
+
+/// Polls until Bob's verdict is invalid.
+async fn until_invalid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let verdict = verdict(hub, bob, token, certificate).await;
+        if verdict["valid"] == false {
+            return verdict;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused; last verdict {verdict}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

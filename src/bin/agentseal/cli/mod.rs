@@ -11,6 +11,7 @@ mod access_token;
 mod agent;
 mod audit;
 mod backup;
+mod ca;
 mod cert;
 mod delegate;
 mod input;
@@ -107,6 +108,9 @@ enum Command {
     CheckRevocation(revoke::CheckRevocationArgs),
     /// Issue a signed revocation list (next number, valid until --validity from now).
     Crl(revoke::CrlArgs),
+    /// Rotate the CA's keys and retire earlier ones.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Show the longest certificate lifetime and revocation list validity this CA issues (in
     /// seconds), or set them for what is issued from now on.
     Limits(install::LimitsArgs),
@@ -153,6 +157,7 @@ impl Command {
             Command::CheckRevocation(check) => check,
             Command::Crl(crl) => crl,
             Command::Limits(limits) => limits,
+            Command::Ca(command) => command.operation(),
             Command::Backup(backup) => backup,
             Command::Restore(restore) => restore,
             Command::Jwks(jwks) => jwks,

@@ -332,11 +332,20 @@ async fn jwks(State(hub): State<Arc<Hub>>) -> Response {
     }
 }
 
-/// The trust anchor: the CA id and the CA's keys only (a JWK Set with a `ca_id` member).
+/// The trust anchor: the CA id and the CA's keys only (a JWK Set with a `ca_id` member), and
+/// after a CA key rotation the `rotation` statement by which the previous keys endorse the new.
 async fn ca_keys(State(hub): State<Arc<Hub>>) -> Response {
+    let installation = hub.installation.clone();
+    let rotation = match blocking(move || installation.ca_rotation_statement()).await {
+        Ok(rotation) => rotation,
+        Err(response) => return response,
+    };
     let anchor = hub.installation.trust_anchor();
     let mut body = serde_json::to_value(anchor.jwks()).unwrap_or(Value::Null);
     body["ca_id"] = Value::String(anchor.ca_id.clone());
+    if let Some(rotation) = rotation {
+        body["rotation"] = Value::String(rotation);
+    }
     (
         [
             (header::CONTENT_TYPE, "application/jwk-set+json"),

@@ -1,0 +1,282 @@
+//! The CA's keys over time: the generation it signs with, earlier generations verifiers still
+//! trust during a rotation's overlap, and every generation it ever had (the audit log's
+//! records and checkpoints are signed by the keys current at the time).
+//!
+//! In the database: `ca_jwks` (the current keys), `ca_generation`, `ca_previous_jwks` (the
+//! earlier generations not retired, newest first), `ca_history_jwks` (every key ever), and
+//! `ca_rotation` (the current keys, endorsed by the previous generation, for verifiers that
+//! follow a hub). Seeds of every generation stay in the key store until `destroy`.
+
+use super::*;
+use crate::jose::{self, EdAlgName};
+use crate::token::trust::{ROTATION_TYP, RotationClaims};
+
+/// The meta key that changes whenever the CA's keys do.
+pub(super) const CA_REVISION: &str = "ca_revision";
+/// How often a running process looks for a rotation or retirement by another process.
+pub const CA_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The CA as one process knows it. The anchor lives for the rest of the process (it is leaked
+/// on each change, which happens only when an operator rotates or retires keys), so that
+/// verifiers borrow it without holding a lock.
+#[derive(Debug, Clone)]
+pub(super) struct CaState {
+    anchor: &'static TrustAnchor,
+    keys: Arc<CaKeys>,
+    revision: Option<String>,
+}
+
+impl CaState {
+    pub fn new(ca_id: String, keys: CaKeys, revision: Option<String>) -> Self {
+        let anchor = Box::leak(Box::new(TrustAnchor {
+            ca_id,
+            keys: keys.trusted(),
+        }));
+        CaState {
+            anchor,
+            keys: Arc::new(keys),
+            revision,
+        }
+    }
+}
+
+/// The CA's keys as this process knows them.
+#[derive(Debug, Clone)]
+pub(super) struct CaKeys {
+    /// The generation it signs with.
+    pub current: Vec<PublicKey>,
+    /// Its number (0: the keys made at `init`).
+    pub generation: u32,
+    /// Earlier generations still trusted, newest first.
+    pub previous: Vec<PreviousCaKeys>,
+}
+
+/// An earlier generation of CA keys, trusted until retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PreviousCaKeys {
+    /// Its number.
+    pub generation: u32,
+    /// Its public keys.
+    pub keys: JwkSet,
+}
+
+/// What [`Installation::rotate_ca`] did.
+#[derive(Debug, Clone)]
+pub struct CaRotation {
+    /// The new generation's number.
+    pub generation: u32,
+    /// Its keys' thumbprints.
+    pub key_ids: Vec<String>,
+    /// The previous generation's keys' thumbprints (trusted until retired).
+    pub previous_key_ids: Vec<String>,
+}
+
+fn parse_keys(set: &JwkSet) -> Option<Vec<PublicKey>> {
+    set.keys.iter().map(|k| k.to_public_key().ok()).collect()
+}
+
+impl CaKeys {
+    /// Reads the CA's keys from the database; `Err(what)` names what is missing or invalid.
+    pub fn read(store: &Store) -> Result<CaKeys, &'static str> {
+        let meta = |key| store.meta(key).map_err(|_| key);
+        let current: JwkSet = meta("ca_jwks")?
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .ok_or("ca_jwks")?;
+        let current = parse_keys(&current)
+            .filter(|k| !k.is_empty())
+            .ok_or("ca_jwks")?;
+        let generation = match meta("ca_generation")? {
+            None => 0,
+            Some(n) => n.parse().map_err(|_| "ca_generation")?,
+        };
+        let previous: Vec<PreviousCaKeys> = match meta("ca_previous_jwks")? {
+            None => Vec::new(),
+            Some(j) => serde_json::from_str(&j).map_err(|_| "ca_previous_jwks")?,
+        };
+        if previous.iter().any(|p| parse_keys(&p.keys).is_none()) {
+            return Err("ca_previous_jwks");
+        }
+        Ok(CaKeys {
+            current,
+            generation,
+            previous,
+        })
+    }
+
+    /// Every key verifiers trust: current, then previous generations.
+    pub fn trusted(&self) -> Vec<PublicKey> {
+        let mut keys = self.current.clone();
+        for generation in &self.previous {
+            keys.extend(parse_keys(&generation.keys).unwrap_or_default());
+        }
+        keys
+    }
+}
+
+impl Installation {
+    /// The CA as of the database's last change to its keys, looked for at most every
+    /// [`CA_RECHECK`]: a server follows `ca rotate` and `ca retire` run by the CLI.
+    fn ca_state(&self) -> CaState {
+        let due = {
+            let mut checked = self.ca_checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.elapsed() >= CA_RECHECK;
+            if due {
+                *checked = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            let revision = self.store.meta(CA_REVISION).ok().flatten();
+            let current = self.ca.read().unwrap_or_else(|p| p.into_inner()).clone();
+            if revision != current.revision {
+                match CaKeys::read(&self.store) {
+                    Ok(keys) => {
+                        let state = CaState::new(current.anchor.ca_id.clone(), keys, revision);
+                        tracing::info!(
+                            generation = state.keys.generation,
+                            "the CA's keys changed; following"
+                        );
+                        *self.ca.write().unwrap_or_else(|p| p.into_inner()) = state.clone();
+                        return state;
+                    }
+                    Err(what) => tracing::error!(what, "the CA's keys changed but cannot be read"),
+                }
+            }
+            return current;
+        }
+        self.ca.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The trust anchor (see [`Self::trust_anchor`]).
+    pub(super) fn anchor(&self) -> &'static TrustAnchor {
+        self.ca_state().anchor
+    }
+
+    /// The CA's keys by generation.
+    pub(super) fn ca_keys(&self) -> Arc<CaKeys> {
+        self.ca_state().keys
+    }
+
+    /// The CA's signing keys (the current generation), loaded once per process.
+    pub(super) fn ca_signers(&self) -> Result<Arc<Vec<SigningKey>>, ServiceError> {
+        let keys = self.ca_keys();
+        self.signers("ca", &keys.current, |alg| {
+            KeyName::ca_key(&self.install_id, alg, keys.generation)
+        })
+    }
+
+    /// Every CA public key this installation ever had, as recorded (for checking restored
+    /// seeds; the audit log's anchor comes from the key store instead).
+    pub(super) fn ca_history(&self) -> Result<Vec<PublicKey>, ServiceError> {
+        let history = self.store.meta("ca_history_jwks")?;
+        let set: Option<JwkSet> = history.and_then(|j| serde_json::from_str(&j).ok());
+        Ok(set
+            .and_then(|s| parse_keys(&s))
+            .unwrap_or_else(|| self.anchor().keys.clone()))
+    }
+
+    /// The CA's generation number.
+    pub fn ca_generation(&self) -> u32 {
+        self.ca_keys().generation
+    }
+
+    /// The statement by which the previous generation endorsed the current keys (none before
+    /// the first rotation): verifiers pinned to the old keys accept the new ones on its word.
+    pub fn ca_rotation_statement(&self) -> Result<Option<String>, ServiceError> {
+        Ok(self.store.meta("ca_rotation")?)
+    }
+
+    /// Makes the next generation of CA keys (same algorithms) and signs with it from now on.
+    /// The current generation stays trusted (published, and accepted on certificates, lists and
+    /// tokens it signed) until [`Self::retire_ca_keys`]; it signs a statement endorsing the new
+    /// keys, for verifiers that follow the hub. Servers running on the installation pick the
+    /// new keys up when restarted.
+    pub fn rotate_ca(&self) -> Result<CaRotation, ServiceError> {
+        let ca = self.ca_keys();
+        let old = self.ca_signers()?;
+        let generation = ca.generation + 1;
+        let store = self.key_store()?;
+        let mut public = Vec::new();
+        for key in ca.current.iter() {
+            let algorithm = key.algorithm();
+            let name = KeyName::ca_key(&self.install_id, algorithm, generation);
+            public.push(
+                agents::create_key(store.as_ref(), &name, algorithm)?
+                    .public_key()
+                    .clone(),
+            );
+        }
+        let key_ids: Vec<String> = public.iter().map(jose::thumbprint).collect();
+        let claims = RotationClaims {
+            iss: self.anchor().ca_id.clone(),
+            generation,
+            keys: key_ids.clone(),
+            iat: clock::now(),
+        };
+        let refs: Vec<&SigningKey> = old.iter().collect();
+        let statement = jose::sign(&claims, ROTATION_TYP, &refs, EdAlgName::EdDsa)?;
+        let mut previous = vec![PreviousCaKeys {
+            generation: ca.generation,
+            keys: JwkSet {
+                keys: ca.current.iter().map(Jwk::from_public_key).collect(),
+            },
+        }];
+        previous.extend(ca.previous.iter().cloned());
+        let mut history = self.ca_history()?;
+        history.extend(public.iter().cloned());
+        let set = |keys: &[PublicKey]| {
+            serde_json::to_string(&JwkSet {
+                keys: keys.iter().map(Jwk::from_public_key).collect(),
+            })
+            .expect("JWKS serializes")
+        };
+        self.store.set_meta(&[
+            ("ca_jwks", &set(&public)),
+            ("ca_generation", &generation.to_string()),
+            (
+                "ca_previous_jwks",
+                &serde_json::to_string(&previous).expect("keys serialize"),
+            ),
+            ("ca_history_jwks", &set(&history)),
+            ("ca_rotation", &statement),
+            (CA_REVISION, &clock::random_id()?),
+        ])?;
+        Ok(CaRotation {
+            generation,
+            key_ids,
+            previous_key_ids: ca.current.iter().map(jose::thumbprint).collect(),
+        })
+    }
+
+    /// Stops trusting the earlier generation that holds the key `kid`: certificates, lists and
+    /// tokens it signed stop verifying. Its seeds stay in the key store (the audit log's older
+    /// records are signed with them). The current generation cannot be retired: rotate first.
+    pub fn retire_ca_keys(&self, kid: &str) -> Result<PreviousCaKeys, ServiceError> {
+        let ca = self.ca_keys();
+        if ca.current.iter().any(|k| jose::thumbprint(k) == kid) {
+            return Err(ServiceError::InvalidInput(format!(
+                "{kid} is a key of the current CA generation: rotate first (`agentseal ca rotate`)"
+            )));
+        }
+        let Some(index) = ca.previous.iter().position(|generation| {
+            parse_keys(&generation.keys)
+                .unwrap_or_default()
+                .iter()
+                .any(|k| jose::thumbprint(k) == kid)
+        }) else {
+            return Err(ServiceError::InvalidInput(format!(
+                "no trusted earlier CA key {kid}: see `agentseal status` (key_ids, previous_key_ids)"
+            )));
+        };
+        let mut previous = ca.previous.clone();
+        let retired = previous.remove(index);
+        self.store.set_meta(&[
+            (
+                "ca_previous_jwks",
+                &serde_json::to_string(&previous).expect("keys serialize"),
+            ),
+            (CA_REVISION, &clock::random_id()?),
+        ])?;
+        Ok(retired)
+    }
+}
