@@ -91,13 +91,43 @@ impl Installation {
                 current.serial, entry.reason
             )));
         }
-        let (_, claims, keys) =
-            AgentCertificate::parse_unverified(&current.encoded).map_err(|e| {
-                StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
+        let current_certificate = self.signed_current(agent_id, &current)?;
+        let (certificate, record) = self.issue_certificate(
+            agent_id,
+            &current_certificate.keys,
+            current_certificate.claims.meta,
+            ttl,
+            clock::now(),
+        )?;
+        if !self
+            .store
+            .add_certificate_if_current(&record, &current.serial)?
+        {
+            return Err(ServiceError::InvalidInput(format!(
+                "agent {agent_id}'s certificate changed meanwhile: nothing was renewed"
+            )));
+        }
+        Ok(certificate)
+    }
+
+    /// The agent's current certificate, its CA signature verified (not its lifetime): what the
+    /// CA re-certifies (renewal, rotation) must be what it certified, not whatever keys and
+    /// metadata a database edit put in its place.
+    pub(super) fn signed_current(
+        &self,
+        agent_id: &str,
+        current: &CertificateRecord,
+    ) -> Result<AgentCertificate, ServiceError> {
+        let certificate = AgentCertificate::verify_signed(&current.encoded, self.anchor())
+            .map_err(|reason| ServiceError::CertificateUnusable {
+                agent: agent_id.to_owned(),
+                reason,
             })?;
-        let (certificate, record) =
-            self.issue_certificate(agent_id, &keys, claims.meta, ttl, clock::now())?;
-        self.store.add_certificate(&record)?;
+        if certificate.claims.sub != agent_id || certificate.claims.jti != current.serial {
+            return Err(ServiceError::CorruptRecord(format!(
+                "agent {agent_id}'s current certificate names another agent or serial"
+            )));
+        }
         Ok(certificate)
     }
 

@@ -109,8 +109,13 @@ impl Installation {
     /// is written: the backup must be of this installation, and each CA and agent seed must
     /// give the public key the database records (the agent's current certificate). Entries
     /// the store holds already with the same seed are left; the webhook secret and the audit
-    /// mark are only written where absent (the store's are newer).
-    pub fn restore(&self, backup: &KeyBackup) -> Result<RestoreReport, ServiceError> {
+    /// mark are only written where absent (the store's are newer); a different signing key the
+    /// store holds is replaced only with `replace`.
+    pub fn restore(
+        &self,
+        backup: &KeyBackup,
+        replace: bool,
+    ) -> Result<RestoreReport, ServiceError> {
         if backup.install_id != self.install_id {
             return Err(ServiceError::InvalidInput(format!(
                 "this backup is of CA {:?} (installation {}), not of this installation's CA {:?}",
@@ -141,6 +146,12 @@ impl Installation {
                 }
                 // The store's webhook secret and audit mark are newer than any backup.
                 Ok(_) if !checked => report.unchanged.push(name.to_string()),
+                // A key the store holds is replaced only when the operator says so.
+                Ok(_) if !replace => {
+                    return Err(ServiceError::InvalidInput(format!(
+                        "the key store holds another key {name} than the backup: nothing was restored (pass --replace to overwrite it)"
+                    )));
+                }
                 Ok(_) | Err(KeyStoreError::NotFound(_)) => writes.push((name, &entry.seed)),
                 Err(e) => return Err(e.into()),
             }
@@ -165,7 +176,13 @@ impl Installation {
         };
         let derived = SigningKey::from_seed(algorithm, seed).public_key().clone();
         let recorded: Vec<PublicKey> = if name.owner == "ca" {
-            self.ca_history()?
+            // The current generation's name takes only a current key; older names, history.
+            let ca = self.ca_keys();
+            if name == &KeyName::ca_key(&self.install_id, algorithm, ca.generation) {
+                ca.current.clone()
+            } else {
+                self.ca_history()?
+            }
         } else if let Some(agent_id) = name.owner.strip_prefix("agent:") {
             match self.store.agent(agent_id)? {
                 Some(agent) => match self.current_certificate_record(&agent) {
@@ -190,7 +207,9 @@ impl Installation {
     }
 
     /// Checks that the key store holds every key the CA and the agents need (all agents, or
-    /// only `agent`), so that a server does not start only to fail at its first call.
+    /// only `agent`), and that the CA keys the database records are its own
+    /// ([`Self::check_ca_keys`]), so that a server does not start only to fail at its first
+    /// call, or on keys someone else put in the database.
     pub fn check_keys(&self, agent: Option<&str>) -> Result<(), ServiceError> {
         let keys = self.key_store()?;
         let mut missing = Vec::new();
@@ -207,11 +226,10 @@ impl Installation {
                 Err(e) => return Err(e.into()),
             }
         }
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(self.keys_missing(missing))
+        if !missing.is_empty() {
+            return Err(self.keys_missing(missing));
         }
+        self.check_ca_keys(&self.ca_keys())
     }
 
     /// The error for keys the database needs and the key store does not have.

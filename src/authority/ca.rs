@@ -13,6 +13,8 @@ use crate::token::trust::{ROTATION_TYP, RotationClaims};
 
 /// The meta key that changes whenever the CA's keys do.
 pub(super) const CA_REVISION: &str = "ca_revision";
+/// Most earlier generations trusted at once (retire old ones).
+pub const MAX_PREVIOUS_GENERATIONS: usize = 8;
 /// How often a running process looks for a rotation or retirement by another process.
 pub const CA_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -93,7 +95,12 @@ impl CaKeys {
             None => Vec::new(),
             Some(j) => serde_json::from_str(&j).map_err(|_| "ca_previous_jwks")?,
         };
-        if previous.iter().any(|p| parse_keys(&p.keys).is_none()) {
+        if previous.len() > MAX_PREVIOUS_GENERATIONS
+            || previous.iter().any(|p| {
+                p.generation >= generation
+                    || parse_keys(&p.keys).is_none_or(|k| k.is_empty() || k.len() > 4)
+            })
+        {
             return Err("ca_previous_jwks");
         }
         Ok(CaKeys {
@@ -129,7 +136,11 @@ impl Installation {
             let revision = self.store.meta(CA_REVISION).ok().flatten();
             let current = self.ca.read().unwrap_or_else(|p| p.into_inner()).clone();
             if revision != current.revision {
-                match CaKeys::read(&self.store) {
+                match CaKeys::read(&self.store).and_then(|keys| {
+                    self.check_ca_keys(&keys)
+                        .map_err(|_| "keys the key store does not hold")?;
+                    Ok(keys)
+                }) {
                     Ok(keys) => {
                         let state = CaState::new(current.anchor.ca_id.clone(), keys, revision);
                         tracing::info!(
@@ -145,6 +156,54 @@ impl Installation {
             return current;
         }
         self.ca.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks the CA's keys as the database records them against the key store's seeds: the
+    /// current generation's keys and every earlier one still trusted must derive from the seeds
+    /// of their generation, and no later generation may exist (a database put back to before a
+    /// rotation). Whoever can write the database cannot make a server trust or sign with keys
+    /// the key store never held.
+    pub(super) fn check_ca_keys(&self, ca: &CaKeys) -> Result<(), ServiceError> {
+        let store = self.key_store()?;
+        let replaced = |why: String| ServiceError::CaKeysReplaced(why);
+        let derive = |algorithm: Algorithm, generation: u32| -> Result<PublicKey, ServiceError> {
+            let name = KeyName::ca_key(&self.install_id, algorithm, generation);
+            match store.get(&name) {
+                Ok(seed) => Ok(SigningKey::from_seed(algorithm, &seed).public_key().clone()),
+                Err(keystore::KeyStoreError::NotFound(_)) => {
+                    Err(self.keys_missing(vec![name.user()]))
+                }
+                Err(e) => Err(e.into()),
+            }
+        };
+        for key in &ca.current {
+            if derive(key.algorithm(), ca.generation)? != *key {
+                return Err(replaced(format!(
+                    "generation {} is not the key store's",
+                    ca.generation
+                )));
+            }
+        }
+        for earlier in &ca.previous {
+            for key in parse_keys(&earlier.keys).unwrap_or_default() {
+                if derive(key.algorithm(), earlier.generation).ok().as_ref() != Some(&key) {
+                    return Err(replaced(format!(
+                        "generation {} is not the key store's",
+                        earlier.generation
+                    )));
+                }
+            }
+        }
+        if let Some(first) = ca.current.first() {
+            let later = KeyName::ca_key(&self.install_id, first.algorithm(), ca.generation + 1);
+            if store.get(&later).is_ok() {
+                return Err(replaced(format!(
+                    "the key store holds generation {} (the database was put back to before a rotation)",
+                    ca.generation + 1
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The trust anchor (see [`Self::trust_anchor`]).
@@ -251,7 +310,10 @@ impl Installation {
     /// Stops trusting the earlier generation that holds the key `kid`: certificates, lists and
     /// tokens it signed stop verifying. Its seeds stay in the key store (the audit log's older
     /// records are signed with them). The current generation cannot be retired: rotate first.
-    pub fn retire_ca_keys(&self, kid: &str) -> Result<PreviousCaKeys, ServiceError> {
+    /// Agents whose current certificate was signed by a retiring generation are named and the
+    /// retirement refused, unless `force`: their certificates would stop verifying and could
+    /// not be renewed (renew them first).
+    pub fn retire_ca_keys(&self, kid: &str, force: bool) -> Result<PreviousCaKeys, ServiceError> {
         let ca = self.ca_keys();
         if ca.current.iter().any(|k| jose::thumbprint(k) == kid) {
             return Err(ServiceError::InvalidInput(format!(
@@ -270,6 +332,32 @@ impl Installation {
         };
         let mut previous = ca.previous.clone();
         let retired = previous.remove(index);
+        let remaining = TrustAnchor {
+            ca_id: self.anchor().ca_id.clone(),
+            keys: CaKeys {
+                current: ca.current.clone(),
+                generation: ca.generation,
+                previous: previous.clone(),
+            }
+            .trusted(),
+        };
+        let mut stranded = Vec::new();
+        for agent in self.store.agents()? {
+            if let Ok(record) = self.current_certificate_record(&agent)
+                && AgentCertificate::verify_signed(&record.encoded, self.anchor()).is_ok()
+                && AgentCertificate::verify_signed(&record.encoded, &remaining).is_err()
+            {
+                stranded.push(agent.agent_id);
+            }
+        }
+        if !stranded.is_empty() && !force {
+            return Err(ServiceError::InvalidInput(format!(
+                "these agents are still certified by the keys to retire: {}; renew them first \
+                 (`agentseal cert renew ID`), or pass --force (their certificates then stop \
+                 verifying, and only `agent rotate --meta` can re-certify them)",
+                stranded.join(", ")
+            )));
+        }
         self.store.set_meta(&[
             (
                 "ca_previous_jwks",

@@ -113,6 +113,11 @@ pub enum ServiceError {
         /// The entries missing.
         missing: Vec<String>,
     },
+    /// The CA keys the database records are not those of the key store.
+    #[error(
+        "the CA keys the database records are not the key store's ({0}): the database was edited or put back; refusing to use them"
+    )]
+    CaKeysReplaced(String),
     /// The audit log does not verify, so no checkpoint of it is signed (see
     /// `agentseal audit verify`).
     #[error("the audit log does not verify ({code}: {0}): no checkpoint is signed over it", code = .0.code())]
@@ -156,6 +161,7 @@ impl ServiceError {
             ServiceError::Unaudited(_) => "audit_withheld",
             ServiceError::AuditInvalid(_) => "audit_invalid",
             ServiceError::KeysMissing { .. } => "keys_missing",
+            ServiceError::CaKeysReplaced(_) => "ca_keys_replaced",
             ServiceError::Io { .. } => "io_error",
         }
     }

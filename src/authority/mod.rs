@@ -186,7 +186,7 @@ pub struct Installation {
     /// lifetime and revocation, not their signature.
     access_tokens: AccessTokenCache,
     challenges: ChallengeBook,
-    published: Mutex<Option<((i64, i64), PublishedCrl)>>,
+    published: Mutex<Option<(crate::store::RevocationState, PublishedCrl)>>,
     /// Whether (and when) this process renews certificates by itself.
     renewal: renewal::RenewalShare,
     /// The audit log as far as this process verified it, and its latest checkpoint.

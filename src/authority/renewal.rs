@@ -42,7 +42,7 @@ impl Installation {
     /// process renews automatically.
     pub fn renewal_due_at(&self, iat: i64, exp: i64) -> Option<i64> {
         let share = self.renewal.get()?;
-        Some(iat.saturating_add(((exp - iat) as f64 * share) as i64))
+        Some(iat.saturating_add((exp.saturating_sub(iat) as f64 * share) as i64))
     }
 
     /// Renews `agent_id`'s certificate if it is due at `now`: a new certificate for the same keys
@@ -55,8 +55,9 @@ impl Installation {
     ) -> Result<Option<AgentCertificate>, ServiceError> {
         let agent = self.agent(agent_id)?;
         let current = self.current_certificate_record(&agent)?;
-        let (_, claims, keys) = AgentCertificate::parse_unverified(&current.encoded)
-            .map_err(|e| ServiceError::CorruptRecord(format!("certificate: {e}")))?;
+        // Only what the CA certified is re-certified (a database edit cannot name other keys).
+        let verified = self.signed_current(agent_id, &current)?;
+        let (claims, keys) = (verified.claims, verified.keys);
         let due = self.renewal_due_at(claims.iat, claims.exp);
         if due.is_none_or(|due| now < due) || now >= claims.exp {
             return Ok(None);
@@ -67,7 +68,10 @@ impl Installation {
         {
             return Ok(None);
         }
-        let lifetime = (claims.exp - claims.iat).min(self.limits()?.max_cert_ttl);
+        let lifetime = claims
+            .exp
+            .saturating_sub(claims.iat)
+            .min(self.limits()?.max_cert_ttl);
         let (certificate, record) =
             self.issue_certificate(agent_id, &keys, claims.meta, Some(lifetime), now)?;
         if !self

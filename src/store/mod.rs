@@ -389,35 +389,47 @@ impl Store {
     }
 
     /// Makes `cert` (for new keys of generation `generation`, algorithms `algorithms`) the
-    /// agent's current certificate and, in the same transaction, records `revocation` of the
-    /// previous one. Refused (`Ok(false)`) if the agent's keys moved past generation
-    /// `generation - 1` meanwhile: two rotations at once do not both win.
+    /// agent's current certificate and, in the same transaction, revokes every other
+    /// certificate of the agent at `revoked_at` (all certify old keys: the current one and any
+    /// earlier renewal of it), returning their serials. Refused (`Ok(None)`) if the agent's
+    /// keys or current certificate moved meanwhile (another rotation, a renewal): the one that
+    /// commits first wins, and nothing escapes revocation.
     pub fn rotate_agent(
         &self,
         cert: &CertificateRecord,
         algorithms: &[String],
         generation: u32,
-        revocation: Option<RevocationEntry>,
-    ) -> Result<bool, StoreError> {
+        expected_serial: &str,
+        revoked_at: i64,
+        reason: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
         let (cert, algorithms) = (cert.clone(), algorithms.join(","));
+        let (expected, reason) = (expected_serial.to_owned(), reason.to_owned());
         self.write(Durability::Synced, move |tx| {
             let moved = tx.execute(
                 "UPDATE agents SET algorithms = ?1, key_generation = ?2
-                 WHERE agent_id = ?3 AND key_generation = ?4",
-                params![algorithms, generation, cert.agent_id, generation - 1],
+                 WHERE agent_id = ?3 AND key_generation = ?4 AND current_serial = ?5",
+                params![
+                    algorithms,
+                    generation,
+                    cert.agent_id,
+                    generation - 1,
+                    expected
+                ],
             )?;
             if moved == 0 {
-                return Ok(false);
+                return Ok(None);
             }
+            let earlier: Vec<String> = tx
+                .prepare_cached("SELECT serial FROM certificates WHERE agent_id = ?1")?
+                .query_map([&cert.agent_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             insert_certificate(tx, &cert)?;
-            if let Some(entry) = revocation {
-                tx.execute(
-                    "INSERT INTO revocations(kind, id, revoked_at, reason)
-                     VALUES ('certificate', ?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    params![entry.id, entry.revoked_at, entry.reason],
-                )?;
+            let mut stmt = tx.prepare_cached(REVOKE)?;
+            for serial in &earlier {
+                stmt.execute(params!["certificate", serial, revoked_at, reason])?;
             }
-            Ok(true)
+            Ok(Some(earlier))
         })
     }
 
@@ -453,8 +465,9 @@ impl Store {
         })
     }
 
-    /// Records revocations durably. Already-revoked ids keep their first record. Returns the ids
-    /// that were new.
+    /// Records revocations durably. An id revoked before keeps its record, unless that one was
+    /// scheduled later than this one (a rotation's grace cut short): the earlier time wins.
+    /// Returns the ids that were new or brought forward.
     pub fn revoke(
         &self,
         kind: RevokedKind,
@@ -463,10 +476,7 @@ impl Store {
         let entries = entries.to_vec();
         self.write(Durability::Synced, move |tx| {
             let mut added = Vec::new();
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT DO NOTHING",
-            )?;
+            let mut stmt = tx.prepare_cached(REVOKE)?;
             for e in entries {
                 if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
                     added.push(e.id);
@@ -493,10 +503,16 @@ impl Store {
 
     /// A value that changes whenever a revocation is recorded: lets a published revocation list
     /// be reused until something was revoked.
-    pub fn revocation_state(&self) -> Result<(i64, i64), StoreError> {
+    pub fn revocation_state(&self) -> Result<RevocationState, StoreError> {
+        // The sum changes when a scheduled revocation is brought forward, too.
         self.with(|c| {
-            c.prepare_cached("SELECT COUNT(*), COALESCE(MAX(revoked_at), 0) FROM revocations")?
-                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+            c.prepare_cached(
+                "SELECT COUNT(*), COALESCE(MAX(revoked_at), 0), COALESCE(TOTAL(revoked_at), 0)
+                 FROM revocations",
+            )?
+            .query_row([], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get::<_, f64>(2)? as i64))
+            })
         })
     }
 
@@ -645,6 +661,15 @@ impl Store {
         })
     }
 }
+
+/// What [`Store::revocation_state`] reads: count, latest time and sum of times.
+pub type RevocationState = (i64, i64, i64);
+
+/// Records a revocation; an id already revoked keeps the earlier of the two times (and that
+/// one's reason). Changes one row when the revocation is new or brought forward.
+const REVOKE: &str = "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT(kind, id) DO UPDATE SET revoked_at = excluded.revoked_at, reason = excluded.reason
+     WHERE excluded.revoked_at < revocations.revoked_at";
 
 /// Brings a database made by an earlier version up to this schema: columns added since.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {

@@ -40,13 +40,30 @@ impl TrustAnchor {
     /// Whether a verifier pinned to this anchor may take `next` in its place (a hub it follows
     /// rotated or retired CA keys): the same CA id, and every key `next` adds endorsed by a
     /// rotation statement this anchor verifies. Keys only taken away (retired) need nothing.
+    ///
+    /// `seen` is the newest rotation generation the verifier accepted so far: a statement must
+    /// name a later one (an old statement is not replayed). The algorithms may not change (a
+    /// hybrid CA cannot be turned into an Ed25519-only one by dropping keys). Returns the
+    /// newest generation now seen.
     pub fn accepts_successor(
         &self,
         next: &TrustAnchor,
         statement: Option<&str>,
-    ) -> Result<(), VerifyError> {
+        seen: u32,
+    ) -> Result<u32, VerifyError> {
         if next.ca_id != self.ca_id {
             return Err(VerifyError::UnknownIssuer(next.ca_id.clone()));
+        }
+        let algorithms = |anchor: &TrustAnchor| {
+            let mut names: Vec<&str> = anchor.keys.iter().map(|k| k.algorithm().name()).collect();
+            names.sort_unstable();
+            names.dedup();
+            names
+        };
+        if algorithms(next) != algorithms(self) {
+            return Err(VerifyError::malformed(
+                "the CA's new keys are of other algorithms than its trusted ones",
+            ));
         }
         let added: Vec<String> = next
             .keys
@@ -55,7 +72,7 @@ impl TrustAnchor {
             .map(crate::jose::thumbprint)
             .collect();
         if added.is_empty() {
-            return Ok(());
+            return Ok(seen);
         }
         let statement = statement
             .ok_or_else(|| VerifyError::malformed("new CA keys without a rotation statement"))?;
@@ -69,7 +86,22 @@ impl TrustAnchor {
                 "CA key {missing} is not endorsed by the keys already trusted"
             )));
         }
-        Ok(())
+        if claims.generation <= seen {
+            return Err(VerifyError::malformed(format!(
+                "rotation statement for generation {}, but {seen} was seen already",
+                claims.generation
+            )));
+        }
+        Ok(claims.generation)
+    }
+
+    /// The generation a rotation statement names, unverified (for a verifier's first contact,
+    /// which trusts the hub's document as it finds it).
+    pub fn rotation_generation(statement: &str) -> Option<u32> {
+        let jws = Jws::parse_limited(statement, crate::jose::MAX_JWS_LEN).ok()?;
+        let claims: RotationClaims =
+            crate::jose::parse_strict_object(&jws.payload, "rotation statement").ok()?;
+        Some(claims.generation)
     }
 
     /// The CA keys as a JWK Set.
@@ -236,19 +268,39 @@ mod tests {
             jose::sign(&claims, ROTATION_TYP, &[by], EdAlgName::EdDsa).unwrap()
         };
         let endorsed = statement(&old, vec![jose::thumbprint(new.public_key())]);
-        assert!(pinned.accepts_successor(&next, Some(&endorsed)).is_ok());
-        assert!(pinned.accepts_successor(&next, None).is_err());
+        assert_eq!(
+            pinned.accepts_successor(&next, Some(&endorsed), 0).unwrap(),
+            1
+        );
+        assert!(pinned.accepts_successor(&next, None, 0).is_err());
+        // Replayed after generation 1 was seen.
+        assert!(pinned.accepts_successor(&next, Some(&endorsed), 1).is_err());
         // Signed by the new key itself, or endorsing another key.
         let self_signed = statement(&new, vec![jose::thumbprint(new.public_key())]);
-        assert!(pinned.accepts_successor(&next, Some(&self_signed)).is_err());
+        assert!(
+            pinned
+                .accepts_successor(&next, Some(&self_signed), 0)
+                .is_err()
+        );
         let other = statement(&old, vec![jose::thumbprint(forger.public_key())]);
-        assert!(pinned.accepts_successor(&next, Some(&other)).is_err());
+        assert!(pinned.accepts_successor(&next, Some(&other), 0).is_err());
         // Keys taken away need nothing; another CA id is refused.
-        assert!(next.accepts_successor(&anchor(&[&new]), None).is_ok());
+        assert_eq!(
+            next.accepts_successor(&anchor(&[&new]), None, 1).unwrap(),
+            1
+        );
         let renamed = TrustAnchor {
             ca_id: "urn:other".into(),
             ..next.clone()
         };
-        assert!(pinned.accepts_successor(&renamed, Some(&endorsed)).is_err());
+        assert!(
+            pinned
+                .accepts_successor(&renamed, Some(&endorsed), 0)
+                .is_err()
+        );
+        // A hybrid CA's keys cannot be cut down to one algorithm.
+        let ml = key(Algorithm::MlDsa65, 5);
+        let hybrid = anchor(&[&old, &ml]);
+        assert!(hybrid.accepts_successor(&anchor(&[&old]), None, 0).is_err());
     }
 }

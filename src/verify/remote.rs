@@ -62,6 +62,8 @@ pub enum HubError {
 pub struct HubSnapshot {
     /// The hub's CA.
     pub anchor: TrustAnchor,
+    /// The newest CA key generation a rotation statement vouched for (0 before any).
+    pub ca_generation: u32,
     /// Its latest verified revocation list.
     pub crl: RevocationList,
     /// When it was fetched (seconds since the epoch).
@@ -219,17 +221,27 @@ impl HubTrust {
         };
         // A rotation (new keys endorsed by those already trusted) or a retirement is followed;
         // any other change of CA is refused.
-        if let Some(previous) = &previous
-            && previous.anchor != anchor
-        {
-            if let Err(error) = previous
-                .anchor
-                .accepts_successor(&anchor, document.rotation.as_deref())
-            {
-                tracing::warn!(hub = %self.base, %error, "refusing the hub's new CA keys");
-                return Err(HubError::CaChanged(self.base.to_string()));
+        let mut generation = document
+            .rotation
+            .as_deref()
+            .and_then(TrustAnchor::rotation_generation)
+            .unwrap_or(0);
+        if let Some(previous) = &previous {
+            generation = previous.ca_generation;
+            if previous.anchor != anchor {
+                match previous.anchor.accepts_successor(
+                    &anchor,
+                    document.rotation.as_deref(),
+                    previous.ca_generation,
+                ) {
+                    Ok(seen) => generation = seen,
+                    Err(error) => {
+                        tracing::warn!(hub = %self.base, %error, "refusing the hub's new CA keys");
+                        return Err(HubError::CaChanged(self.base.to_string()));
+                    }
+                }
+                tracing::info!(hub = %self.base, "following the hub's CA key change");
             }
-            tracing::info!(hub = %self.base, "following the hub's CA key change");
         }
         let crl_url = self.join("/crl")?;
         let encoded = self.fetch(&crl_url, jose::MAX_CRL_LEN).await?;
@@ -254,6 +266,7 @@ impl HubTrust {
         .map_err(|e| invalid(&crl_url, e))?;
         let snapshot = Arc::new(HubSnapshot {
             anchor,
+            ca_generation: generation,
             crl,
             fetched_at: crate::clock::now(),
         });

@@ -135,6 +135,19 @@ fn a_backup_restores_the_same_keys_after_they_are_lost_and_a_wrong_secret_change
     // Restoring again changes nothing.
     let report: Value = serde_json::from_str(&ok(&dir, &["restore", file])).unwrap();
     assert_eq!(report["unchanged"].as_array().unwrap().len(), 4, "{report}");
+    // A different key in the store is not overwritten without --replace.
+    let agent_key = entries(&dir)
+        .into_iter()
+        .find(|n| n.owner.starts_with("agent:"))
+        .unwrap();
+    let keys = keystore::open(KeyStoreKind::Keyutils, &dir).unwrap();
+    keys.put(&agent_key, &agentseal::crypto::Seed::generate().unwrap())
+        .unwrap();
+    let stderr = failed(&run(&dir, PASSPHRASE, &["restore", file]));
+    assert!(stderr.contains("--replace"), "{stderr}");
+    let report: Value = serde_json::from_str(&ok(&dir, &["restore", file, "--replace"])).unwrap();
+    assert_eq!(report["restored"].as_array().unwrap().len(), 1, "{report}");
+    assert!(sign(&dir).status.success());
 
     // A backup of another installation is refused.
     let other = tmp.path().join("other");

@@ -246,12 +246,13 @@ async fn a_verifier_hub_follows_a_ca_key_rotation_endorsed_by_the_old_keys_and_a
     let valid = verdict(&hub_b, &bob, &old_token, &old_certificate).await;
     assert_eq!(valid["valid"], true, "{valid}");
 
-    // Retired: the old keys' certificates fail at both hubs; a renewed one verifies.
+    // Alice renewed under the new keys, then the old keys retired: what they certified fails
+    // at hub B once it follows; Alice's renewed certificate verifies.
+    a.cli(&["cert", "renew", ALICE]);
+    let renewed = certificate_of(ALICE);
     a.cli(&["ca", "retire", &old_kid]);
     let refused = until_invalid(&hub_b, &bob, &old_token, &old_certificate).await;
     assert_eq!(refused["reasons"], json!(["bad_signature"]), "{refused}");
-    a.cli(&["cert", "renew", ALICE]);
-    let renewed = certificate_of(ALICE);
     let token = sign(ALICE);
     until_valid(&hub_b, &bob, &token, &renewed).await;
     let valid = verdict(&hub_b, &bob, &new_token, &new_certificate).await;

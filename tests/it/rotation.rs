@@ -313,6 +313,15 @@ fn a_rotated_ca_keeps_what_its_old_keys_signed_valid_until_they_are_retired() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rotate first"));
+    // A is still certified by the old keys: retiring them now would strand it.
+    let out = crate::common::hub::cli_output(&installation.dir, &["ca", "retire", old_kid]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(A) && stderr.contains("renew them first"),
+        "{stderr}"
+    );
+    installation.cli(&["cert", "renew", A]);
     installation.cli(&["ca", "retire", old_kid]);
     let refused = verify(&old_token);
     assert_eq!(refused["valid"], false, "{refused}");
@@ -324,7 +333,144 @@ fn a_rotated_ca_keeps_what_its_old_keys_signed_valid_until_they_are_retired() {
     // against the seeds the key store keeps.
     let report: Value = serde_json::from_str(&installation.cli(&["audit", "verify"])).unwrap();
     assert_eq!(report["valid"], true, "{report}");
-    // The agent certified by the old keys gets a certificate from the new ones.
-    installation.cli(&["cert", "renew", A]);
+    // A, renewed before the retirement, signs under the new keys.
     assert_eq!(verify(&sign(A))["valid"], true);
+}
+
+/// A database writer's certificate (another CA under the same CA id, its own key for agent A)
+/// put in as A's current certificate: the CA must not re-certify that key.
+#[test]
+fn renewal_and_rotation_recertify_only_what_the_ca_certified() {
+    let victim = Installation::new(&[(A, "ed25519")]);
+    let status: Value = serde_json::from_str(&victim.cli(&["status"])).unwrap();
+    let ca_id = status["ca_id"].as_str().unwrap();
+    let attacker = Installation::with_init(&["--ca-id", ca_id], &[(A, "ed25519")]);
+    let forged: Value = serde_json::from_str(&attacker.cli(&["cert", "show", A])).unwrap();
+    let db = rusqlite::Connection::open(victim.dir.join("agentseal.db")).unwrap();
+    let serial = forged["claims"]["jti"].as_str().unwrap();
+    db.execute(
+        "INSERT INTO certificates(serial, agent_id, issued_at, expires_at, encoded) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![
+            serial,
+            A,
+            forged["claims"]["iat"].as_i64().unwrap(),
+            forged["claims"]["exp"].as_i64().unwrap(),
+            forged["certificate"].as_str().unwrap()
+        ],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE agents SET current_serial = ?1 WHERE agent_id = ?2",
+        rusqlite::params![serial, A],
+    )
+    .unwrap();
+    drop(db);
+    for args in [&["cert", "renew", A][..], &["agent", "rotate", A][..]] {
+        let out = crate::common::hub::cli_output(&victim.dir, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("certificate is not usable"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn rotation_revokes_every_certificate_of_the_old_keys_and_a_grace_can_be_cut_short() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let sign = || {
+        installation.cli(&[
+            "token", "sign", "--agent", A, "--action", "deploy", "--aud", "svc",
+        ])
+    };
+    let verify = |token: &str| -> Value {
+        let out =
+            crate::common::hub::cli_output(&installation.dir, &["verify", token, "--aud", "svc"]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // A token under the first certificate, then a renewal (same keys), then a rotation.
+    let first = sign();
+    installation.cli(&["cert", "renew", A]);
+    let second = sign();
+    let rotated: Value =
+        serde_json::from_str(&installation.cli(&["agent", "rotate", A, "--grace", "7d"])).unwrap();
+    assert_eq!(
+        rotated["revoked_serials"].as_array().unwrap().len(),
+        2,
+        "{rotated}"
+    );
+    assert_eq!(verify(&first)["valid"], true, "in the grace");
+    // The leaked key turns out to matter: revoking now cuts the grace short.
+    installation.cli(&["revoke", "cert", A, "--reason", "leaked after all"]);
+    for token in [&first, &second] {
+        let refused = verify(token);
+        assert_eq!(
+            refused["reasons"],
+            json!(["certificate_revoked"]),
+            "{refused}"
+        );
+    }
+}
+
+#[test]
+fn a_server_refuses_ca_keys_the_key_store_does_not_hold() {
+    let installation = Installation::new(&[(A, "ed25519")]);
+    let serve = |installation: &Installation| {
+        let out = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+            .arg("--data-dir")
+            .arg(&installation.dir)
+            .args(["--key-store", "keyutils", "serve", "--agent", A])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let db = || rusqlite::Connection::open(installation.dir.join("agentseal.db")).unwrap();
+    // An extra trusted key, added as an earlier generation.
+    let stranger = Installation::new(&[]);
+    let jwks: Value = serde_json::from_str(&stranger.cli(&["jwks"])).unwrap();
+    installation.cli(&["ca", "rotate"]);
+    let before: String = db()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'ca_previous_jwks'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut previous: Value = serde_json::from_str(&before).unwrap();
+    previous[0]["keys"]["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(jwks["keys"][0].clone());
+    db().execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'ca_previous_jwks'",
+        [previous.to_string()],
+    )
+    .unwrap();
+    let (code, stderr) = serve(&installation);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("not the key store's"), "{stderr}");
+    // The database put back to before the rotation.
+    db().execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'ca_previous_jwks'",
+        [before.as_str()],
+    )
+    .unwrap();
+    let gen0 = previous[0]["keys"].clone();
+    let mut gen0 = gen0;
+    gen0["keys"].as_array_mut().unwrap().pop();
+    db().execute_batch("DELETE FROM meta WHERE key IN ('ca_previous_jwks', 'ca_generation')")
+        .unwrap();
+    db().execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'ca_jwks'",
+        [gen0.to_string()],
+    )
+    .unwrap();
+    let (code, stderr) = serve(&installation);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("put back to before a rotation"), "{stderr}");
 }

@@ -98,6 +98,10 @@ pub struct RotateArgs {
     /// The new certificate's lifetime, e.g. 90d.
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<i64>,
+    /// The new certificate's metadata, repeatable [default: the current certificate's, which
+    /// must verify]. Needed to rotate an agent whose certificate retired CA keys signed.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    meta: Vec<(String, String)>,
 }
 
 impl Operation for RotateArgs {
@@ -114,6 +118,7 @@ impl Operation for RotateArgs {
             self.alg,
             self.grace.unwrap_or(0),
             self.ttl,
+            (!self.meta.is_empty()).then(|| self.meta.iter().cloned().collect()),
         )?;
         let certificate = &rotated.certificate;
         Ok(Outcome::Json(json!({
@@ -124,6 +129,7 @@ impl Operation for RotateArgs {
             "key_generation": rotated.generation,
             "previous_serial": rotated.previous_serial,
             "previous_revoked_at": rotated.previous_revoked_at,
+            "revoked_serials": rotated.revoked_serials,
             "certificate": certificate.encoded,
         })))
     }

@@ -81,6 +81,10 @@ pub struct RestoreArgs {
     /// Without it, the passphrase comes from AGENTSEAL_BACKUP_PASSPHRASE(_FILE).
     #[arg(long, value_name = "FILE")]
     identity: Option<PathBuf>,
+    /// Overwrite signing keys the key store holds that differ from the backup's (they are still
+    /// checked against the public keys on record).
+    #[arg(long)]
+    replace: bool,
 }
 
 impl Operation for RestoreArgs {
@@ -105,7 +109,7 @@ impl Operation for RestoreArgs {
         };
         let sealed = read(&self.file, MAX_BACKUP_LEN)?;
         let backup = KeyBackup::open(&sealed, &secret).map_err(invalid)?;
-        let report = installation.restore(&backup)?;
+        let report = installation.restore(&backup, self.replace)?;
         Ok(Outcome::Json(json!({
             "ca_id": backup.ca_id,
             "backup_created_at": backup.created_at,

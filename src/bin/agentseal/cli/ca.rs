@@ -52,6 +52,9 @@ impl Operation for RotateArgs {
 pub struct RetireArgs {
     /// The thumbprint of a key of the generation to retire (`agentseal status`).
     kid: String,
+    /// Retire even if agents are still certified by these keys.
+    #[arg(long)]
+    force: bool,
 }
 
 impl Operation for RetireArgs {
@@ -60,7 +63,7 @@ impl Operation for RetireArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        let retired = installation.retire_ca_keys(&self.kid)?;
+        let retired = installation.retire_ca_keys(&self.kid, self.force)?;
         Ok(Outcome::Json(json!({
             "retired_generation": retired.generation,
             "retired_key_ids": retired.keys.keys.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(),
