@@ -5,8 +5,10 @@
 //!
 //! One file per concern, each a further `impl Installation` block: `agents` (agents and their
 //! certificates), `signing`, `delegating`, `policy`, `peer` (challenges, presentations, verdicts),
-//! `access_tokens` (for the hub), `revoke`, `crl`, `audit_log` and `signalling` (webhooks). This file
-//! holds the type itself: opening, creating and destroying an installation, and its key cache.
+//! `access_tokens` (for the hub), `revoke`, `crl`, `audit_log` (with checkpoints and proofs),
+//! `signalling` (webhooks), `limits`, `backup` (and lost keys), `rotation` (agent keys), `renewal`
+//! and `ca` (the CA's key generations). This file holds the type itself: opening, creating and
+//! destroying an installation, and its key cache.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
