@@ -25,7 +25,8 @@ pub const CA_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 pub(super) struct CaState {
     anchor: &'static TrustAnchor,
     keys: Arc<CaKeys>,
-    revision: Option<String>,
+    /// The database's `ca_revision` when read (shared: the state is cloned on every call).
+    revision: Option<Arc<str>>,
 }
 
 impl CaState {
@@ -37,7 +38,7 @@ impl CaState {
         CaState {
             anchor,
             keys: Arc::new(keys),
-            revision,
+            revision: revision.map(Arc::from),
         }
     }
 }
@@ -135,7 +136,7 @@ impl Installation {
         if due {
             let revision = self.store.meta(CA_REVISION).ok().flatten();
             let current = self.ca.read().unwrap_or_else(|p| p.into_inner()).clone();
-            if revision != current.revision {
+            if revision.as_deref() != current.revision.as_deref() {
                 match CaKeys::read(&self.store).and_then(|keys| {
                     self.check_ca_keys(&keys)
                         .map_err(|_| "keys the key store does not hold")?;
