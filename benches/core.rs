@@ -53,6 +53,7 @@ fn tokens(c: &mut Criterion) {
             revoked_certificates: vec![],
             revoked_tokens: vec![],
             audit_checkpoint: None,
+            ca_keys: None,
         },
         0,
     );
@@ -155,6 +156,7 @@ fn revocation_lookups(c: &mut Criterion) {
                 revoked_certificates: vec![],
                 revoked_tokens: entries,
                 audit_checkpoint: None,
+                ca_keys: None,
             },
             0,
         );

@@ -87,6 +87,7 @@ fn crl(ca: &SigningKey, revoked_grants: &[&str], now: i64, anchor: &TrustAnchor)
             })
             .collect(),
         audit_checkpoint: None,
+        ca_keys: None,
     };
     let encoded = RevocationList::issue(&claims, &[ca]).expect("signing works");
     RevocationList::verify(&encoded, anchor, 300).expect("a fresh list verifies")

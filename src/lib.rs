@@ -41,6 +41,7 @@
 //! let crl = RevocationList::issue(&CrlClaims {
 //!     iss: claims.iss.clone(), number: 1, iat: now, next_update: now + 3600,
 //!     revoked_certificates: vec![], revoked_tokens: vec![], audit_checkpoint: None,
+//!     ca_keys: None,
 //! }, &[&ca]).unwrap();
 //!
 //! // The agent signs an action token.

@@ -37,6 +37,13 @@ impl Installation {
             revoked_certificates,
             revoked_tokens,
             audit_checkpoint: self.checkpoint_for_crl(),
+            ca_keys: Some(
+                self.anchor()
+                    .keys
+                    .iter()
+                    .map(crate::jose::thumbprint)
+                    .collect(),
+            ),
         };
         let ca = self.ca_signers()?;
         let refs: Vec<&SigningKey> = ca.iter().collect();
@@ -65,11 +72,13 @@ impl Installation {
     /// hub thus see every revocation at once without each read consuming a list number.
     pub fn published_crl(&self, validity: Option<i64>) -> Result<PublishedCrl, ServiceError> {
         let validity = self.limits()?.crl_validity(validity)?;
-        let state = self.store.revocation_state()?;
+        // A new list after a revocation, and after the CA's keys changed (it names them).
+        let state = (self.store.revocation_state()?, self.anchor());
         let now = clock::now();
         let mut cache = self.published.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((cached_state, crl)) = cache.as_ref()
-            && *cached_state == state
+            && cached_state.0 == state.0
+            && std::ptr::eq(cached_state.1, state.1)
             && crl.next_update - crl.issued_at == validity
             && now < crl.issued_at + validity / 2
         {

@@ -67,6 +67,9 @@ pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
 pub use backup::RestoreReport;
 pub use ca::{CaRotation, PreviousCaKeys};
 pub use crl::PublishedCrl;
+
+/// What a published revocation list was made from: the revocations and the CA's keys.
+type PublishedState = (crate::store::RevocationState, &'static TrustAnchor);
 pub use delegating::IssuedGrant;
 pub use error::ServiceError;
 pub use limits::{
@@ -188,7 +191,7 @@ pub struct Installation {
     /// lifetime and revocation, not their signature.
     access_tokens: AccessTokenCache,
     challenges: ChallengeBook,
-    published: Mutex<Option<(crate::store::RevocationState, PublishedCrl)>>,
+    published: Mutex<Option<(PublishedState, PublishedCrl)>>,
     /// Whether (and when) this process renews certificates by itself.
     renewal: renewal::RenewalShare,
     /// The audit log as far as this process verified it, and its latest checkpoint.

@@ -269,6 +269,7 @@ mod tests {
                     })
                     .collect(),
                 audit_checkpoint: None,
+                ca_keys: None,
             },
             0,
         )

@@ -34,6 +34,10 @@ pub struct CrlClaims {
     /// ask the issuer for a proof that any later log extends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_checkpoint: Option<CheckpointRef>,
+    /// RFC 7638 thumbprints of every key the CA vouched for when it issued the list: a verifier
+    /// that follows the CA stops trusting any other (a retirement, signed by the current keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_keys: Option<Vec<String>>,
 }
 
 /// Names a checkpoint of the CA's audit log (`agentseal audit checkpoint` prints it whole).
@@ -178,6 +182,7 @@ mod tests {
                 revoked_certificates: vec![entry("later", now + 600), entry("now", now)],
                 revoked_tokens: vec![entry("t", now + 1)],
                 audit_checkpoint: None,
+                ca_keys: None,
             },
             0,
         );

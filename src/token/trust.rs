@@ -95,13 +95,37 @@ impl TrustAnchor {
         Ok(claims.generation)
     }
 
-    /// The generation a rotation statement names, unverified (for a verifier's first contact,
-    /// which trusts the hub's document as it finds it).
-    pub fn rotation_generation(statement: &str) -> Option<u32> {
+    /// This anchor without the keys a signed statement of the CA (`vouched`: the thumbprints a
+    /// revocation list it signed names) no longer vouches for: how a follower learns of a
+    /// retirement from the current keys rather than from an unsigned document. Keys are only
+    /// ever taken away, and never all the keys of one algorithm (that list would not verify).
+    pub fn restricted_to(&self, vouched: &[String]) -> TrustAnchor {
+        let kept: Vec<PublicKey> = self
+            .keys
+            .iter()
+            .filter(|k| vouched.contains(&crate::jose::thumbprint(k)))
+            .cloned()
+            .collect();
+        let covers_every_algorithm = self
+            .keys
+            .iter()
+            .all(|k| kept.iter().any(|kept| kept.algorithm() == k.algorithm()));
+        TrustAnchor {
+            ca_id: self.ca_id.clone(),
+            keys: if covers_every_algorithm {
+                kept
+            } else {
+                self.keys.clone()
+            },
+        }
+    }
+
+    /// The claims of a rotation statement, unverified (its generation, for a verifier's first
+    /// contact, which trusts the hub's document as it finds it; its time, to tell a revocation
+    /// list made before the rotation).
+    pub fn rotation_claims(statement: &str) -> Option<RotationClaims> {
         let jws = Jws::parse_limited(statement, crate::jose::MAX_JWS_LEN).ok()?;
-        let claims: RotationClaims =
-            crate::jose::parse_strict_object(&jws.payload, "rotation statement").ok()?;
-        Some(claims.generation)
+        crate::jose::parse_strict_object(&jws.payload, "rotation statement").ok()
     }
 
     /// The CA keys as a JWK Set.
@@ -302,5 +326,27 @@ mod tests {
         let ml = key(Algorithm::MlDsa65, 5);
         let hybrid = anchor(&[&old, &ml]);
         assert!(hybrid.accepts_successor(&anchor(&[&old]), None, 0).is_err());
+    }
+
+    #[test]
+    fn a_signed_key_list_takes_retired_keys_away_but_never_an_algorithm() {
+        let (ed0, ed1, ml) = (
+            key(Algorithm::Ed25519, 1),
+            key(Algorithm::Ed25519, 2),
+            key(Algorithm::MlDsa65, 3),
+        );
+        let overlap = anchor(&[&ed1, &ed0, &ml]);
+        let kid = |k: &SigningKey| jose::thumbprint(k.public_key());
+        assert_eq!(
+            overlap.restricted_to(&[kid(&ed1), kid(&ml)]),
+            anchor(&[&ed1, &ml])
+        );
+        // Nothing is added, and a list without an algorithm's keys changes nothing.
+        assert_eq!(overlap.restricted_to(&[kid(&ed1)]), overlap);
+        let stranger = key(Algorithm::Ed25519, 9);
+        assert_eq!(
+            anchor(&[&ed1, &ml]).restricted_to(&[kid(&ed1), kid(&ml), kid(&stranger)]),
+            anchor(&[&ed1, &ml])
+        );
     }
 }

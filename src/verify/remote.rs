@@ -221,11 +221,11 @@ impl HubTrust {
         };
         // A rotation (new keys endorsed by those already trusted) or a retirement is followed;
         // any other change of CA is refused.
-        let mut generation = document
+        let rotation = document
             .rotation
             .as_deref()
-            .and_then(TrustAnchor::rotation_generation)
-            .unwrap_or(0);
+            .and_then(TrustAnchor::rotation_claims);
+        let mut generation = rotation.as_ref().map_or(0, |r| r.generation);
         if let Some(previous) = &previous {
             generation = previous.ca_generation;
             if previous.anchor != anchor {
@@ -264,6 +264,15 @@ impl HubTrust {
             previous.as_ref().map(|p| p.crl.claims.number),
         )
         .map_err(|e| invalid(&crl_url, e))?;
+        // The list is signed by the CA's current keys and names every key it still vouches
+        // for: a retired key stops being trusted even if the document still shows it. A list
+        // made before the latest rotation does not know the new keys: it is not used for this.
+        let anchor = match &crl.claims.ca_keys {
+            Some(vouched) if rotation.as_ref().is_none_or(|r| crl.claims.iat >= r.iat) => {
+                anchor.restricted_to(vouched)
+            }
+            _ => anchor,
+        };
         let snapshot = Arc::new(HubSnapshot {
             anchor,
             ca_generation: generation,

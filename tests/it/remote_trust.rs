@@ -274,3 +274,99 @@ async fn until_invalid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> 
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_ca_key_a_stale_document_still_shows_is_dropped_on_the_revocation_lists_word() {
+    let a = Installation::new(&[(ALICE, "ed25519")]);
+    let hub_a = a.serve(&[]);
+    let get = |path: &str| {
+        let url = format!("{}{path}", hub_a.url);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let certificate_of = || {
+        let shown: Value = serde_json::from_str(&a.cli(&["cert", "show", ALICE])).unwrap();
+        shown["certificate"].as_str().unwrap().to_owned()
+    };
+    let sign = || {
+        a.cli(&[
+            "token", "sign", "--agent", ALICE, "--action", "deploy", "--aud", BOB,
+        ])
+    };
+    let old_certificate = certificate_of();
+    let old_token = sign();
+    let rotated: Value = serde_json::from_str(&a.cli(&["ca", "rotate"])).unwrap();
+    // The document of the overlap, with the old key and the rotation statement.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let overlap_document = loop {
+        let document = get("/.well-known/agentseal-ca.json").await;
+        let parsed: Value = serde_json::from_str(&document).unwrap();
+        if parsed["rotation"].is_string() && parsed["keys"].as_array().unwrap().len() == 2 {
+            break document;
+        }
+        assert!(Instant::now() < deadline, "hub A never showed the rotation");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    a.cli(&["cert", "renew", ALICE]);
+    a.cli(&[
+        "ca",
+        "retire",
+        rotated["previous_key_ids"][0].as_str().unwrap(),
+    ]);
+    // Once hub A follows the retirement, its list names only the new key.
+    let crl = loop {
+        let crl = get("/crl").await;
+        let jws = agentseal::jose::Jws::parse(&crl).unwrap();
+        let claims: Value = serde_json::from_slice(&jws.payload).unwrap();
+        if claims["ca_keys"] == rotated["key_ids"] {
+            break crl;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hub A's list never dropped the old key: {claims}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // A stale copy of hub A (a cache, or someone in between) keeps the overlap's document but
+    // must pass on the current list, which only the CA's keys can sign.
+    let stale = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(stale.path().join(".well-known")).unwrap();
+    std::fs::write(
+        stale.path().join(".well-known/agentseal-ca.json"),
+        &overlap_document,
+    )
+    .unwrap();
+    std::fs::write(stale.path().join("crl"), &crl).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+            "--directory",
+        ])
+        .arg(stale.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stale_url = format!("http://127.0.0.1:{port}");
+    while reqwest::get(format!("{stale_url}/crl")).await.is_err() {
+        assert!(Instant::now() < deadline, "the stale copy never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = Installation::new(&[(BOB, "ed25519")]);
+    let hub_b = b.serve(&["--trust-hub", &stale_url]);
+    let bob = b.access_token(&hub_b, BOB, &[]);
+    let refused = verdict(&hub_b, &bob, &old_token, &old_certificate).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(refused["valid"], false, "{refused}");
+    assert_eq!(refused["reasons"], json!(["bad_signature"]), "{refused}");
+}

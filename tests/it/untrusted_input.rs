@@ -92,6 +92,7 @@ fn fixture() -> &'static Fixture {
                 revoked_certificates: vec![],
                 revoked_tokens: vec![],
                 audit_checkpoint: None,
+                ca_keys: None,
             },
             &ca_refs,
         )

@@ -172,6 +172,7 @@ pub fn revocations(certs: &[&str], tokens: &[&str]) -> RevocationList {
             revoked_certificates: certs.iter().map(entry).collect(),
             revoked_tokens: tokens.iter().map(entry).collect(),
             audit_checkpoint: None,
+            ca_keys: None,
         },
         0,
     )
