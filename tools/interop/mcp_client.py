@@ -431,7 +431,8 @@ async def check_refused(label: str, mode: str, url: str, token: str | None, chec
     else:
         name = "a malformed access token is refused: 401 invalid_token"
         ok = ok and all('error="invalid_token"' in c for c in challenges)
-    detail = f"{traffic.summary()}; challenge: {challenges[0] if challenges else None}"
+    kinds = sorted({type(e).__name__ for e in errors})
+    detail = f"{traffic.summary()}; challenge: {challenges[0] if challenges else None}; errors: {kinds}"
     if not errors:
         detail = f"connected! {detail}"
     check(label, name, ok, detail)
