@@ -55,7 +55,13 @@ impl Installation {
     ) -> Result<Option<AgentCertificate>, ServiceError> {
         let agent = self.agent(agent_id)?;
         let current = self.current_certificate_record(&agent)?;
-        // Only what the CA certified is re-certified (a database edit cannot name other keys).
+        // The recorded times say cheaply whether to look closer (the sweep asks for every agent).
+        let recorded_due = self.renewal_due_at(current.issued_at, current.expires_at);
+        if recorded_due.is_none_or(|due| now < due) {
+            return Ok(None);
+        }
+        // Only what the CA certified is re-certified (a database edit cannot name other keys),
+        // at the times it certified.
         let verified = self.signed_current(agent_id, &current)?;
         let (claims, keys) = (verified.claims, verified.keys);
         let due = self.renewal_due_at(claims.iat, claims.exp);
