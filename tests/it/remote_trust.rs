@@ -28,20 +28,53 @@ async fn verdict(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value 
     )
 }
 
-/// Polls Bob's verdict until it names `reason` (at most 30 s: the lists here last 2 s).
-async fn until_reason(hub: &Hub, bob: &str, token: &str, certificate: &str, reason: &str) -> Value {
+/// Polls Bob's verdict until `done` holds (at most 30 s: the lists here last 2 s, and a hub he
+/// trusts may take a refresh to follow); `what` names the wait in a failure.
+async fn until(
+    hub: &Hub,
+    bob: &str,
+    token: &str,
+    certificate: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let verdict = verdict(hub, bob, token, certificate).await;
-        if verdict["reasons"] == json!([reason]) {
+        if done(&verdict) {
             return verdict;
         }
         assert!(
             Instant::now() < deadline,
-            "never saw {reason}; last verdict {verdict}"
+            "never {what}; last verdict {verdict}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Polls until Bob's verdict names `reason`.
+async fn until_reason(hub: &Hub, bob: &str, token: &str, certificate: &str, reason: &str) -> Value {
+    let what = format!("saw {reason}");
+    until(hub, bob, token, certificate, &what, |v| {
+        v["reasons"] == json!([reason])
+    })
+    .await
+}
+
+/// Polls until Bob's verdict is valid.
+async fn until_valid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
+    until(hub, bob, token, certificate, "valid", |v| {
+        v["valid"] == true
+    })
+    .await
+}
+
+/// Polls until Bob's verdict is invalid.
+async fn until_invalid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
+    until(hub, bob, token, certificate, "refused", |v| {
+        v["valid"] == false
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,22 +217,6 @@ async fn a_trusted_hub_cannot_impersonate_the_verifiers_own_agents() {
     }
 }
 
-/// Polls until Bob's verdict is valid (a hub he trusts may take a refresh to follow).
-async fn until_valid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let verdict = verdict(hub, bob, token, certificate).await;
-        if verdict["valid"] == true {
-            return verdict;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never valid; last verdict {verdict}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_verifier_hub_follows_a_ca_key_rotation_endorsed_by_the_old_keys_and_a_retirement() {
     let a = Installation::new(&[(ALICE, "ed25519")]);
@@ -257,22 +274,6 @@ async fn a_verifier_hub_follows_a_ca_key_rotation_endorsed_by_the_old_keys_and_a
     until_valid(&hub_b, &bob, &token, &renewed).await;
     let valid = verdict(&hub_b, &bob, &new_token, &new_certificate).await;
     assert_eq!(valid["valid"], true, "{valid}");
-}
-
-/// Polls until Bob's verdict is invalid.
-async fn until_invalid(hub: &Hub, bob: &str, token: &str, certificate: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let verdict = verdict(hub, bob, token, certificate).await;
-        if verdict["valid"] == false {
-            return verdict;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never refused; last verdict {verdict}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
