@@ -3,6 +3,8 @@
 #   - dbus-run-session / dbus-daemon  (a private D-Bus session bus)
 #   - gnome-keyring-daemon            (a real Secret Service)
 #   - secret-tool, keyctl             (optional: for poking at the stores by hand)
+# and what the PostgreSQL tests need: the server (Debian package postgresql), run by the tests
+# themselves as a throwaway cluster (tests/it/common/postgres.rs).
 #
 # Idempotent and non-interactive: on Debian/Ubuntu it installs only the apt packages whose
 # commands are missing; on any other OS it prints what to install and exits 0 without touching
@@ -93,6 +95,8 @@ missing=""
 have dbus-run-session || missing="$missing dbus"
 have dbus-daemon || missing="$missing dbus"
 have gnome-keyring-daemon || missing="$missing gnome-keyring"
+# tests/it/common/postgres.rs: a throwaway PostgreSQL cluster (initdb, pg_ctl, psql).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 optional=""
 have secret-tool || optional="$optional libsecret-tools"
 have keyctl || optional="$optional keyutils"
@@ -137,4 +141,8 @@ for command in dbus-run-session gnome-keyring-daemon; do
         exit 1
     fi
 done
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "install-test-deps: PostgreSQL's initdb is still missing after the install" >&2
+    exit 1
+fi
 echo "install-test-deps: done."

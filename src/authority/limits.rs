@@ -108,9 +108,8 @@ impl Installation {
         match self.store.meta(META_KEY)? {
             None => Ok(Limits::default()),
             Some(json) => {
-                let limits: Limits = serde_json::from_str(&json).map_err(|_| {
-                    StoreError::Corrupt(self.store.path().to_owned(), "limits".into())
-                })?;
+                let limits: Limits =
+                    serde_json::from_str(&json).map_err(|_| self.store.corrupt("limits"))?;
                 limits.check()?;
                 Ok(limits)
             }

@@ -20,12 +20,11 @@ use serde_json::Value;
 use crate::audit::{
     self, AuditEvent, AuditFault, AuditHead, AuditSummary, AuditVerifier, RecordBody, SealedRecord,
 };
-use crate::authority::challenge::ChallengeBook;
 use crate::clock;
 use crate::crypto::{Algorithm, PublicKey, Seed, SigningKey};
 use crate::jose::{Jwk, JwkSet};
 use crate::keystore::{self, KeyName, KeyStore, KeyStoreKind};
-use crate::policy::{Decision, PolicyInput, PolicySource, RateLimiter};
+use crate::policy::{Decision, PolicyInput, PolicySource};
 use crate::reason::VerifyError;
 use crate::request::RequestError;
 use crate::signals::SignalKind;
@@ -151,8 +150,8 @@ pub struct InstallationInfo {
     pub ca_id: String,
     /// The data directory.
     pub data_dir: PathBuf,
-    /// The database file.
-    pub database: PathBuf,
+    /// The database: its file, or its URL without the password.
+    pub database: String,
     /// The key store in use.
     pub key_store: String,
     /// The CA's algorithms.
@@ -190,14 +189,12 @@ pub struct Installation {
     /// Access tokens whose CA signature was verified: a request re-checks their audience,
     /// lifetime and revocation, not their signature.
     access_tokens: AccessTokenCache,
-    challenges: ChallengeBook,
     published: Mutex<Option<(PublishedState, PublishedCrl)>>,
     /// Whether (and when) this process renews certificates by itself.
     renewal: renewal::RenewalShare,
     /// The audit log as far as this process verified it, and its latest checkpoint.
     audit_tree: Mutex<Option<audit_log::VerifiedLog>>,
     policy: OnceLock<PolicySource>,
-    rates: RateLimiter,
     outbox: OnceLock<crate::signals::Outbox>,
     signal_wake: Arc<tokio::sync::Notify>,
 }
@@ -290,8 +287,12 @@ impl Installation {
             return Err(ServiceError::NotInitialized(data_dir.to_owned()));
         }
         let store = Store::open(&path)?;
-        let corrupt =
-            |what: &str| StoreError::Corrupt(path.clone(), format!("missing or invalid {what}"));
+        let corrupt = |what: &str| {
+            StoreError::Corrupt(
+                path.display().to_string(),
+                format!("missing or invalid {what}"),
+            )
+        };
         let Some(ca_id) = store.meta("ca_id")? else {
             return Err(ServiceError::NotInitialized(data_dir.to_owned()));
         };
@@ -343,12 +344,10 @@ impl Installation {
             signers: Mutex::new(HashMap::new()),
             verified: CertificateCache::default(),
             access_tokens: AccessTokenCache::default(),
-            challenges: ChallengeBook::default(),
             published: Mutex::default(),
             renewal: renewal::RenewalShare::default(),
             audit_tree: Mutex::default(),
             policy: OnceLock::new(),
-            rates: RateLimiter::default(),
             outbox: OnceLock::new(),
             signal_wake: Arc::default(),
         }
@@ -359,7 +358,7 @@ impl Installation {
         InstallationInfo {
             ca_id: self.anchor().ca_id.clone(),
             data_dir: self.data_dir.clone(),
-            database: self.store.path().to_owned(),
+            database: self.store.location().to_string(),
             key_store: self.key_store.name().to_owned(),
             algorithms: self
                 .ca_keys()

@@ -190,13 +190,6 @@ impl CertificateResolver for Installation {
 }
 
 impl Installation {
-    /// Issues a fresh single-use challenge for a peer's proof of possession, to be verified by
-    /// `verifier` only (the agent whose `verify_peer` will check it); returns it and its expiry.
-    /// Held in this process's memory.
-    pub fn issue_challenge(&self, verifier: &str) -> Result<(String, i64), ServiceError> {
-        Ok(self.challenges.issue(verifier, clock::now())?)
-    }
-
     /// The agent's current certificate and, given a peer's challenge and identity, a proof of
     /// possession of its keys. The certificate must be valid.
     pub fn present_certificate(
@@ -337,8 +330,7 @@ impl Installation {
                     // Consumed only once the proof checks out, so a bad proof from someone who
                     // saw the challenge cannot burn it.
                     if !evidence.allow_unissued_challenge {
-                        self.challenges
-                            .consume(challenge, &evidence.audience, now)?;
+                        self.consume_challenge(challenge, &evidence.audience, now)?;
                     }
                     accepted.proof_verified = true;
                     cert

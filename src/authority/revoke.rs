@@ -134,9 +134,8 @@ impl Installation {
             .ok_or_else(|| {
                 ServiceError::NotPermitted(format!("{agent_id} may revoke only tokens it signed"))
             })?;
-        let (_, _, keys) = AgentCertificate::parse_unverified(&record.encoded).map_err(|e| {
-            StoreError::Corrupt(self.store.path().to_owned(), format!("certificate: {e}"))
-        })?;
+        let (_, _, keys) = AgentCertificate::parse_unverified(&record.encoded)
+            .map_err(|e| self.store.corrupt(format!("certificate: {e}")))?;
         jws.check_typ(typ)
             .and_then(|()| jws.verify(&keys))
             .map_err(|e| {

@@ -140,8 +140,7 @@ impl Installation {
             return Ok(None);
         };
         let revision = self.store.meta(WEBHOOK_REVISION)?.unwrap_or_default();
-        let url = reqwest::Url::parse(&url)
-            .map_err(|_| StoreError::Corrupt(self.store.path().to_owned(), "webhook URL".into()))?;
+        let url = reqwest::Url::parse(&url).map_err(|_| self.store.corrupt("webhook URL"))?;
         let seed = self.key_store()?.get(&KeyName::webhook(&self.install_id))?;
         let config = WebhookConfig::new(url, WebhookSecret::from_seed(&seed));
         Ok(Some((config, revision)))
@@ -205,7 +204,12 @@ impl Installation {
                         }
                         if let Some((config, revision)) = change {
                             let stop = shutdown.child_token();
-                            let db = installation.store.path().to_owned();
+                            let Some(db) = installation.store.path().map(Path::to_owned) else {
+                                tracing::error!(
+                                    "webhook signals need the SQLite database; not delivered"
+                                );
+                                continue;
+                            };
                             let wake = installation.signal_wake.clone();
                             let this = installation.clone();
                             let known = Some(revision.clone());
@@ -292,7 +296,13 @@ impl Installation {
         if let Some(outbox) = self.outbox.get() {
             return Ok(outbox);
         }
-        let opened = Outbox::open(self.store.path())?;
+        let path = self.store.path().ok_or_else(|| {
+            ServiceError::InvalidInput(
+                "webhook signals are not yet kept in PostgreSQL; use them with the SQLite database"
+                    .into(),
+            )
+        })?;
+        let opened = Outbox::open(path)?;
         Ok(self.outbox.get_or_init(|| opened))
     }
 

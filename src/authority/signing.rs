@@ -81,7 +81,9 @@ impl Installation {
         request.ttl = decision.capped_ttl(request.ttl);
         let now = clock::now();
         if let Some(limit) = decision.rate_limit
-            && let Err(retry_after) = self.rates.admit(agent_id, limit, now)
+            && let Err(retry_after) =
+                self.store
+                    .admit_rate(agent_id, limit.count, limit.per_seconds, now)?
         {
             self.signal(
                 SignalKind::RateLimited,

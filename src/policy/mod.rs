@@ -32,7 +32,7 @@
 //! assert_eq!(policy.evaluate(&input).unwrap().reasons, ["not allowed"]);
 //! ```
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -355,34 +355,6 @@ impl PolicySource {
     }
 }
 
-/// Sliding-window counters for [`RateLimit`]s, per agent, in this process's memory (a restart
-/// starts the windows afresh).
-#[derive(Default)]
-pub struct RateLimiter {
-    windows: Mutex<HashMap<String, VecDeque<i64>>>,
-}
-
-impl RateLimiter {
-    /// Counts one operation by `key` at `now` if `limit` allows it; otherwise returns the
-    /// seconds until it would.
-    pub fn admit(&self, key: &str, limit: RateLimit, now: i64) -> Result<(), i64> {
-        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
-        let window = windows.entry(key.to_owned()).or_default();
-        while window
-            .front()
-            .is_some_and(|t| *t <= now - limit.per_seconds)
-        {
-            window.pop_front();
-        }
-        if window.len() >= limit.count as usize {
-            let oldest = window.front().copied().unwrap_or(now);
-            return Err((oldest + limit.per_seconds - now).max(1));
-        }
-        window.push_back(now);
-        Ok(())
-    }
-}
-
 /// The policy input as JSON, for explanations.
 pub fn describe(input: &PolicyInput) -> Value {
     serde_json::to_value(input).expect("policy input serializes")
@@ -442,19 +414,5 @@ decision := {"allow": false} if {
             .evaluate(&PolicyInput::new("agent://a", "loop"))
             .unwrap_err();
         assert!(matches!(error, PolicyError::Evaluation(_)), "{error}");
-    }
-
-    #[test]
-    fn rate_limits_slide() {
-        let limiter = RateLimiter::default();
-        let limit = RateLimit {
-            count: 2,
-            per_seconds: 10,
-        };
-        assert!(limiter.admit("a", limit, 100).is_ok());
-        assert!(limiter.admit("a", limit, 101).is_ok());
-        assert_eq!(limiter.admit("a", limit, 102), Err(8));
-        assert!(limiter.admit("b", limit, 102).is_ok());
-        assert!(limiter.admit("a", limit, 110).is_ok());
     }
 }

@@ -1,29 +1,31 @@
-//! The installation's database: agents, issued certificates, revocations and CA metadata in one
-//! SQLite file. Public data only: secret keys never enter it.
+//! The installation's database: agents, issued certificates, revocations, the audit log and CA
+//! metadata. Public data only: secret keys never enter it (with PostgreSQL, seeds enter it
+//! sealed, see `authority::sealed`).
 //!
-//! Writes go through one write connection, whose holder commits whatever is waiting in one
-//! transaction (`writer`); each write says how durable it must be before it is acknowledged
-//! ([`Durability`]): revocations, replay records and the operator's changes are fsynced first,
-//! audit records and rejection counts are in the write-ahead log first (a killed process loses
-//! none) and on disk within [`FLUSH_INTERVAL`]. Reads use connections of their own and never
-//! wait behind the writer. The table of every kind of write is in `docs/durability.md`.
+//! [`Store`] is what the core holds; the engine behind it is a [`Backend`]: SQLite in the data
+//! directory ([`Store::open`], the embedded default) or PostgreSQL shared by several hubs
+//! ([`Store::connect`]). Each write says how durable it must be before it is acknowledged
+//! ([`Durability`]); the table of every kind of write is in `docs/durability.md`.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-
-use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::audit::{AuditHead, SealedRecord};
-
-mod audit;
-mod grants;
-mod writer;
-
 use crate::reason::VerifyError;
 use crate::token::trust::{Freshness, RevocationEntry, RevocationSource, RevokedKind};
-pub use audit::StoredCheckpoint;
-pub use grants::GrantRecord;
-pub use writer::{Durability, FLUSH_INTERVAL, SyncPolicy};
+
+mod backend;
+mod location;
+mod postgres;
+mod records;
+mod schema;
+mod sqlite;
+
+pub use backend::{Backend, SealNext, SealRefused};
+pub use location::{Location, PgLocation};
+pub use records::{AgentRecord, CertificateRecord, GrantRecord, StoredCheckpoint};
+pub use schema::VERSION as SCHEMA_VERSION;
+pub use sqlite::{Durability, FLUSH_INTERVAL, SyncPolicy};
 
 /// Errors from the database.
 #[derive(Debug, thiserror::Error)]
@@ -33,695 +35,176 @@ pub enum StoreError {
     #[error("database {path}: {source}")]
     Sqlite {
         /// The database file.
-        path: PathBuf,
+        path: String,
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused or failed a statement.
+    #[error("database {location}: {source}")]
+    Postgres {
+        /// The database, without its password.
+        location: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// The database cannot be reached now (down, restarting, every connection busy past the
+    /// timeout). Nothing of the call was written; trying again later may succeed.
+    #[error("database {location} unavailable: {detail}")]
+    Unavailable {
+        /// The database, without its password.
+        location: String,
+        /// What failed.
+        detail: String,
+    },
     /// The database holds data this version cannot read.
     #[error("database {0}: {1}")]
-    Corrupt(PathBuf, String),
-    /// The database file could not be created or made private, or the writer not started.
+    Corrupt(String, String),
+    /// The database's schema is newer than this binary knows: a newer agentseal migrated it.
+    #[error(
+        "database {location} has schema version {found}; this agentseal knows up to {supported}: upgrade agentseal"
+    )]
+    TooNew {
+        /// The database.
+        location: String,
+        /// Its schema version.
+        found: i64,
+        /// The newest this binary knows.
+        supported: i64,
+    },
+    /// The database could not be created or made private, or the writer not started.
     #[error("database {path}: {source}")]
     Io {
         /// The database file.
-        path: PathBuf,
+        path: std::path::PathBuf,
         /// The error.
         source: std::io::Error,
     },
     /// The writer has stopped (the store is closing) or lost the write; nothing of it
     /// was acknowledged.
     #[error("database {0}: the writer stopped before this write was committed")]
-    WriterStopped(PathBuf),
+    WriterStopped(String),
     /// The group commit that held this write failed (the error is shared by every write in it).
     #[error(transparent)]
     Batch(Arc<StoreError>),
+    /// An invalid `--database` value.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// The audit record's sealing refused (its caller has the reason); nothing was appended.
+    #[error(transparent)]
+    SealRefused(#[from] SealRefused),
 }
 
-/// One agent as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AgentRecord {
-    /// The agent id.
-    pub agent_id: String,
-    /// Its algorithms (`ed25519`, `ml-dsa-65`, or both).
-    pub algorithms: Vec<String>,
-    /// Operator metadata.
-    pub meta: std::collections::BTreeMap<String, String>,
-    /// When it was created.
-    pub created_at: i64,
-    /// Serial of its current certificate.
-    pub current_serial: Option<String>,
-    /// How many times its keys were rotated: names its key store entries
-    /// ([`crate::keystore::KeyName::agent_key`]).
-    pub key_generation: u32,
+impl StoreError {
+    /// Whether the same call may succeed later unchanged: the database was unreachable, nothing
+    /// was written.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Unavailable { .. } => true,
+            StoreError::Batch(inner) => inner.is_retryable(),
+            _ => false,
+        }
+    }
 }
 
-/// One issued certificate as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct CertificateRecord {
-    /// Serial.
-    pub serial: String,
-    /// Subject.
-    pub agent_id: String,
-    /// Issued at.
-    pub issued_at: i64,
-    /// Expires at.
-    pub expires_at: i64,
-    /// The encoded certificate.
-    pub encoded: String,
-}
-
-/// The SQLite database of one installation.
+/// The installation's database: a [`Backend`] and where it is. Dereferences to the backend, so
+/// `store.meta(..)` calls the engine's method.
 pub struct Store {
-    path: PathBuf,
-    writer: writer::Writer,
-    /// Idle read connections (at most [`IDLE_READERS`]); a read takes one or opens one.
-    readers: Mutex<Vec<Connection>>,
+    backend: Box<dyn Backend>,
+    location: Location,
 }
 
-/// Read connections kept open between reads.
-const IDLE_READERS: usize = 8;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS agents (
-    agent_id       TEXT PRIMARY KEY,
-    algorithms     TEXT NOT NULL,
-    meta           TEXT NOT NULL,
-    created_at     INTEGER NOT NULL,
-    current_serial TEXT
-);
-CREATE TABLE IF NOT EXISTS certificates (
-    serial     TEXT PRIMARY KEY,
-    agent_id   TEXT NOT NULL REFERENCES agents(agent_id),
-    issued_at  INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    encoded    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS certificates_by_agent ON certificates(agent_id);
-CREATE TABLE IF NOT EXISTS revocations (
-    kind       TEXT NOT NULL,
-    id         TEXT NOT NULL,
-    revoked_at INTEGER NOT NULL,
-    reason     TEXT NOT NULL,
-    PRIMARY KEY (kind, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS consumed_tokens (
-    issuer     TEXT NOT NULL,
-    jti        TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (issuer, jti)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS consumed_tokens_by_expiry ON consumed_tokens(expires_at);
-CREATE TABLE IF NOT EXISTS delegations (
-    jti        TEXT PRIMARY KEY,
-    delegator  TEXT NOT NULL,
-    delegate   TEXT NOT NULL,
-    principal  TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    encoded    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, principal, expires_at);
-CREATE TABLE IF NOT EXISTS audit_log (
-    seq   INTEGER PRIMARY KEY,
-    actor TEXT NOT NULL,
-    body  TEXT NOT NULL,
-    hash  TEXT NOT NULL,
-    kid   TEXT NOT NULL,
-    sig   TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    size      INTEGER PRIMARY KEY,
-    note      TEXT NOT NULL,
-    tree      TEXT NOT NULL,
-    signed_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejections (
-    agent_id TEXT NOT NULL,
-    subject  TEXT NOT NULL,
-    at       INTEGER NOT NULL,
-    PRIMARY KEY (agent_id, subject)
-) WITHOUT ROWID;
-";
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        self.backend.as_ref()
+    }
+}
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, and starts its writer.
+    /// Opens (creating if needed) the SQLite database at `path`, and starts its writer.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let sqlite = |source| StoreError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        crate::fsutil::private_database(path).map_err(|source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-        let conn = connect(path)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .map_err(sqlite)?;
-        conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        migrate(&conn).map_err(sqlite)?;
         Ok(Store {
-            path: path.to_owned(),
-            writer: writer::Writer::start(conn, path)?,
-            readers: Mutex::default(),
+            backend: Box::new(sqlite::SqliteStore::open(path)?),
+            location: Location::Sqlite(path.to_owned()),
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Sets when the writer fsyncs: as each write asks (the default) or before acknowledging
-    /// every write.
-    pub fn set_sync_policy(&self, policy: SyncPolicy) {
-        self.writer.set_policy(policy);
-    }
-
-    /// Commits everything written so far and fsyncs it, then stops the writer: later writes
-    /// fail with [`StoreError::WriterStopped`]. Dropping the store does the same.
-    pub fn close(&self) {
-        self.writer.stop();
-    }
-
-    /// Runs `f` on a read connection of its own: never waits behind the writer.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, StoreError> {
-        let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => {
-                let conn = connect(&self.path)?;
-                conn.execute_batch("PRAGMA query_only=ON;")
-                    .map_err(|source| self.sqlite(source))?;
-                conn
-            }
-        };
-        let result = f(&mut conn).map_err(|source| self.sqlite(source));
-        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_READERS && conn.is_autocommit() {
-            idle.push(conn);
-        }
-        result
-    }
-
-    /// Runs `job` on the write connection in the next group commit; returns once that commit
-    /// is as durable as `durability` asks.
-    fn write<T: Send + 'static>(
-        &self,
-        durability: Durability,
-        job: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let path = self.path.clone();
-        self.writer.write(durability, move |conn| {
-            job(conn).map_err(|source| StoreError::Sqlite { path, source })
-        })
-    }
-
-    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
+    /// Opens the database `location` names: a SQLite file, or a PostgreSQL database (migrated
+    /// to this binary's schema, refused if newer).
+    pub fn connect(location: &Location) -> Result<Store, StoreError> {
+        match location {
+            Location::Sqlite(path) => Store::open(path),
+            Location::Postgres(config) => Ok(Store {
+                backend: postgres::PgStore::connect(config)?,
+                location: location.clone(),
+            }),
         }
     }
 
-    /// A metadata value.
-    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.with(|c| {
-            c.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-                .query_row([key], |r| r.get(0))
-                .optional()
-        })
+    /// Where the data is.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    /// Sets metadata values in one transaction.
-    pub fn set_meta(&self, values: &[(&str, &str)]) -> Result<(), StoreError> {
-        let values: Vec<(String, String)> = values
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.write(Durability::Synced, move |c| {
-            for (key, value) in values {
-                c.execute(
-                    "INSERT INTO meta(key, value) VALUES (?1, ?2)
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    params![key, value],
-                )?;
-            }
-            Ok(())
-        })
+    /// The SQLite file, if the database is one.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::Sqlite(path) => Some(path),
+            Location::Postgres(_) => None,
+        }
     }
 
-    /// Records a new agent and its first certificate in one transaction. Returns `false` if the
-    /// agent already exists.
-    pub fn insert_agent(
+    /// An error for a stored value this version cannot read.
+    pub fn corrupt(&self, what: impl Into<String>) -> StoreError {
+        StoreError::Corrupt(self.backend.location().to_owned(), what.into())
+    }
+
+    /// Appends the audit record `seal` makes from the current last record (`None`: the log is
+    /// empty) and moves the recorded head to it, under the lock that serializes appends across
+    /// every process sharing the database. Durable against a killed process when it returns.
+    pub fn append_audit<E>(
         &self,
-        agent: &AgentRecord,
-        cert: &CertificateRecord,
-    ) -> Result<bool, StoreError> {
-        let meta = serde_json::to_string(&agent.meta).expect("map serializes");
-        let (agent, cert) = (agent.clone(), cert.clone());
-        self.write(Durability::Synced, move |tx| {
-            let inserted = tx.execute(
-                "INSERT INTO agents(agent_id, algorithms, meta, created_at, current_serial)
-                 VALUES (?1, ?2, ?3, ?4, NULL) ON CONFLICT DO NOTHING",
-                params![
-                    agent.agent_id,
-                    agent.algorithms.join(","),
-                    meta,
-                    agent.created_at
-                ],
-            )?;
-            if inserted == 0 {
-                return Ok(false);
-            }
-            insert_certificate(tx, &cert)?;
-            Ok(true)
-        })
-    }
-
-    /// Records a renewed certificate and makes it the agent's current one.
-    pub fn add_certificate(&self, cert: &CertificateRecord) -> Result<(), StoreError> {
-        let cert = cert.clone();
-        self.write(Durability::Synced, move |tx| insert_certificate(tx, &cert))
-    }
-
-    /// Records `cert` and makes it current, unless the agent's current certificate is no longer
-    /// `expected` (another process renewed or rotated first): `Ok(false)` then.
-    pub fn add_certificate_if_current(
-        &self,
-        cert: &CertificateRecord,
-        expected: &str,
-    ) -> Result<bool, StoreError> {
-        let (cert, expected) = (cert.clone(), expected.to_owned());
-        self.write(Durability::Synced, move |tx| {
-            let current: Option<String> = tx
-                .query_row(
-                    "SELECT current_serial FROM agents WHERE agent_id = ?1",
-                    [&cert.agent_id],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            if current.as_deref() != Some(expected.as_str()) {
-                return Ok(false);
-            }
-            insert_certificate(tx, &cert)?;
-            Ok(true)
-        })
-    }
-
-    /// One agent.
-    pub fn agent(&self, agent_id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.query_agents("WHERE agent_id = ?1", [agent_id])
-            .map(|mut v| v.pop())
-    }
-
-    /// All agents, by id.
-    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.query_agents("ORDER BY agent_id", [])
-    }
-
-    fn query_agents<P: rusqlite::Params>(
-        &self,
-        tail: &str,
-        p: P,
-    ) -> Result<Vec<AgentRecord>, StoreError> {
-        let rows = self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT agent_id, algorithms, meta, created_at, current_serial, key_generation
-                 FROM agents {tail}"
-            ))?;
-            stmt.query_map(p, |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, u32>(5)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })?;
-        rows.into_iter()
-            .map(
-                |(agent_id, algorithms, meta, created_at, current_serial, key_generation)| {
-                    let meta = serde_json::from_str(&meta).map_err(|e| {
-                        StoreError::Corrupt(self.path.clone(), format!("agent meta: {e}"))
-                    })?;
-                    Ok(AgentRecord {
-                        agent_id,
-                        algorithms: algorithms.split(',').map(str::to_owned).collect(),
-                        meta,
-                        created_at,
-                        current_serial,
-                        key_generation,
-                    })
-                },
-            )
-            .collect()
-    }
-
-    /// Makes `cert` (for new keys of generation `generation`, algorithms `algorithms`) the
-    /// agent's current certificate and, in the same transaction, revokes every other
-    /// certificate of the agent at `revoked_at` (all certify old keys: the current one and any
-    /// earlier renewal of it), returning their serials. Refused (`Ok(None)`) if the agent's
-    /// keys or current certificate moved meanwhile (another rotation, a renewal): the one that
-    /// commits first wins, and nothing escapes revocation.
-    pub fn rotate_agent(
-        &self,
-        cert: &CertificateRecord,
-        algorithms: &[String],
-        generation: u32,
-        expected_serial: &str,
-        revoked_at: i64,
-        reason: &str,
-    ) -> Result<Option<Vec<String>>, StoreError> {
-        let (cert, algorithms) = (cert.clone(), algorithms.join(","));
-        let (expected, reason) = (expected_serial.to_owned(), reason.to_owned());
-        self.write(Durability::Synced, move |tx| {
-            let moved = tx.execute(
-                "UPDATE agents SET algorithms = ?1, key_generation = ?2
-                 WHERE agent_id = ?3 AND key_generation = ?4 AND current_serial = ?5",
-                params![
-                    algorithms,
-                    generation,
-                    cert.agent_id,
-                    generation - 1,
-                    expected
-                ],
-            )?;
-            if moved == 0 {
-                return Ok(None);
-            }
-            let earlier: Vec<String> = tx
-                .prepare_cached("SELECT serial FROM certificates WHERE agent_id = ?1")?
-                .query_map([&cert.agent_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            insert_certificate(tx, &cert)?;
-            let mut stmt = tx.prepare_cached(REVOKE)?;
-            for serial in &earlier {
-                stmt.execute(params!["certificate", serial, revoked_at, reason])?;
-            }
-            Ok(Some(earlier))
-        })
-    }
-
-    /// A certificate by serial.
-    pub fn certificate(&self, serial: &str) -> Result<Option<CertificateRecord>, StoreError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "SELECT serial, agent_id, issued_at, expires_at, encoded FROM certificates WHERE serial = ?1",
-            )?
-            .query_row(
-                [serial],
-                |r| {
-                    Ok(CertificateRecord {
-                        serial: r.get(0)?,
-                        agent_id: r.get(1)?,
-                        issued_at: r.get(2)?,
-                        expires_at: r.get(3)?,
-                        encoded: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-        })
-    }
-
-    /// Serials of every certificate issued to `agent_id`.
-    pub fn serials_of(&self, agent_id: &str) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT serial FROM certificates WHERE agent_id = ?1 ORDER BY issued_at",
-            )?;
-            stmt.query_map([agent_id], |r| r.get(0))?.collect()
-        })
-    }
-
-    /// Records revocations durably. An id revoked before keeps its record, unless that one was
-    /// scheduled later than this one (a rotation's grace cut short): the earlier time wins.
-    /// Returns the ids that were new or brought forward.
-    pub fn revoke(
-        &self,
-        kind: RevokedKind,
-        entries: &[RevocationEntry],
-    ) -> Result<Vec<String>, StoreError> {
-        let entries = entries.to_vec();
-        self.write(Durability::Synced, move |tx| {
-            let mut added = Vec::new();
-            let mut stmt = tx.prepare_cached(REVOKE)?;
-            for e in entries {
-                if stmt.execute(params![kind.name(), e.id, e.revoked_at, e.reason])? == 1 {
-                    added.push(e.id);
-                }
-            }
-            Ok(added)
-        })
-    }
-
-    /// The revocation of `id`, if any.
-    pub fn revocation(
-        &self,
-        kind: RevokedKind,
-        id: &str,
-    ) -> Result<Option<RevocationEntry>, StoreError> {
-        self.with(|c| {
-            c.prepare_cached(
-                "SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 AND id = ?2",
-            )?
-            .query_row(params![kind.name(), id], revocation_entry)
-            .optional()
-        })
-    }
-
-    /// A value that changes whenever a revocation is recorded: lets a published revocation list
-    /// be reused until something was revoked.
-    pub fn revocation_state(&self) -> Result<RevocationState, StoreError> {
-        // The sum changes when a scheduled revocation is brought forward, too.
-        self.with(|c| {
-            c.prepare_cached(
-                "SELECT COUNT(*), COALESCE(MAX(revoked_at), 0), COALESCE(TOTAL(revoked_at), 0)
-                 FROM revocations",
-            )?
-            .query_row([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get::<_, f64>(2)? as i64))
+        seal: impl FnOnce(Option<&SealedRecord>) -> Result<SealedRecord, E> + Send + 'static,
+    ) -> Result<SealedRecord, E>
+    where
+        E: From<StoreError> + Send + 'static,
+    {
+        let refusal = Arc::new(std::sync::Mutex::new(None));
+        let kept = refusal.clone();
+        let outcome = self.backend.append_audit(Box::new(move |previous| {
+            seal(previous).map_err(|error| {
+                *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                SealRefused
             })
-        })
+        }));
+        let refused = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (outcome, refused) {
+            (Ok(record), _) => Ok(record),
+            (Err(_), Some(error)) => Err(error),
+            (Err(error), None) => Err(error.into()),
+        }
     }
 
-    /// Deletes metadata values in one transaction.
-    pub fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
-        let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.write(Durability::Synced, move |tx| {
-            for key in keys {
-                tx.execute("DELETE FROM meta WHERE key = ?1", [key])?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Records a rejection of `agent_id` about `subject` (a token id, so that one token counts
-    /// once however often it is presented) at `now`, and counts the agent's rejections since
-    /// `since`. At `threshold` or more the agent's records are deleted and the count returned:
-    /// all in one transaction, so among processes sharing the database exactly one trips.
-    pub fn trip_on_rejection(
-        &self,
-        agent_id: &str,
-        subject: &str,
-        now: i64,
-        since: i64,
-        threshold: i64,
-    ) -> Result<Option<i64>, StoreError> {
-        let (agent_id, subject) = (agent_id.to_owned(), subject.to_owned());
-        self.write(Durability::Committed, move |tx| {
-            tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1 AND at < ?2")?
-                .execute(params![agent_id, since])?;
-            tx.prepare_cached(
-                "INSERT INTO rejections(agent_id, subject, at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![agent_id, subject, now])?;
-            let count: i64 = tx
-                .prepare_cached("SELECT COUNT(*) FROM rejections WHERE agent_id = ?1")?
-                .query_row([&agent_id], |r| r.get(0))?;
-            let tripped = count >= threshold;
-            if tripped {
-                tx.prepare_cached("DELETE FROM rejections WHERE agent_id = ?1")?
-                    .execute([agent_id])?;
-            }
-            Ok(tripped.then_some(count))
-        })
-    }
-
-    /// Whether token `jti` of `issuer` was recorded as consumed.
-    pub fn consumed(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
-        self.with(|c| {
-            c.prepare_cached("SELECT 1 FROM consumed_tokens WHERE issuer = ?1 AND jti = ?2")?
-                .query_row(params![issuer, jti], |_| Ok(()))
-                .optional()
-                .map(|found| found.is_some())
-        })
-    }
-
-    /// Records token `jti` of `issuer` as consumed until `expires_at`, durably; false if it
-    /// already was. Records of tokens expired before `now` are dropped on the way: an expired
-    /// token is refused anyway.
-    pub fn consume(
-        &self,
-        issuer: &str,
-        jti: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let (issuer, jti) = (issuer.to_owned(), jti.to_owned());
-        self.write(Durability::Synced, move |tx| {
-            tx.prepare_cached("DELETE FROM consumed_tokens WHERE expires_at < ?1")?
-                .execute([now])?;
-            let added = tx
-                .prepare_cached(
-                    "INSERT INTO consumed_tokens(issuer, jti, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![issuer, jti, expires_at])?;
-            Ok(added == 1)
-        })
-    }
-
-    /// Every revocation of `kind`, oldest first.
-    pub fn revocations(&self, kind: RevokedKind) -> Result<Vec<RevocationEntry>, StoreError> {
-        self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT id, revoked_at, reason FROM revocations WHERE kind = ?1 ORDER BY revoked_at, id")?;
-            stmt.query_map([kind.name()], revocation_entry)?
-            .collect()
-        })
-    }
-
-    /// Takes the next revocation list number and, in the same transaction, the revocations a
-    /// list issued at `now` must carry: certificates not yet expired, and tokens revoked within
-    /// `token_horizon` seconds (no token outlives that, so older entries protect nothing).
-    pub fn crl_snapshot(
-        &self,
-        now: i64,
-        token_horizon: i64,
-    ) -> Result<(u64, Vec<RevocationEntry>, Vec<RevocationEntry>), StoreError> {
-        let path = self.path.clone();
-        self.writer.write(Durability::Synced, move |tx| {
-            let sqlite = |source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            };
-            let current: Option<String> = tx
-                .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
-                    r.get(0)
+    /// The head the last append recorded (`None`: nothing appended yet).
+    pub fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        let Some(value) = self.meta("audit_head")? else {
+            return Ok(None);
+        };
+        value
+            .split_once(':')
+            .and_then(|(seq, hash)| {
+                Some(AuditHead {
+                    seq: seq.parse().ok()?,
+                    hash: hash.to_owned(),
                 })
-                .optional()
-                .map_err(sqlite)?;
-            let current = match current {
-                None => 0,
-                Some(v) => v
-                    .parse::<u64>()
-                    .map_err(|_| StoreError::Corrupt(path.clone(), format!("crl_number {v:?}")))?,
-            };
-            let next = current
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Corrupt(path.clone(), "crl_number exhausted".into()))?;
-            tx.execute(
-                "INSERT INTO meta(key, value) VALUES ('crl_number', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [next.to_string()],
-            )
-            .map_err(sqlite)?;
-            let entries = |sql: &str, bound: i64| -> rusqlite::Result<Vec<RevocationEntry>> {
-                let mut stmt = tx.prepare_cached(sql)?;
-                stmt.query_map([bound], revocation_entry)?.collect()
-            };
-            let certificates = entries(
-                "SELECT r.id, r.revoked_at, r.reason FROM revocations r
-                 LEFT JOIN certificates c ON c.serial = r.id
-                 WHERE r.kind = 'certificate' AND (c.expires_at IS NULL OR c.expires_at >= ?1)
-                 ORDER BY r.revoked_at, r.id",
-                now,
-            )
-            .map_err(sqlite)?;
-            let tokens = entries(
-                "SELECT id, revoked_at, reason FROM revocations
-                 WHERE kind = 'token' AND revoked_at >= ?1 ORDER BY revoked_at, id",
-                now.saturating_sub(token_horizon),
-            )
-            .map_err(sqlite)?;
-            Ok((next, certificates, tokens))
-        })
+            })
+            .map(Some)
+            .ok_or_else(|| self.corrupt(format!("audit_head {value:?}")))
     }
 }
 
-/// What [`Store::revocation_state`] reads: count, latest time and sum of times.
+/// What [`Backend::revocation_state`] reads: count, latest time and sum of times.
 pub type RevocationState = (i64, i64, i64);
-
-/// Records a revocation; an id already revoked keeps the earlier of the two times (and that
-/// one's reason). Changes one row when the revocation is new or brought forward.
-const REVOKE: &str = "INSERT INTO revocations(kind, id, revoked_at, reason) VALUES (?1, ?2, ?3, ?4)
-     ON CONFLICT(kind, id) DO UPDATE SET revoked_at = excluded.revoked_at, reason = excluded.reason
-     WHERE excluded.revoked_at < revocations.revoked_at";
-
-/// Brings a database made by an earlier version up to this schema: columns added since.
-fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let has_generation = conn
-        .prepare("SELECT 1 FROM pragma_table_info('agents') WHERE name = 'key_generation'")?
-        .exists([])?;
-    if !has_generation {
-        conn.execute_batch(
-            "ALTER TABLE agents ADD COLUMN key_generation INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
-    Ok(())
-}
-
-/// Reads `id, revoked_at, reason` columns.
-fn revocation_entry(row: &rusqlite::Row) -> rusqlite::Result<RevocationEntry> {
-    Ok(RevocationEntry {
-        id: row.get(0)?,
-        revoked_at: row.get(1)?,
-        reason: row.get(2)?,
-    })
-}
-
-/// Opens a connection to the database at `path` that waits up to 10 s for other processes' locks
-/// and keeps its prepared statements.
-fn connect(path: &Path) -> Result<Connection, StoreError> {
-    let sqlite = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(sqlite)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(sqlite)?;
-    conn.execute_batch("PRAGMA foreign_keys=ON;")
-        .map_err(sqlite)?;
-    // Room for every statement a connection runs on the hot path (the writer's transaction
-    // control and each kind of write; a reader's lookups), so none is parsed twice.
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-fn insert_certificate(tx: &Connection, cert: &CertificateRecord) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO certificates(serial, agent_id, issued_at, expires_at, encoded) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![cert.serial, cert.agent_id, cert.issued_at, cert.expires_at, cert.encoded],
-    )?;
-    tx.execute(
-        "UPDATE agents SET current_serial = ?1 WHERE agent_id = ?2",
-        params![cert.serial, cert.agent_id],
-    )?;
-    Ok(())
-}
 
 /// The local database is always current, so it never reports stale data; a database error fails
 /// closed as `revocation_unavailable`.
@@ -755,6 +238,3 @@ impl RevocationSource for Store {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

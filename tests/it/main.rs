@@ -27,5 +27,6 @@ mod remote_trust;
 mod replay;
 mod rotation;
 mod signals;
+mod storage;
 mod untrusted_input;
 mod verify_only;

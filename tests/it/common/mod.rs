@@ -4,6 +4,7 @@
 
 pub mod hub;
 pub mod node;
+pub mod postgres;
 pub mod python;
 
 use agentseal::crypto::{Algorithm, Seed, SigningKey};

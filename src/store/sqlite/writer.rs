@@ -182,7 +182,7 @@ impl Writer {
             });
             (ok, deliver)
         });
-        let stopped = || StoreError::WriterStopped(self.shared.path.clone()).into();
+        let stopped = || StoreError::WriterStopped(self.shared.path.display().to_string()).into();
         self.shared
             .queue
             .lock()
@@ -283,7 +283,7 @@ impl WriteSide {
 
     fn sqlite(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
-            path: self.path.clone(),
+            path: self.path.display().to_string(),
             source,
         }
     }

@@ -1,0 +1,124 @@
+//! The PostgreSQL schema and its migrations, run at connect under an advisory lock so that hubs
+//! starting together migrate once.
+
+use super::PgError;
+use crate::store::schema;
+
+/// Serializes migrations across every process connecting to the database.
+const MIGRATION_LOCK: i64 = 0x6167_7365_616c_0001;
+
+/// Version 1: the tables of the SQLite schema (times as BIGINT), plus the challenges and rate
+/// windows several hubs share.
+const VERSION_1: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id       TEXT PRIMARY KEY,
+    algorithms     TEXT NOT NULL,
+    meta           TEXT NOT NULL,
+    created_at     BIGINT NOT NULL,
+    current_serial TEXT,
+    key_generation BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial     TEXT PRIMARY KEY,
+    agent_id   TEXT NOT NULL REFERENCES agents(agent_id),
+    issued_at  BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certificates_by_agent ON certificates(agent_id);
+CREATE TABLE IF NOT EXISTS revocations (
+    kind       TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    revoked_at BIGINT NOT NULL,
+    reason     TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE TABLE IF NOT EXISTS consumed_tokens (
+    issuer     TEXT NOT NULL,
+    jti        TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS consumed_tokens_by_expiry ON consumed_tokens(expires_at);
+CREATE TABLE IF NOT EXISTS delegations (
+    jti        TEXT PRIMARY KEY,
+    delegator  TEXT NOT NULL,
+    delegate   TEXT NOT NULL,
+    principal  TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    encoded    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delegations_by_delegate ON delegations(delegate, principal, expires_at);
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq   BIGINT PRIMARY KEY,
+    actor TEXT NOT NULL,
+    body  TEXT NOT NULL,
+    hash  TEXT NOT NULL,
+    kid   TEXT NOT NULL,
+    sig   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_by_actor ON audit_log(actor, seq);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size      BIGINT PRIMARY KEY,
+    note      TEXT NOT NULL,
+    tree      TEXT NOT NULL,
+    signed_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    agent_id TEXT NOT NULL,
+    subject  TEXT NOT NULL,
+    at       BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, subject)
+);
+CREATE TABLE IF NOT EXISTS challenges (
+    challenge  TEXT PRIMARY KEY,
+    verifier   TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS challenges_by_expiry ON challenges(expires_at);
+CREATE TABLE IF NOT EXISTS rate_events (
+    id  BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL,
+    at  BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_events_by_key ON rate_events(key, at);
+";
+
+/// Brings the database up to [`schema::VERSION`] in one transaction; refuses a newer one.
+pub(super) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    shown: &str,
+) -> Result<(), PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let has_meta = tx
+        .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
+        .await?
+        .get::<_, bool>(0);
+    let recorded: Option<String> = if has_meta {
+        tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .await?
+            .map(|row| row.get(0))
+    } else {
+        None
+    };
+    let found = schema::check(shown, recorded.as_deref())?;
+    if found < 1 {
+        tx.batch_execute(VERSION_1).await?;
+    }
+    if found < schema::VERSION {
+        tx.execute(
+            "INSERT INTO meta(key, value) VALUES ('schema_version', $1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            &[&schema::VERSION.to_string()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
