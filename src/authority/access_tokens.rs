@@ -89,7 +89,7 @@ impl Installation {
             token,
             self.anchor(),
             audience,
-            &self.store,
+            self.store.as_ref(),
             now,
             clock::DEFAULT_SKEW,
         )?;

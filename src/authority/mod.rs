@@ -28,7 +28,7 @@ use crate::policy::{Decision, PolicyInput, PolicySource};
 use crate::reason::VerifyError;
 use crate::request::RequestError;
 use crate::signals::SignalKind;
-use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Store, StoreError};
+use crate::store::{AgentRecord, CertificateRecord, GrantRecord, Location, Store};
 use crate::token::access::{self, AccessClaims, AccessGrant, Scope};
 use crate::token::action::{self, ActionRequest, Expectations, SignedAction};
 use crate::token::certificate::{AgentCertificate, CertificateClaims, Confirmation};
@@ -54,8 +54,10 @@ mod limits;
 mod peer;
 mod policy;
 mod renewal;
+mod replica;
 mod revoke;
 mod rotation;
+mod sealed;
 mod signalling;
 mod signing;
 
@@ -173,7 +175,7 @@ pub struct InstallationInfo {
 /// One installation: database, key store, CA.
 pub struct Installation {
     data_dir: PathBuf,
-    store: Store,
+    store: Arc<Store>,
     key_store: KeyStoreKind,
     keys: OnceLock<Arc<dyn KeyStore>>,
     install_id: String,
@@ -208,6 +210,11 @@ impl std::fmt::Debug for Installation {
     }
 }
 
+/// The embedded default: SQLite in the data directory.
+pub fn sqlite_in(data_dir: &Path) -> Location {
+    Location::Sqlite(data_dir.join(DATABASE_FILE))
+}
+
 /// The platform data directory (`$XDG_DATA_HOME/agentseal` on Linux).
 pub fn default_data_dir() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "agentseal").map(|d| d.data_dir().to_owned())
@@ -220,17 +227,37 @@ impl Installation {
         key_store: KeyStoreKind,
         options: &InitOptions,
     ) -> Result<Installation, ServiceError> {
+        Installation::init_in(data_dir, &sqlite_in(data_dir), key_store, options)
+    }
+
+    /// Creates a new installation whose database is `database`. With a shared database
+    /// (PostgreSQL) the seeds go into it sealed under a key-encryption key kept in `key_store`
+    /// (see `sealed`); the data directory then holds only what is this replica's.
+    pub fn init_in(
+        data_dir: &Path,
+        database: &Location,
+        key_store: KeyStoreKind,
+        options: &InitOptions,
+    ) -> Result<Installation, ServiceError> {
         options.limits.check()?;
         crate::fsutil::create_private_dir(data_dir).map_err(|source| ServiceError::Io {
             path: data_dir.to_owned(),
             source,
         })?;
-        let store = Store::open(&data_dir.join(DATABASE_FILE))?;
+        let store = Arc::new(Store::connect(database)?);
         if store.meta("ca_id")?.is_some() {
             return Err(ServiceError::AlreadyInitialized(data_dir.to_owned()));
         }
-        let keys = keystore::open(key_store, data_dir)?;
         let install_id = clock::random_id()?;
+        let local = keystore::open(key_store, data_dir)?;
+        let keys: Arc<dyn KeyStore> = match database {
+            Location::Sqlite(_) => local,
+            Location::Postgres(_) => Arc::new(sealed::SealedKeyStore::create(
+                local,
+                store.clone(),
+                &install_id,
+            )?),
+        };
         let ca_id = options
             .ca_id
             .clone()
@@ -282,17 +309,23 @@ impl Installation {
 
     /// Opens the installation in `data_dir`. `Auto` uses the key store recorded at `init`.
     pub fn open(data_dir: &Path, key_store: KeyStoreKind) -> Result<Installation, ServiceError> {
-        let path = data_dir.join(DATABASE_FILE);
-        if !path.exists() {
+        Installation::open_in(data_dir, &sqlite_in(data_dir), key_store)
+    }
+
+    /// Opens the installation whose database is `database`. With a shared database, each
+    /// replica may keep its key-encryption key in a key store of its own kind.
+    pub fn open_in(
+        data_dir: &Path,
+        database: &Location,
+        key_store: KeyStoreKind,
+    ) -> Result<Installation, ServiceError> {
+        if let Location::Sqlite(path) = database
+            && !path.exists()
+        {
             return Err(ServiceError::NotInitialized(data_dir.to_owned()));
         }
-        let store = Store::open(&path)?;
-        let corrupt = |what: &str| {
-            StoreError::Corrupt(
-                path.display().to_string(),
-                format!("missing or invalid {what}"),
-            )
-        };
+        let store = Arc::new(Store::connect(database)?);
+        let corrupt = |what: &str| store.corrupt(format!("missing or invalid {what}"));
         let Some(ca_id) = store.meta("ca_id")? else {
             return Err(ServiceError::NotInitialized(data_dir.to_owned()));
         };
@@ -303,17 +336,26 @@ impl Installation {
             .meta("key_store")?
             .and_then(|k| k.parse().ok())
             .ok_or_else(|| corrupt("key_store"))?;
-        if key_store != KeyStoreKind::Auto && key_store != recorded {
-            return Err(ServiceError::KeyStoreMismatch {
-                recorded,
-                requested: key_store,
-            });
-        }
+        // A replica of a shared database keeps its key-encryption key in a store of its own
+        // choosing; the recorded kind is the first replica's.
+        let kind = match (database, key_store) {
+            (Location::Postgres(_), KeyStoreKind::Auto) => keystore::resolve_auto(),
+            (Location::Postgres(_), requested) => requested,
+            (Location::Sqlite(_), requested)
+                if requested != KeyStoreKind::Auto && requested != recorded =>
+            {
+                return Err(ServiceError::KeyStoreMismatch {
+                    recorded,
+                    requested,
+                });
+            }
+            (Location::Sqlite(_), _) => recorded,
+        };
         let ca = ca::CaKeys::read(&store).map_err(corrupt)?;
         Ok(Installation::assemble(
             data_dir,
             store,
-            recorded,
+            kind,
             OnceLock::new(),
             install_id,
             ca_id,
@@ -325,7 +367,7 @@ impl Installation {
     /// the one place both `init` and `open` build it.
     fn assemble(
         data_dir: &Path,
-        store: Store,
+        store: Arc<Store>,
         key_store: KeyStoreKind,
         keys: OnceLock<Arc<dyn KeyStore>>,
         install_id: String,
@@ -411,8 +453,18 @@ impl Installation {
 
     /// Deletes the installation: every CA and agent key from the key store, then the database
     /// and key file. Irreversible; returns how many keys were deleted.
+    ///
+    /// With a shared database, the sealed seeds are deleted from it and this replica's
+    /// key-encryption key from its key store; the database's tables stay for the operator to
+    /// drop (other replicas may still be pointed at it).
     pub fn destroy(self) -> Result<usize, ServiceError> {
-        let deleted = self.delete_keys()?;
+        let mut deleted = self.delete_keys()?;
+        if let Location::Postgres(_) = self.store.location() {
+            keystore::open(self.key_store, &self.data_dir)?
+                .delete(&KeyName::replica_kek(&self.install_id))?;
+            self.store.delete_sealed_secret(sealed::CHECK)?;
+            deleted += 1;
+        }
         let data_dir = self.data_dir.clone();
         drop(self);
         for file in [
@@ -440,7 +492,15 @@ impl Installation {
         if let Some(keys) = self.keys.get() {
             return Ok(keys);
         }
-        let opened = keystore::open(self.key_store, &self.data_dir)?;
+        let local = keystore::open(self.key_store, &self.data_dir)?;
+        let opened: Arc<dyn KeyStore> = match self.store.location() {
+            Location::Sqlite(_) => local,
+            Location::Postgres(_) => Arc::new(sealed::SealedKeyStore::open(
+                local,
+                self.store.clone(),
+                &self.install_id,
+            )?),
+        };
         Ok(self.keys.get_or_init(|| opened))
     }
 

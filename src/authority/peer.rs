@@ -416,7 +416,7 @@ impl Installation {
         Verifier {
             anchor: self.anchor(),
             certificates: self,
-            revocation: &self.store,
+            revocation: self.store.as_ref(),
             skew: clock::DEFAULT_SKEW,
             cache: Some(&self.verified),
         }

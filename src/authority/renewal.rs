@@ -68,7 +68,7 @@ impl Installation {
         if due.is_none_or(|due| now < due) || now >= claims.exp {
             return Ok(None);
         }
-        if RevocationSource::certificate_revocation(&self.store, &claims.jti, now)
+        if RevocationSource::certificate_revocation(self.store.as_ref(), &claims.jti, now)
             .map_err(ServiceError::Unverifiable)?
             .is_some()
         {

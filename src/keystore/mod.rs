@@ -125,6 +125,18 @@ pub enum KeyStoreError {
         /// The platform's explanation (never secret data).
         detail: String,
     },
+    /// The installation keeps its seeds sealed in a shared database, and this replica holds no
+    /// key-encryption key for it (or one that does not open them).
+    #[error(
+        "{detail}: run `agentseal replica join FILE` with a file `agentseal replica export FILE` made on a replica that has the key"
+    )]
+    NotJoined {
+        /// What is missing or wrong, naming the database (never a secret).
+        detail: String,
+    },
+    /// The shared database holding the sealed seeds failed.
+    #[error("sealed keys: {0}")]
+    Database(String),
     /// Reading or writing the key file failed.
     #[error("key file {path}: {source}")]
     Io {
@@ -219,6 +231,23 @@ impl KeyName {
             owner: "audit".to_owned(),
             kind: "checkpoint-mark".to_owned(),
         }
+    }
+
+    /// This replica's key-encryption key: opens the seeds sealed in a shared database (see
+    /// `authority::sealed`). Kept in the replica's own key store, never in the database.
+    pub fn replica_kek(installation: &str) -> Self {
+        KeyName {
+            installation: installation.to_owned(),
+            owner: "replica".to_owned(),
+            kind: "kek".to_owned(),
+        }
+    }
+
+    /// Whether the entry belongs to one replica (its own key store) rather than to the
+    /// installation: the key-encryption key, and the audit mark (each replica checks the log
+    /// extends what *it* last signed).
+    pub fn is_replica_local(&self) -> bool {
+        matches!(self.owner.as_str(), "replica" | "audit")
     }
 
     /// The keyring "service" attribute: one per installation.

@@ -206,6 +206,16 @@ pub trait Backend: Send + Sync {
     fn take_challenge(&self, challenge: &str, verifier: &str, now: i64)
     -> Result<bool, StoreError>;
 
+    /// The sealed secret stored under `name` (see `authority::sealed`): an opaque string the
+    /// database cannot open.
+    fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores a sealed secret under `name`, replacing any before it; synced.
+    fn put_sealed_secret(&self, name: &str, sealed: &str) -> Result<(), StoreError>;
+
+    /// Removes the sealed secret under `name`; succeeds if it was absent.
+    fn delete_sealed_secret(&self, name: &str) -> Result<(), StoreError>;
+
     /// Counts one operation by `key` at `now` if fewer than `count` were counted in the
     /// `per_seconds` seconds before; otherwise `Ok(Err(seconds until one would be))`.
     fn admit_rate(

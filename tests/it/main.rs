@@ -25,6 +25,7 @@ mod presentation;
 mod rejections;
 mod remote_trust;
 mod replay;
+mod replicas;
 mod rotation;
 mod signals;
 mod storage;

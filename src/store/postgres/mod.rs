@@ -1052,6 +1052,41 @@ impl Backend for PgStore {
         })
     }
 
+    fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let (pool, name) = (self.pool(), name.to_owned());
+        self.run(async move {
+            let c = get(&pool).await?;
+            let stmt = c
+                .prepare_cached("SELECT sealed FROM sealed_secrets WHERE name = $1")
+                .await?;
+            Ok(c.query_opt(&stmt, &[&name]).await?.map(|r| r.get(0)))
+        })
+    }
+
+    fn put_sealed_secret(&self, name: &str, sealed: &str) -> Result<(), StoreError> {
+        let (pool, name, sealed) = (self.pool(), name.to_owned(), sealed.to_owned());
+        self.write(async move {
+            let c = get(&pool).await?;
+            c.execute(
+                "INSERT INTO sealed_secrets(name, sealed) VALUES ($1, $2)
+                 ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed",
+                &[&name, &sealed],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_sealed_secret(&self, name: &str) -> Result<(), StoreError> {
+        let (pool, name) = (self.pool(), name.to_owned());
+        self.write(async move {
+            let c = get(&pool).await?;
+            c.execute("DELETE FROM sealed_secrets WHERE name = $1", &[&name])
+                .await?;
+            Ok(())
+        })
+    }
+
     fn admit_rate(
         &self,
         key: &str,

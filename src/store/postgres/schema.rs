@@ -88,6 +88,14 @@ CREATE TABLE IF NOT EXISTS rate_events (
 CREATE INDEX IF NOT EXISTS rate_events_by_key ON rate_events(key, at);
 ";
 
+/// Version 2: seeds sealed under each replica's key-encryption key.
+const VERSION_2: &str = "
+CREATE TABLE IF NOT EXISTS sealed_secrets (
+    name   TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL
+);
+";
+
 /// Brings the database up to [`schema::VERSION`] in one transaction; refuses a newer one.
 pub(super) async fn migrate(
     client: &mut tokio_postgres::Client,
@@ -110,6 +118,9 @@ pub(super) async fn migrate(
     let found = schema::check(shown, recorded.as_deref())?;
     if found < 1 {
         tx.batch_execute(VERSION_1).await?;
+    }
+    if found < 2 {
+        tx.batch_execute(VERSION_2).await?;
     }
     if found < schema::VERSION {
         tx.execute(

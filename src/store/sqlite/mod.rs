@@ -105,6 +105,10 @@ CREATE TABLE IF NOT EXISTS rejections (
     at       INTEGER NOT NULL,
     PRIMARY KEY (agent_id, subject)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sealed_secrets (
+    name   TEXT PRIMARY KEY,
+    sealed TEXT NOT NULL
+);
 ";
 
 impl SqliteStore {
@@ -631,6 +635,34 @@ impl Backend for SqliteStore {
         Ok(self.ephemeral.take_challenge(challenge, verifier, now))
     }
 
+    fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached("SELECT sealed FROM sealed_secrets WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn put_sealed_secret(&self, name: &str, sealed: &str) -> Result<(), StoreError> {
+        let (name, sealed) = (name.to_owned(), sealed.to_owned());
+        self.write(Durability::Synced, move |c| {
+            c.execute(
+                "INSERT INTO sealed_secrets(name, sealed) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET sealed = excluded.sealed",
+                params![name, sealed],
+            )
+            .map(drop)
+        })
+    }
+
+    fn delete_sealed_secret(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.write(Durability::Synced, move |c| {
+            c.execute("DELETE FROM sealed_secrets WHERE name = ?1", [name])
+                .map(drop)
+        })
+    }
+
     fn admit_rate(
         &self,
         key: &str,
@@ -671,6 +703,7 @@ fn migrate(conn: &Connection, shown: &str) -> Result<(), StoreError> {
             return Ok(());
         }
         // Version 1: agent key rotation. Unversioned databases may or may not have it.
+        // Version 2: its table is in SCHEMA (created if missing).
         let has_generation = conn
             .prepare("SELECT 1 FROM pragma_table_info('agents') WHERE name = 'key_generation'")
             .and_then(|mut s| s.exists([]))

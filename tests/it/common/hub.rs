@@ -76,13 +76,46 @@ impl Installation {
 
     /// As [`Installation::serve`], with extra environment variables (a test clock).
     pub fn serve_with_env(&self, extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Hub {
+        spawn_hub(&self.dir, "keyutils", extra, env)
+    }
+
+    /// An access token for `agent` on `hub` (all scopes, default lifetime) plus `extra` flags.
+    pub fn access_token(&self, hub: &Hub, agent: &str, extra: &[&str]) -> String {
+        access_token(&self.dir, hub, agent, extra)
+    }
+}
+
+/// An access token for `agent` on `hub`, issued by the installation in `dir`.
+fn access_token(dir: &Path, hub: &Hub, agent: &str, extra: &[&str]) -> String {
+    let audience = hub.mcp_url();
+    let mut args = vec![
+        "access-token",
+        "issue",
+        "--agent",
+        agent,
+        "--audience",
+        &audience,
+    ];
+    args.extend_from_slice(extra);
+    cli(dir, &args)
+}
+
+/// Starts `agentseal serve --http 127.0.0.1:0 <extra>` on the installation in `dir` with
+/// `key_store`, and waits until it listens.
+pub fn spawn_hub(
+    dir: &Path,
+    key_store: &str,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Hub {
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_agentseal"))
             .envs(env.iter().copied())
             .arg("--data-dir")
-            .arg(&self.dir)
+            .arg(dir)
             .args([
                 "--key-store",
-                "keyutils",
+                key_store,
                 "--log",
                 "info",
                 "serve",
@@ -126,21 +159,6 @@ impl Installation {
             url,
             log,
         }
-    }
-
-    /// An access token for `agent` on `hub` (all scopes, default lifetime) plus `extra` flags.
-    pub fn access_token(&self, hub: &Hub, agent: &str, extra: &[&str]) -> String {
-        let audience = hub.mcp_url();
-        let mut args = vec![
-            "access-token",
-            "issue",
-            "--agent",
-            agent,
-            "--audience",
-            &audience,
-        ];
-        args.extend_from_slice(extra);
-        self.cli(&args)
     }
 }
 

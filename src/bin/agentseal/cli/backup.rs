@@ -120,12 +120,12 @@ impl Operation for RestoreArgs {
     }
 }
 
-fn invalid(error: impl std::fmt::Display) -> ServiceError {
+pub(super) fn invalid(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::InvalidInput(error.to_string())
 }
 
 /// The backup passphrase from the environment.
-fn passphrase() -> Result<Passphrase, ServiceError> {
+pub(super) fn passphrase() -> Result<Passphrase, ServiceError> {
     let passphrase = Passphrase::from_env_vars(PASSPHRASE, PASSPHRASE_FILE)?.ok_or_else(|| {
         ServiceError::InvalidInput(format!(
             "set {PASSPHRASE} or {PASSPHRASE_FILE} (or use an age recipient and identity)"
@@ -140,7 +140,7 @@ fn passphrase() -> Result<Passphrase, ServiceError> {
 }
 
 /// At most `limit` bytes of `path`.
-fn read(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, ServiceError> {
+pub(super) fn read(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, ServiceError> {
     let io = |source| ServiceError::Io {
         path: path.to_owned(),
         source,

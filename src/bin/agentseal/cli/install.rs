@@ -5,6 +5,7 @@ use std::path::Path;
 
 use agentseal::authority::{InitOptions, Installation, KeyChoice, Limits, ServiceError};
 use agentseal::keystore::KeyStoreKind;
+use agentseal::store::Location;
 use clap::Args;
 use serde_json::json;
 
@@ -40,7 +41,12 @@ impl InitArgs {
 
     /// Creates the installation in `dir` and records that; re-running init reports the
     /// existing installation and changes nothing.
-    pub fn run(&self, dir: &Path, key_store: KeyStoreKind) -> Result<Outcome, ServiceError> {
+    pub fn run(
+        &self,
+        dir: &Path,
+        db: &Location,
+        key_store: KeyStoreKind,
+    ) -> Result<Outcome, ServiceError> {
         let options = InitOptions {
             ca_id: self.ca_id.clone(),
             keys: self.alg,
@@ -49,17 +55,14 @@ impl InitArgs {
                 max_crl_validity: self.max_crl_validity,
             },
         };
-        if !dir.join(agentseal::authority::DATABASE_FILE).exists() {
+        if !matches!(db, Location::Sqlite(path) if path.exists()) {
             warn_before_creating(key_store);
         }
-        let installation = match Installation::init(dir, key_store, &options) {
+        let installation = match Installation::init_in(dir, db, key_store, &options) {
             Err(ServiceError::AlreadyInitialized(_)) => {
                 // Re-running init is harmless: report the existing installation, change nothing.
-                let existing = Installation::open(dir, key_store)?;
-                eprintln!(
-                    "agentseal: {} already holds an installation; nothing changed",
-                    dir.display()
-                );
+                let existing = Installation::open_in(dir, db, key_store)?;
+                eprintln!("agentseal: {db} already holds an installation; nothing changed");
                 return Ok(Outcome::Json(json!(existing.info())));
             }
             other => other?,
@@ -80,13 +83,14 @@ impl InitArgs {
 /// default options and says so.
 pub fn open(
     dir: &Path,
+    db: &Location,
     key_store: KeyStoreKind,
     create: bool,
 ) -> Result<Installation, ServiceError> {
-    match Installation::open(dir, key_store) {
+    match Installation::open_in(dir, db, key_store) {
         Err(ServiceError::NotInitialized(_)) if create => {
             warn_before_creating(key_store);
-            let installation = Installation::init(dir, key_store, &InitOptions::default())?;
+            let installation = Installation::init_in(dir, db, key_store, &InitOptions::default())?;
             let info = installation.info();
             eprintln!(
                 "agentseal: new installation in {}: CA {}, keys in the {} key store",

@@ -17,18 +17,20 @@ mod delegate;
 mod input;
 mod install;
 mod policy;
+mod replica;
 mod revoke;
 mod serve;
 mod signals;
 mod token;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use agentseal::audit::AuditEvent;
 use agentseal::authority::{self, Installation, ServiceError};
 use agentseal::keystore::KeyStoreKind;
+use agentseal::store::Location;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
@@ -49,6 +51,17 @@ struct Global {
     /// ~/.local/share/agentseal].
     #[arg(long, global = true, env = "AGENTSEAL_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The database: a `postgres://USER@HOST:PORT/DB` URL puts the installation's state in
+    /// PostgreSQL, shared by several hubs (seeds sealed, see `agentseal replica`) [default:
+    /// SQLite, agentseal.db in the data directory].
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTSEAL_DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    database: Option<String>,
     /// Where secret keys live: auto, keychain, windows, secret-service, keyutils or file.
     /// `auto` picks the platform keyring (and, once initialized, the store recorded at init).
     #[arg(
@@ -134,6 +147,10 @@ enum Command {
     /// Put the keys of a backup back into the key store (after a reboot, or on a new machine with
     /// the database): checked against the public keys the database records before any is written.
     Restore(backup::RestoreArgs),
+    /// Replicas of an installation on a shared database (--database postgres://...): export
+    /// this replica's key-encryption key, join a new replica with it.
+    #[command(subcommand)]
+    Replica(replica::ReplicaCommand),
     /// Delete this installation: all its keys from the key store, and its database. Irreversible.
     Destroy(install::DestroyArgs),
 }
@@ -160,6 +177,7 @@ impl Command {
             Command::Ca(command) => command.operation(),
             Command::Backup(backup) => backup,
             Command::Restore(restore) => restore,
+            Command::Replica(command) => command.operation(),
             Command::Jwks(jwks) => jwks,
             Command::Policy(command) => command.operation(),
             Command::Signals(command) => command.operation(),
@@ -294,15 +312,24 @@ fn data_dir(global: &Global) -> Result<PathBuf, ServiceError> {
         })
 }
 
+/// The database `--database` names, or SQLite in the data directory.
+fn database(global: &Global, dir: &Path) -> Result<Location, ServiceError> {
+    match &global.database {
+        Some(url) => Ok(Location::parse(url)?),
+        None => Ok(authority::sqlite_in(dir)),
+    }
+}
+
 fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
     let dir = data_dir(&cli.global)?;
+    let db = database(&cli.global, &dir)?;
     let key_store = cli.global.key_store;
     if let Command::Init(init) = &cli.command {
-        return init.run(&dir, key_store);
+        return init.run(&dir, &db, key_store);
     }
     // The hub is the main job: on a fresh machine it starts on embedded defaults.
     let create = matches!(&cli.command, Command::Serve(serve) if serve.starts_hub());
-    let installation = install::open(&dir, key_store, create)?;
+    let installation = install::open(&dir, &db, key_store, create)?;
     tracing::debug!(key_store = %installation.info().key_store, "installation opened");
     if let Some(path) = &cli.global.policy {
         installation.use_policy_file(path)?;
