@@ -45,23 +45,8 @@ impl Operation for BackupArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        if self.file.exists() && !self.force {
-            return Err(ServiceError::InvalidInput(format!(
-                "{} exists: choose another file or pass --force",
-                self.file.display()
-            )));
-        }
-        let key = match &self.recipient {
-            Some(recipient) => BackupKey::recipient(recipient).map_err(invalid)?,
-            None => BackupKey::Passphrase(passphrase()?),
-        };
-        let backup = installation.backup()?;
-        let sealed = backup.seal(&key).map_err(invalid)?;
-        agentseal::fsutil::write_atomically(&self.file, &sealed).map_err(|source| {
-            ServiceError::Io {
-                path: self.file.clone(),
-                source,
-            }
+        let backup = write_sealed(&self.file, self.force, self.recipient.as_deref(), || {
+            installation.backup()
         })?;
         Ok(Outcome::Json(json!({
             "file": self.file,
@@ -118,6 +103,33 @@ impl Operation for RestoreArgs {
             "skipped": report.skipped,
         })))
     }
+}
+
+/// Writes the entries `contents` gives to `file` (refused if it exists, unless `force`),
+/// encrypted to `recipient` or the backup passphrase; returns them.
+pub(super) fn write_sealed(
+    file: &std::path::Path,
+    force: bool,
+    recipient: Option<&str>,
+    contents: impl FnOnce() -> Result<KeyBackup, ServiceError>,
+) -> Result<KeyBackup, ServiceError> {
+    if file.exists() && !force {
+        return Err(ServiceError::InvalidInput(format!(
+            "{} exists: choose another file or pass --force",
+            file.display()
+        )));
+    }
+    let key = match recipient {
+        Some(recipient) => BackupKey::recipient(recipient).map_err(invalid)?,
+        None => BackupKey::Passphrase(passphrase()?),
+    };
+    let backup = contents()?;
+    let sealed = backup.seal(&key).map_err(invalid)?;
+    agentseal::fsutil::write_atomically(file, &sealed).map_err(|source| ServiceError::Io {
+        path: file.to_owned(),
+        source,
+    })?;
+    Ok(backup)
 }
 
 pub(super) fn invalid(error: impl std::fmt::Display) -> ServiceError {

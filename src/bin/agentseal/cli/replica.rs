@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use agentseal::authority::{Installation, ServiceError};
-use agentseal::keystore::backup::{BackupKey, BackupSecret, KeyBackup, MAX_BACKUP_LEN};
+use agentseal::keystore::backup::{BackupSecret, KeyBackup, MAX_BACKUP_LEN};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::backup::{invalid, passphrase, read};
+use super::backup::{invalid, passphrase, read, write_sealed};
 use super::{Facts, Operation, Outcome};
 
 #[derive(Subcommand)]
@@ -51,23 +51,8 @@ impl Operation for ExportArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        if self.file.exists() && !self.force {
-            return Err(ServiceError::InvalidInput(format!(
-                "{} exists: choose another file or pass --force",
-                self.file.display()
-            )));
-        }
-        let key = match &self.recipient {
-            Some(recipient) => BackupKey::recipient(recipient).map_err(invalid)?,
-            None => BackupKey::Passphrase(passphrase()?),
-        };
-        let secret = installation.replica_secret()?;
-        let sealed = secret.seal(&key).map_err(invalid)?;
-        agentseal::fsutil::write_atomically(&self.file, &sealed).map_err(|source| {
-            ServiceError::Io {
-                path: self.file.clone(),
-                source,
-            }
+        let secret = write_sealed(&self.file, self.force, self.recipient.as_deref(), || {
+            installation.replica_secret()
         })?;
         Ok(Outcome::Json(json!({
             "file": self.file,
