@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::audit::Decision as AuditDecision;
 use crate::signals::{
-    Dispatcher, Outbox, OutboxCounts, Signal, SignalKind, WebhookConfig, WebhookSecret,
+    Dispatcher, OpenOutbox, Outbox, OutboxCounts, Signal, SignalError, SignalKind, WebhookConfig,
+    WebhookSecret,
 };
 
 pub(super) const WEBHOOK_URL: &str = "webhook_url";
@@ -204,12 +205,13 @@ impl Installation {
                         }
                         if let Some((config, revision)) = change {
                             let stop = shutdown.child_token();
-                            let Some(db) = installation.store.path().map(Path::to_owned) else {
-                                tracing::error!(
-                                    "webhook signals need the SQLite database; not delivered"
-                                );
-                                continue;
-                            };
+                            let store = installation.store.clone();
+                            let open: OpenOutbox = Arc::new(move || {
+                                store
+                                    .outbox_queue()
+                                    .map(Outbox::on)
+                                    .map_err(|e| SignalError::Database(e.to_string()))
+                            });
                             let wake = installation.signal_wake.clone();
                             let this = installation.clone();
                             let known = Some(revision.clone());
@@ -218,7 +220,7 @@ impl Installation {
                             });
                             let task = match Dispatcher::spawn_while(
                                 config,
-                                &db,
+                                open,
                                 wake,
                                 stop.clone(),
                                 Some(current),
@@ -296,13 +298,7 @@ impl Installation {
         if let Some(outbox) = self.outbox.get() {
             return Ok(outbox);
         }
-        let path = self.store.path().ok_or_else(|| {
-            ServiceError::InvalidInput(
-                "webhook signals are not yet kept in PostgreSQL; use them with the SQLite database"
-                    .into(),
-            )
-        })?;
-        let opened = Outbox::open(path)?;
+        let opened = Outbox::on(self.store.outbox_queue()?);
         Ok(self.outbox.get_or_init(|| opened))
     }
 

@@ -5,12 +5,16 @@ use super::*;
 /// The task that delivers the outbox to one endpoint.
 pub struct Dispatcher {
     config: WebhookConfig,
-    db_path: PathBuf,
+    open: OpenOutbox,
     client: reqwest::Client,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     current: Option<StillCurrent>,
 }
+
+/// Opens the outbox a dispatcher delivers (off the async threads; retried each poll interval
+/// until it opens).
+pub type OpenOutbox = Arc<dyn Fn() -> Result<Outbox, SignalError> + Send + Sync>;
 
 /// Asked (off the async threads) before each attempt: whether the configuration this
 /// dispatcher was started with is still the one in force.
@@ -28,15 +32,23 @@ impl Dispatcher {
         wake: Arc<Notify>,
         shutdown: CancellationToken,
     ) -> Result<JoinHandle<()>, SignalError> {
-        Self::spawn_while(config, db_path, wake, shutdown, None)
+        let path = db_path.to_owned();
+        Self::spawn_while(
+            config,
+            Arc::new(move || Outbox::open(&path)),
+            wake,
+            shutdown,
+            None,
+        )
     }
 
-    /// As [`Dispatcher::spawn`], and the task also ends, before sending anything more, once
-    /// `current` answers false: an entry claimed then is left due for the dispatcher of the new
-    /// configuration, so nothing recorded after a change goes to the old endpoint.
+    /// As [`Dispatcher::spawn`], on the outbox `open` opens (any engine), and the task also
+    /// ends, before sending anything more, once `current` answers false: an entry claimed then
+    /// is left due for the dispatcher of the new configuration, so nothing recorded after a
+    /// change goes to the old endpoint.
     pub fn spawn_while(
         config: WebhookConfig,
-        db_path: &Path,
+        open: OpenOutbox,
         wake: Arc<Notify>,
         shutdown: CancellationToken,
         current: Option<StillCurrent>,
@@ -53,7 +65,7 @@ impl Dispatcher {
             .map_err(|e| SignalError::Client(e.to_string()))?;
         let dispatcher = Dispatcher {
             config,
-            db_path: db_path.to_owned(),
+            open,
             client,
             wake,
             shutdown,
@@ -110,8 +122,8 @@ impl Dispatcher {
     /// Opens the outbox, retrying each poll interval until it opens or shutdown.
     pub(super) async fn open_outbox(&self) -> Option<Arc<Outbox>> {
         loop {
-            let path = self.db_path.clone();
-            match tokio::task::spawn_blocking(move || Outbox::open(&path)).await {
+            let open = self.open.clone();
+            match tokio::task::spawn_blocking(move || open()).await {
                 Ok(Ok(outbox)) => return Some(Arc::new(outbox)),
                 Ok(Err(error)) => tracing::warn!(%error, "webhook outbox not opened"),
                 Err(error) => tracing::error!(%error, "webhook outbox not opened"),

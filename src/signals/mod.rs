@@ -68,11 +68,11 @@ mod dispatcher;
 mod outbox;
 mod webhook;
 
-use outbox::{Claim, LEASE_MARGIN};
+use outbox::LEASE_MARGIN;
 use webhook::backoff;
 
-pub use dispatcher::{Dispatcher, StillCurrent};
-pub use outbox::{Outbox, OutboxCounts, OutboxEntry};
+pub use dispatcher::{Dispatcher, OpenOutbox, StillCurrent};
+pub use outbox::{Claim, Outbox, OutboxCounts, OutboxEntry, OutboxQueue, SqliteQueue};
 pub use webhook::{
     SecretError, WebhookConfig, WebhookSecret, WebhookUrlError, check_url, sign, verify,
 };
@@ -229,6 +229,9 @@ pub enum SignalError {
     /// The HTTP client could not be built.
     #[error("webhook HTTP client: {0}")]
     Client(String),
+    /// Another engine's queue failed (the message names the database, never a secret).
+    #[error("webhook outbox: {0}")]
+    Database(String),
 }
 
 /// Milliseconds since the Unix epoch: outbox times are this fine because retries in tests (and

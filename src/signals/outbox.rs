@@ -1,5 +1,9 @@
 //! The durable outbox: every signal is one committed row in the installation's database before the
 //! caller goes on, and the dispatcher claims rows under a lease.
+//!
+//! The queue's engine is an [`OutboxQueue`]: a table in the SQLite file ([`SqliteQueue`], here),
+//! or in a shared PostgreSQL database (`store::postgres`), where several hubs' dispatchers claim
+//! from one queue and none sends an entry another holds.
 
 use super::*;
 
@@ -35,19 +39,16 @@ pub struct OutboxCounts {
     pub given_up: u64,
 }
 
-/// What [`Outbox::claim`] found.
-pub(super) enum Claim {
+/// What [`OutboxQueue::claim`] found.
+#[derive(Debug)]
+pub enum Claim {
     /// An entry due now, reserved for this dispatcher.
     Due(OutboxEntry),
     /// Nothing due; the earliest next attempt, if any entry is pending.
-    Idle { next_at: Option<i64> },
-}
-
-/// The durable queue of webhooks, in the installation's database (table `webhook_outbox`).
-pub struct Outbox {
-    path: PathBuf,
-    conn: Mutex<Connection>,
-    wake: Option<Arc<Notify>>,
+    Idle {
+        /// When the next pending entry is due.
+        next_at: Option<i64>,
+    },
 }
 
 /// A pending entry has `next_attempt_at` set; delivering it or giving up clears it, so the
@@ -81,10 +82,134 @@ pub(super) fn entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outbox
     })
 }
 
+/// The queue's operations, whichever database holds it. Every write is committed (durably)
+/// before it returns; times are milliseconds since the Unix epoch.
+pub trait OutboxQueue: Send + Sync {
+    /// Records a new entry, due at once.
+    fn insert(&self, id: &str, body: &str, now: i64) -> Result<(), SignalError>;
+    /// One entry by its `webhook-id`.
+    fn entry(&self, id: &str) -> Result<Option<OutboxEntry>, SignalError>;
+    /// Up to `limit` entries not delivered (pending or given up), oldest first.
+    fn undelivered(&self, limit: i64) -> Result<Vec<OutboxEntry>, SignalError>;
+    /// How many entries wait for delivery, and how many were given up on.
+    fn counts(&self) -> Result<OutboxCounts, SignalError>;
+    /// Deletes entries delivered before `delivered_before` and entries given up on that were
+    /// created before `given_up_before`; returns how many.
+    fn prune(&self, delivered_before: i64, given_up_before: i64) -> Result<usize, SignalError>;
+    /// Makes every entry given up on due again at `now` with its attempts reset; returns how
+    /// many.
+    fn requeue_given_up(&self, now: i64) -> Result<usize, SignalError>;
+    /// Reserves the oldest due entry until `lease_until` and counts the attempt, atomically:
+    /// two dispatchers never hold the same entry at once.
+    fn claim(&self, now: i64, lease_until: i64) -> Result<Claim, SignalError>;
+    /// Records a delivery.
+    fn mark_delivered(&self, id: &str, now: i64) -> Result<(), SignalError>;
+    /// Records a failed attempt; `next_at` `None` gives up on the entry.
+    fn mark_failed(&self, id: &str, error: &str, next_at: Option<i64>) -> Result<(), SignalError>;
+    /// Makes a claimed entry due again at `now` (its attempt was cut short).
+    fn release(&self, id: &str, now: i64) -> Result<(), SignalError>;
+}
+
+/// The durable queue of webhooks, in the installation's database (table `webhook_outbox`).
+pub struct Outbox {
+    queue: Arc<dyn OutboxQueue>,
+    wake: Option<Arc<Notify>>,
+}
+
 impl Outbox {
-    /// Opens the outbox in the database at `path` (creating its table if needed), with its own
-    /// connection: every write commits durably (WAL, `synchronous=FULL`) before returning.
+    /// Opens the outbox in the SQLite database at `path` (creating its table if needed), with its
+    /// own connection: every write commits durably (WAL, `synchronous=FULL`) before returning.
     pub fn open(path: &Path) -> Result<Outbox, SignalError> {
+        Ok(Outbox::on(Arc::new(SqliteQueue::open(path)?)))
+    }
+
+    /// The outbox kept by `queue`.
+    pub fn on(queue: Arc<dyn OutboxQueue>) -> Outbox {
+        Outbox { queue, wake: None }
+    }
+
+    /// Wakes `wake` after each enqueue, so a [`Dispatcher`] in this process given the same
+    /// `Notify` delivers at once instead of at its next poll.
+    pub fn notifying(mut self, wake: Arc<Notify>) -> Outbox {
+        self.wake = Some(wake);
+        self
+    }
+
+    /// Records `signal` for delivery and returns its `webhook-id`. The entry is committed when
+    /// this returns; nothing here waits on the network.
+    pub fn enqueue(&self, signal: &Signal) -> Result<String, SignalError> {
+        let body = signal.payload()?;
+        let id = format!("msg_{}", crate::clock::random_id()?);
+        self.queue.insert(&id, &body, now_ms())?;
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// One entry by its `webhook-id`.
+    pub fn entry(&self, id: &str) -> Result<Option<OutboxEntry>, SignalError> {
+        self.queue.entry(id)
+    }
+
+    /// Up to `limit` entries not delivered (pending or given up), oldest first.
+    pub fn undelivered(&self, limit: usize) -> Result<Vec<OutboxEntry>, SignalError> {
+        self.queue
+            .undelivered(i64::try_from(limit).unwrap_or(i64::MAX))
+    }
+
+    /// How many entries wait for delivery, and how many were given up on.
+    pub fn counts(&self) -> Result<OutboxCounts, SignalError> {
+        self.queue.counts()
+    }
+
+    /// Deletes entries delivered before `delivered_before` and entries given up on that were
+    /// created before `given_up_before` (milliseconds since the epoch); returns how many.
+    pub fn prune(&self, delivered_before: i64, given_up_before: i64) -> Result<usize, SignalError> {
+        self.queue.prune(delivered_before, given_up_before)
+    }
+
+    /// Makes every entry given up on due again at `now` with its attempts reset; returns how
+    /// many. Each keeps its `webhook-id`, so a receiver that did get one drops the repeat.
+    pub fn requeue_given_up(&self, now: i64) -> Result<usize, SignalError> {
+        let requeued = self.queue.requeue_given_up(now)?;
+        if let Some(wake) = &self.wake {
+            wake.notify_one();
+        }
+        Ok(requeued)
+    }
+
+    pub(super) fn claim(&self, now: i64, lease_until: i64) -> Result<Claim, SignalError> {
+        self.queue.claim(now, lease_until)
+    }
+
+    pub(super) fn mark_delivered(&self, id: &str, now: i64) -> Result<(), SignalError> {
+        self.queue.mark_delivered(id, now)
+    }
+
+    pub(super) fn mark_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_at: Option<i64>,
+    ) -> Result<(), SignalError> {
+        self.queue.mark_failed(id, error, next_at)
+    }
+
+    pub(super) fn release(&self, id: &str, now: i64) -> Result<(), SignalError> {
+        self.queue.release(id, now)
+    }
+}
+
+/// The queue as a table of the SQLite file, on a connection of its own.
+pub struct SqliteQueue {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteQueue {
+    /// Opens the table in the database at `path` (creating it if needed).
+    pub fn open(path: &Path) -> Result<SqliteQueue, SignalError> {
         let sqlite = |source| SignalError::Sqlite {
             path: path.to_owned(),
             source,
@@ -98,21 +223,13 @@ impl Outbox {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        Ok(Outbox {
+        Ok(SqliteQueue {
             path: path.to_owned(),
             conn: Mutex::new(conn),
-            wake: None,
         })
     }
 
-    /// Wakes `wake` after each enqueue, so a [`Dispatcher`] in this process given the same
-    /// `Notify` delivers at once instead of at its next poll.
-    pub fn notifying(mut self, wake: Arc<Notify>) -> Outbox {
-        self.wake = Some(wake);
-        self
-    }
-
-    pub(super) fn with<T>(
+    fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, SignalError> {
@@ -122,13 +239,10 @@ impl Outbox {
             source,
         })
     }
+}
 
-    /// Records `signal` for delivery and returns its `webhook-id`. The entry is committed when
-    /// this returns; nothing here waits on the network.
-    pub fn enqueue(&self, signal: &Signal) -> Result<String, SignalError> {
-        let body = signal.payload()?;
-        let id = format!("msg_{}", crate::clock::random_id()?);
-        let now = now_ms();
+impl OutboxQueue for SqliteQueue {
+    fn insert(&self, id: &str, body: &str, now: i64) -> Result<(), SignalError> {
         self.with(|c| {
             c.execute(
                 "INSERT INTO webhook_outbox(id, body, created_at, attempts, next_attempt_at)
@@ -136,14 +250,10 @@ impl Outbox {
                 params![id, body, now],
             )
         })?;
-        if let Some(wake) = &self.wake {
-            wake.notify_one();
-        }
-        Ok(id)
+        Ok(())
     }
 
-    /// One entry by its `webhook-id`.
-    pub fn entry(&self, id: &str) -> Result<Option<OutboxEntry>, SignalError> {
+    fn entry(&self, id: &str) -> Result<Option<OutboxEntry>, SignalError> {
         self.with(|c| {
             c.query_row(
                 &format!("SELECT {ENTRY_COLUMNS} FROM webhook_outbox WHERE id = ?1"),
@@ -154,9 +264,7 @@ impl Outbox {
         })
     }
 
-    /// Up to `limit` entries not delivered (pending or given up), oldest first.
-    pub fn undelivered(&self, limit: usize) -> Result<Vec<OutboxEntry>, SignalError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fn undelivered(&self, limit: i64) -> Result<Vec<OutboxEntry>, SignalError> {
         self.with(|c| {
             c.prepare(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM webhook_outbox WHERE delivered_at IS NULL
@@ -167,8 +275,7 @@ impl Outbox {
         })
     }
 
-    /// How many entries wait for delivery, and how many were given up on.
-    pub fn counts(&self) -> Result<OutboxCounts, SignalError> {
+    fn counts(&self) -> Result<OutboxCounts, SignalError> {
         self.with(|c| {
             c.query_row(
                 "SELECT COUNT(*) FILTER (WHERE next_attempt_at IS NOT NULL),
@@ -185,9 +292,7 @@ impl Outbox {
         })
     }
 
-    /// Deletes entries delivered before `delivered_before` and entries given up on that were
-    /// created before `given_up_before` (milliseconds since the epoch); returns how many.
-    pub fn prune(&self, delivered_before: i64, given_up_before: i64) -> Result<usize, SignalError> {
+    fn prune(&self, delivered_before: i64, given_up_before: i64) -> Result<usize, SignalError> {
         self.with(|c| {
             c.execute(
                 "DELETE FROM webhook_outbox
@@ -198,25 +303,17 @@ impl Outbox {
         })
     }
 
-    /// Makes every entry given up on due again at `now` with its attempts reset; returns how
-    /// many. Each keeps its `webhook-id`, so a receiver that did get one drops the repeat.
-    pub fn requeue_given_up(&self, now: i64) -> Result<usize, SignalError> {
-        let requeued = self.with(|c| {
+    fn requeue_given_up(&self, now: i64) -> Result<usize, SignalError> {
+        self.with(|c| {
             c.execute(
                 "UPDATE webhook_outbox SET attempts = 0, next_attempt_at = ?1
                  WHERE delivered_at IS NULL AND next_attempt_at IS NULL",
                 [now],
             )
-        })?;
-        if let Some(wake) = &self.wake {
-            wake.notify_one();
-        }
-        Ok(requeued)
+        })
     }
 
-    /// Reserves the oldest due entry until `lease_until` and counts the attempt, in one
-    /// statement, so two dispatchers on one database never send the same entry at once.
-    pub(super) fn claim(&self, now: i64, lease_until: i64) -> Result<Claim, SignalError> {
+    fn claim(&self, now: i64, lease_until: i64) -> Result<Claim, SignalError> {
         self.with(|c| {
             let claimed = c
                 .query_row(
@@ -243,7 +340,7 @@ impl Outbox {
         })
     }
 
-    pub(super) fn mark_delivered(&self, id: &str, now: i64) -> Result<(), SignalError> {
+    fn mark_delivered(&self, id: &str, now: i64) -> Result<(), SignalError> {
         self.with(|c| {
             c.execute(
                 "UPDATE webhook_outbox SET delivered_at = ?2, next_attempt_at = NULL WHERE id = ?1",
@@ -253,13 +350,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Records a failed attempt; `next_at` `None` gives up on the entry.
-    pub(super) fn mark_failed(
-        &self,
-        id: &str,
-        error: &str,
-        next_at: Option<i64>,
-    ) -> Result<(), SignalError> {
+    fn mark_failed(&self, id: &str, error: &str, next_at: Option<i64>) -> Result<(), SignalError> {
         self.with(|c| {
             c.execute(
                 "UPDATE webhook_outbox SET last_error = ?2, next_attempt_at = ?3
@@ -270,8 +361,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// Makes a claimed entry due again at once (its attempt was cut short by shutdown).
-    pub(super) fn release(&self, id: &str, now: i64) -> Result<(), SignalError> {
+    fn release(&self, id: &str, now: i64) -> Result<(), SignalError> {
         self.with(|c| {
             c.execute(
                 "UPDATE webhook_outbox SET next_attempt_at = ?2

@@ -206,6 +206,9 @@ pub trait Backend: Send + Sync {
     fn take_challenge(&self, challenge: &str, verifier: &str, now: i64)
     -> Result<bool, StoreError>;
 
+    /// The webhook outbox kept in this database (see [`crate::signals::Outbox`]).
+    fn outbox_queue(&self) -> Result<std::sync::Arc<dyn crate::signals::OutboxQueue>, StoreError>;
+
     /// The sealed secret stored under `name` (see `authority::sealed`): an opaque string the
     /// database cannot open.
     fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError>;

@@ -8,11 +8,12 @@
 //! | none | SQLite databases made before versions were recorded: taken as 0 |
 //! | 1 | SQLite: `agents.key_generation` (agent key rotation). PostgreSQL: the first schema, with the `challenges` and `rate_events` tables several hubs share |
 //! | 2 | `sealed_secrets`: seeds sealed under each replica's key-encryption key |
+//! | 3 | PostgreSQL: `webhook_outbox` (SQLite's is made by the outbox itself) |
 
 use super::StoreError;
 
 /// The newest schema this binary reads and writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// The recorded version (`None`: unversioned, taken as 0), refused when newer than [`VERSION`]
 /// or unreadable.

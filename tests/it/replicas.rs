@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::common::hub::{Hub, call_tool, spawn_hub, structured};
 use crate::common::postgres;
+use crate::signals::Receiver;
 
 const ALICE: &str = "agent://acme.example/alice";
 const BOB: &str = "agent://acme.example/bob";
@@ -118,6 +119,10 @@ async fn a_replica_joins_with_the_operators_file_and_two_hubs_share_one_state() 
     assert_eq!(wrong.status.code(), Some(2));
     b.cli(&["replica", "join", file.to_str().unwrap()]);
 
+    // Both hubs deliver webhooks from the one outbox in the database.
+    let receiver = Receiver::start(true).await;
+    a.cli(&["signals", "webhook", &receiver.url]);
+
     let hub_a = a.serve();
     let hub_b = b.serve();
     let alice_a = a.access_token(&hub_a, ALICE);
@@ -194,6 +199,22 @@ async fn a_replica_joins_with_the_operators_file_and_two_hubs_share_one_state() 
     // the policy before the key was missed) and the one through B.
     assert_eq!(allowed, 120 - 2);
 
+    // The revocation (recorded through A's command line) and the refusals of both hubs reach
+    // the receiver once each: the dispatchers of both hubs claim from one queue.
+    let got = receiver
+        .wait_until("the revocation and ten refusals", |got| {
+            let kinds: Vec<String> = got
+                .iter()
+                .map(|d| d.payload()["type"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            kinds.iter().any(|k| k == "token.revoked")
+                && kinds.iter().filter(|k| *k == "rate.limited").count() >= 130 - 118
+        })
+        .await;
+    let ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "an entry was sent twice: {ids:?}");
+
     // Both hubs appended to one audit log, which verifies.
     drop((hub_a, hub_b));
     let verified: Value = serde_json::from_str(&a.cli(&["audit", "verify"])).unwrap();
@@ -212,6 +233,7 @@ fn a_dump_of_the_database_holds_no_seed_in_any_encoding() {
     let a = Replica::new(&database);
     a.cli(&["init", "--alg", "hybrid"]);
     a.cli(&["agent", "create", ALICE, "--alg", "hybrid"]);
+    a.cli(&["signals", "webhook", "https://hooks.example/agentseal"]);
     let backup = a.dir.parent().unwrap().join("keys.age");
     a.cli(&["backup", backup.to_str().unwrap()]);
     let opened = KeyBackup::open(

@@ -42,30 +42,30 @@ decision := {"allow": true, "approval": true} if {
 
 /// One webhook as the receiver got it.
 #[derive(Debug, Clone)]
-struct Delivery {
-    id: String,
+pub(crate) struct Delivery {
+    pub(crate) id: String,
     timestamp: String,
     signature: String,
     body: String,
 }
 
 impl Delivery {
-    fn payload(&self) -> Value {
+    pub(crate) fn payload(&self) -> Value {
         serde_json::from_str(&self.body).unwrap()
     }
 }
 
 /// A webhook receiver on 127.0.0.1: records every request at once, then answers 200 only while
 /// its gate is open (a closed gate keeps each request waiting, like a stuck endpoint).
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Delivery>>>,
     answered: Arc<Mutex<usize>>,
     gate: watch::Sender<bool>,
 }
 
 impl Receiver {
-    async fn start(open: bool) -> Receiver {
+    pub(crate) async fn start(open: bool) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::on(listener, open)
     }
@@ -108,7 +108,7 @@ impl Receiver {
         }
     }
 
-    fn deliveries(&self) -> Vec<Delivery> {
+    pub(crate) fn deliveries(&self) -> Vec<Delivery> {
         self.got.lock().unwrap().clone()
     }
 
@@ -118,7 +118,11 @@ impl Receiver {
 
     /// The deliveries once `done` holds of them; panics after a minute (a guard against a hang,
     /// not a timing check).
-    async fn wait_until(&self, what: &str, done: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+    pub(crate) async fn wait_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[Delivery]) -> bool,
+    ) -> Vec<Delivery> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.deliveries();

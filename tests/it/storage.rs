@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use agentseal::audit::SealedRecord;
+use agentseal::signals::{Claim, OutboxCounts};
 use agentseal::store::{
     AgentRecord, CertificateRecord, GrantRecord, Location, Store, StoreError, StoredCheckpoint,
 };
@@ -66,6 +67,8 @@ on_both_engines!(
     rate_limits_slide,
     a_database_of_a_newer_schema_is_refused,
     a_closed_store_refuses_writes_and_still_reads,
+    outbox_entries_given_up_are_counted_requeued_on_demand_and_pruned_late,
+    an_outbox_entry_is_claimed_by_one_dispatcher_at_a_time_until_its_lease_ends,
 );
 
 fn agent(id: &str) -> AgentRecord {
@@ -574,4 +577,106 @@ fn a_closed_store_refuses_writes_and_still_reads(store: &Store, _: &Reopen) {
         Err(StoreError::WriterStopped(_))
     ));
     assert_eq!(store.meta("k").unwrap().as_deref(), Some("v"));
+}
+
+fn outbox_entries_given_up_are_counted_requeued_on_demand_and_pruned_late(
+    store: &Store,
+    _: &Reopen,
+) {
+    let outbox = store.outbox_queue().unwrap();
+    let now = 1_000_000;
+    for id in ["gone", "kept", "delivered"] {
+        outbox.insert(id, "{}", now).unwrap();
+    }
+    outbox.mark_failed("gone", "HTTP 500", None).unwrap();
+    outbox.mark_delivered("delivered", now).unwrap();
+    assert_eq!(
+        outbox.counts().unwrap(),
+        OutboxCounts {
+            pending: 1,
+            given_up: 1
+        }
+    );
+    assert_eq!(
+        outbox
+            .undelivered(10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>(),
+        ["gone", "kept"]
+    );
+    // Requeued: due at once, attempts reset, same id.
+    assert_eq!(outbox.requeue_given_up(now + 5).unwrap(), 1);
+    let entry = outbox.entry("gone").unwrap().unwrap();
+    assert_eq!((entry.attempts, entry.next_attempt_at), (0, Some(now + 5)));
+    assert_eq!(entry.last_error.as_deref(), Some("HTTP 500"));
+    // Pruning takes delivered entries older than its first limit and given-up ones older than
+    // its second; pending ones never.
+    outbox.mark_failed("gone", "HTTP 500", None).unwrap();
+    assert_eq!(outbox.prune(now, 0).unwrap(), 0);
+    assert_eq!(outbox.prune(now + 1, i64::MAX).unwrap(), 2);
+    assert!(outbox.entry("delivered").unwrap().is_none());
+    assert!(outbox.entry("gone").unwrap().is_none());
+    assert!(outbox.entry("kept").unwrap().is_some());
+}
+
+fn an_outbox_entry_is_claimed_by_one_dispatcher_at_a_time_until_its_lease_ends(
+    store: &Store,
+    reopen: &Reopen,
+) {
+    let outbox = store.outbox_queue().unwrap();
+    let now = 2_000_000;
+    for n in 0..20 {
+        outbox.insert(&format!("e{n:02}"), "{}", now + n).unwrap();
+    }
+    // Dispatchers of two processes claim at once: each entry goes to exactly one of them,
+    // oldest first.
+    let other = reopen().unwrap();
+    let other_outbox = other.outbox_queue().unwrap();
+    let claimed: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|n| {
+                let outbox = if n % 2 == 0 { &outbox } else { &other_outbox };
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    while let Claim::Due(entry) = outbox.claim(now + 100, now + 10_000).unwrap() {
+                        assert_eq!(entry.attempts, 1);
+                        mine.push(entry.id);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let unique: BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!((claimed.len(), unique.len()), (20, 20), "{claimed:?}");
+    // Nothing due now, only the leases' end.
+    assert!(matches!(
+        outbox.claim(now + 100, now + 10_000).unwrap(),
+        Claim::Idle { next_at: Some(at) } if at == now + 10_000
+    ));
+    // A released entry is due at once; once a lease has passed (its holder died), so is
+    // every other.
+    outbox.release("e07", now + 200).unwrap();
+    let Claim::Due(again) = outbox.claim(now + 200, now + 20_000).unwrap() else {
+        panic!("the released entry is due");
+    };
+    assert_eq!((again.id.as_str(), again.attempts), ("e07", 2));
+    let Claim::Due(late) = outbox.claim(now + 10_000, now + 20_000).unwrap() else {
+        panic!("the lease has ended");
+    };
+    assert_eq!((late.id.as_str(), late.attempts), ("e00", 2));
+    outbox.mark_delivered("e00", now).unwrap();
+    // A late failure report from the first holder does not resurrect it.
+    outbox.mark_failed("e00", "late", Some(now)).unwrap();
+    let entry = outbox.entry("e00").unwrap().unwrap();
+    assert_eq!(
+        (entry.delivered_at, entry.next_attempt_at),
+        (Some(now), None)
+    );
 }

@@ -14,6 +14,7 @@
 //! fraction of a second of them, a killed hub loses nothing); everything else waits for it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -25,8 +26,10 @@ use super::{
     StoredCheckpoint, SyncPolicy,
 };
 use crate::audit::SealedRecord;
+use crate::signals::OutboxQueue;
 use crate::token::trust::{RevocationEntry, RevokedKind};
 
+mod outbox;
 mod schema;
 mod tls;
 
@@ -200,18 +203,10 @@ impl PgStore {
         &self,
         call: impl Future<Output = Result<T, PgError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
         let Some(runtime) = &self.runtime else {
             return Err(StoreError::WriterStopped(self.shown.clone()));
         };
-        runtime.spawn(async move {
-            let _ = reply.send(call.await);
-        });
-        match answer.recv() {
-            Ok(outcome) => outcome.map_err(|e| e.into_store(&self.shown)),
-            // The task was dropped: the runtime is shutting down.
-            Err(_) => Err(StoreError::WriterStopped(self.shown.clone())),
-        }
+        run_on(runtime.handle(), &self.shown, call)
     }
 
     /// A write: refused once the store is closed.
@@ -237,6 +232,24 @@ impl PgStore {
         } else {
             "SET LOCAL synchronous_commit = off"
         }
+    }
+}
+
+/// Runs `call` on the runtime `handle` drives and waits for it, from any thread (an event
+/// loop's included: it only blocks this thread, as a SQLite commit does).
+fn run_on<T: Send + 'static>(
+    handle: &tokio::runtime::Handle,
+    shown: &str,
+    call: impl Future<Output = Result<T, PgError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = reply.send(call.await);
+    });
+    match answer.recv() {
+        Ok(outcome) => outcome.map_err(|e| e.into_store(shown)),
+        // The task was dropped: the runtime is shutting down.
+        Err(_) => Err(StoreError::WriterStopped(shown.to_owned())),
     }
 }
 
@@ -1050,6 +1063,17 @@ impl Backend for PgStore {
                 .transpose()?;
             Ok(expires.is_some_and(|expires| expires >= now))
         })
+    }
+
+    fn outbox_queue(&self) -> Result<Arc<dyn OutboxQueue>, StoreError> {
+        let Some(runtime) = &self.runtime else {
+            return Err(StoreError::WriterStopped(self.shown.clone()));
+        };
+        Ok(Arc::new(outbox::PgOutbox::new(
+            runtime.handle().clone(),
+            self.pool(),
+            self.shown.clone(),
+        )))
     }
 
     fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError> {

@@ -96,6 +96,23 @@ CREATE TABLE IF NOT EXISTS sealed_secrets (
 );
 ";
 
+/// Version 3: the webhook outbox, one queue for every hub's dispatcher. `seq` orders entries
+/// created in the same millisecond.
+const VERSION_3: &str = "
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    id              TEXT PRIMARY KEY,
+    seq             BIGSERIAL,
+    body            TEXT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    attempts        BIGINT NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    delivered_at    BIGINT,
+    last_error      TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_pending
+    ON webhook_outbox(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+";
+
 /// Brings the database up to [`schema::VERSION`] in one transaction; refuses a newer one.
 pub(super) async fn migrate(
     client: &mut tokio_postgres::Client,
@@ -121,6 +138,9 @@ pub(super) async fn migrate(
     }
     if found < 2 {
         tx.batch_execute(VERSION_2).await?;
+    }
+    if found < 3 {
+        tx.batch_execute(VERSION_3).await?;
     }
     if found < schema::VERSION {
         tx.execute(

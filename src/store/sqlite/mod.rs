@@ -635,6 +635,13 @@ impl Backend for SqliteStore {
         Ok(self.ephemeral.take_challenge(challenge, verifier, now))
     }
 
+    fn outbox_queue(&self) -> Result<std::sync::Arc<dyn crate::signals::OutboxQueue>, StoreError> {
+        // A connection of its own, as before the interface: the outbox commits each write.
+        crate::signals::SqliteQueue::open(&self.path)
+            .map(|queue| std::sync::Arc::new(queue) as _)
+            .map_err(|e| StoreError::Corrupt(self.shown.clone(), e.to_string()))
+    }
+
     fn sealed_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
         self.with(|c| {
             c.prepare_cached("SELECT sealed FROM sealed_secrets WHERE name = ?1")?
