@@ -83,6 +83,9 @@ struct Options {
     alg: String,
     /// The `agentseal` binary under test.
     agentseal: PathBuf,
+    /// Hub processes per level, all on the installation's one database; sessions are spread
+    /// over them in turn.
+    hubs: usize,
 }
 
 /// The rounds of each session.
@@ -100,7 +103,8 @@ struct Plan {
 fn usage() -> String {
     "usage: http_load [--sessions C[,C...] (default 10)] [--calls N rounds per session \
      (default 200)] [--warm-up W (default 5)] [--alg ed25519|ml-dsa-65|hybrid (default ed25519)] \
-     [--consume] [--agentseal PATH (default target/release/agentseal)]"
+     [--consume] [--hubs H (default 1)] [--agentseal PATH (default target/release/agentseal)]; \
+     AGENTSEAL_DATABASE_URL=postgres://... puts the installation in PostgreSQL"
         .to_owned()
 }
 
@@ -113,6 +117,7 @@ fn parse_options() -> Result<Options> {
             consume: false,
         },
         alg: "ed25519".to_owned(),
+        hubs: 1,
         agentseal: Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join("release")
@@ -136,12 +141,16 @@ fn parse_options() -> Result<Options> {
             "--consume" => options.plan.consume = true,
             "--alg" => options.alg = value()?,
             "--agentseal" => options.agentseal = PathBuf::from(value()?),
+            "--hubs" => options.hubs = value()?.parse()?,
             "-h" | "--help" => {
                 println!("{}", usage());
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}\n{}", usage()).into()),
         }
+    }
+    if options.hubs == 0 {
+        return Err("--hubs must be at least 1".into());
     }
     if options.plan.calls == 0 || options.sessions.contains(&0) {
         return Err("--calls and every --sessions value must be at least 1".into());
@@ -204,17 +213,18 @@ impl Installation {
         Ok(hub)
     }
 
-    /// One access token per agent 0..count, for `hub` (default lifetime, every scope).
-    fn access_tokens(&self, hub: &Hub, count: usize) -> Result<Vec<String>> {
-        let audience = hub.mcp_url();
-        (0..count)
-            .map(|i| {
-                let agent = agent_id(i);
-                let args = ["access-token", "issue", "--agent", &agent];
-                let token = self.cli(&[&args[..], &["--audience", &audience]].concat())?;
-                Ok(token.trim().to_owned())
-            })
-            .collect()
+    /// An access token for agent `i` on `hub` (default lifetime, every scope).
+    fn access_token(&self, hub: &Hub, i: usize) -> Result<String> {
+        let (agent, audience) = (agent_id(i), hub.mcp_url());
+        let token = self.cli(&[
+            "access-token",
+            "issue",
+            "--agent",
+            &agent,
+            "--audience",
+            &audience,
+        ])?;
+        Ok(token.trim().to_owned())
     }
 }
 
@@ -512,10 +522,10 @@ struct Level {
     sign: Option<Latency>,
     verify: Option<Latency>,
     connect: Option<Latency>,
-    /// The hub right after start-up, and after the run.
+    /// The (first) hub right after start-up, and after the run.
     hub_idle: ProcessSample,
     hub_after: ProcessSample,
-    /// CPU time the hub and this harness spent in the timed phase.
+    /// CPU time the hubs (all of them) and this harness spent in the timed phase.
     hub_cpu: Duration,
     client_cpu: Duration,
     /// What the hub logged (at its default level, warnings and errors) besides its start.
@@ -528,15 +538,21 @@ async fn run_level(
     options: &Options,
     sessions: usize,
 ) -> Result<Level> {
-    let hub = installation.serve()?;
-    let pid = hub.pid().to_string();
-    let hub_idle = sample(&pid)?;
-    let tokens = installation.access_tokens(&hub, sessions)?;
+    let hubs = (0..options.hubs)
+        .map(|_| installation.serve())
+        .collect::<Result<Vec<Hub>>>()?;
+    let pids: Vec<String> = hubs.iter().map(|h| h.pid().to_string()).collect();
+    let hub_idle = sample(&pids[0])?;
+    // Session i talks to hub i mod H.
+    let tokens = (0..sessions)
+        .map(|i| installation.access_token(&hubs[i % hubs.len()], i))
+        .collect::<Result<Vec<String>>>()?;
+    let logs = |hubs: &[Hub]| hubs.iter().map(Hub::log).collect::<Vec<_>>().join("");
 
     // All sessions connect at once, as a fleet of agents starting together would.
     let mut connecting = tokio::task::JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
-        let url = hub.mcp_url();
+        let url = hubs[i % hubs.len()].mcp_url();
         connecting.spawn(async move { (i, connect(url, token).await) });
     }
     let mut opened: Vec<Option<Session>> = (0..sessions).map(|_| None).collect();
@@ -544,7 +560,7 @@ async fn run_level(
     while let Some(joined) = connecting.join_next().await {
         let (i, result) = joined?;
         let (session, elapsed) =
-            result.map_err(|e| format!("{}: connecting: {e}\n{}", agent_id(i), hub.log()))?;
+            result.map_err(|e| format!("{}: connecting: {e}\n{}", agent_id(i), logs(&hubs)))?;
         opened[i] = Some(session);
         connect_times.push(elapsed);
     }
@@ -568,15 +584,20 @@ async fn run_level(
     }
     barrier.wait().await;
     let start = Instant::now();
-    let (hub_before, client_before) = (sample(&pid)?, sample("self")?);
+    let hubs_cpu =
+        |pids: &[String]| -> Result<Duration> { pids.iter().map(|pid| Ok(sample(pid)?.cpu)).sum() };
+    let (hub_before, client_before) = (hubs_cpu(&pids)?, sample("self")?);
     let mut reports = Vec::with_capacity(sessions);
     while let Some(report) = running.join_next().await {
         reports.push(report?);
     }
     let wall = start.elapsed();
-    let (hub_after, client_after) = (sample(&pid)?, sample("self")?);
-    let log = hub.log();
-    hub.terminate()?;
+    let (hub_cpu_after, hub_after, client_after) =
+        (hubs_cpu(&pids)?, sample(&pids[0])?, sample("self")?);
+    let log = logs(&hubs);
+    for hub in hubs {
+        hub.terminate()?;
+    }
 
     let mut level = Level {
         sessions,
@@ -588,7 +609,7 @@ async fn run_level(
         connect: Latency::new(connect_times),
         hub_idle,
         hub_after,
-        hub_cpu: hub_after.cpu.saturating_sub(hub_before.cpu),
+        hub_cpu: hub_cpu_after.saturating_sub(hub_before),
         client_cpu: client_after.cpu.saturating_sub(client_before.cpu),
         hub_log: log
             .lines()
@@ -684,6 +705,17 @@ async fn main_inner() -> Result<bool> {
          of the ring + one `verify_peer`{consume} of the token the previous agent signed for it), \
          {} warm-up rounds not counted; a fresh hub per row.",
         options.alg, options.plan.calls, options.plan.warm_up
+    );
+    let database = match std::env::var("AGENTSEAL_DATABASE_URL") {
+        Ok(url) => agentseal::store::Location::parse(&url)
+            .map(|l| format!("PostgreSQL ({l})"))
+            .unwrap_or_else(|_| "an invalid AGENTSEAL_DATABASE_URL".into()),
+        Err(_) => "SQLite in the data directory".into(),
+    };
+    println!(
+        "Database: {database}; {} hub process(es) per row, sessions spread over them in turn; \
+         CPU per call sums the hubs.",
+        options.hubs
     );
     println!("Machine: {before} at the start, {after} at the end.");
     println!(

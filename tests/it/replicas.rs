@@ -274,3 +274,184 @@ fn a_dump_of_the_database_holds_no_seed_in_any_encoding() {
         );
     }
 }
+
+/// Allows everything, without a rate limit: the load below is about the database.
+const ALLOW_ALL: &str = "package agentseal\n\nimport rego.v1\n\ndecision := {\"allow\": true}\n";
+
+/// What a successful `sign_action` answered: its token id and token.
+fn signed(answer: &crate::common::hub::Answer) -> Option<(String, String)> {
+    if answer.status != 200 {
+        return None;
+    }
+    let message = answer.message();
+    let result = &message["result"];
+    if result["isError"] == true {
+        return None;
+    }
+    let content = &result["structuredContent"];
+    Some((
+        content["token_id"].as_str()?.to_owned(),
+        content["token"].as_str()?.to_owned(),
+    ))
+}
+
+/// Two hubs, 10,000 concurrent calls spread over both, and hub B killed (SIGKILL) half-way,
+/// while revocations go through it: every call either hub acknowledged has its audit record,
+/// every revocation B acknowledged is in the database, and the one log verifies. One call in
+/// five signs (its token id finds its record); the others are `whoami`, audited the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_calls_over_two_hubs_and_a_killed_hub_lose_nothing_acknowledged() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const CALLS: usize = 10_000;
+    const CONCURRENCY: usize = 48;
+
+    let database = postgres::database();
+    let a = Replica::new(&database);
+    a.cli(&["init", "--alg", "ed25519"]);
+    a.cli(&["agent", "create", ALICE, "--alg", "ed25519"]);
+    let b = Replica::new(&database);
+    let file = a.dir.parent().unwrap().join("replica.age");
+    a.cli(&["replica", "export", file.to_str().unwrap()]);
+    b.cli(&["replica", "join", file.to_str().unwrap()]);
+    let policy = a.dir.parent().unwrap().join("allow.rego");
+    std::fs::write(&policy, ALLOW_ALL).unwrap();
+    let policy = policy.to_str().unwrap().to_owned();
+    let serve =
+        |replica: &Replica| spawn_hub(&replica.dir, "file", &["--policy", &policy], &replica.env());
+    let hub_a = serve(&a);
+    let hub_b = serve(&b);
+    let urls = [hub_a.mcp_url(), hub_b.mcp_url()];
+    let tokens = [a.access_token(&hub_a, ALICE), a.access_token(&hub_b, ALICE)];
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
+    let on_b = Arc::new(Mutex::new(Vec::<String>::new()));
+    let revoked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let whoamis = Arc::new(AtomicUsize::new(0));
+    let b_alive = Arc::new(AtomicBool::new(true));
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..CALLS {
+        let permit = permits.clone().acquire_owned().await.unwrap();
+        let (url, token) = (urls[n % 2].clone(), tokens[n % 2].clone());
+        let (acknowledged, b_signed, done) = (acknowledged.clone(), on_b.clone(), done.clone());
+        let (acknowledged_calls, tool) = (
+            whoamis.clone(),
+            if n % 5 == 0 { "sign_action" } else { "whoami" },
+        );
+        calls.spawn(async move {
+            let arguments = if tool == "whoami" {
+                json!({})
+            } else {
+                json!({"action": "deploy", "audience": BOB, "arguments": {"n": n}})
+            };
+            let answer =
+                crate::common::hub::try_call_tool(&url, Some(&token), tool, arguments).await;
+            if tool == "whoami" {
+                if answer.is_ok_and(|a| a.status == 200 && a.message()["result"]["isError"] != true)
+                {
+                    acknowledged_calls.fetch_add(1, Ordering::Relaxed);
+                }
+            } else if let Some((jti, signed_token)) = answer.ok().as_ref().and_then(signed) {
+                acknowledged.lock().unwrap().push(jti);
+                if n % 2 == 1 {
+                    b_signed.lock().unwrap().push(signed_token);
+                }
+                acknowledged_calls.fetch_add(1, Ordering::Relaxed);
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            drop(permit);
+        });
+        // Revocations through B while it lives: one for every 50 calls.
+        if n % 50 == 49 && b_alive.load(Ordering::Relaxed) {
+            let token = on_b.lock().unwrap().pop();
+            if let Some(token) = token {
+                let (url, bearer, revoked) = (urls[1].clone(), tokens[1].clone(), revoked.clone());
+                calls.spawn(async move {
+                    let answer = crate::common::hub::try_call_tool(
+                        &url,
+                        Some(&bearer),
+                        "revoke",
+                        json!({"token": token, "reason": "load test"}),
+                    )
+                    .await;
+                    if let Ok(answer) = answer
+                        && answer.status == 200
+                        && answer.message()["result"]["isError"] != true
+                    {
+                        let ids = &answer.message()["result"]["structuredContent"]["ids"];
+                        for id in ids.as_array().into_iter().flatten() {
+                            revoked
+                                .lock()
+                                .unwrap()
+                                .push(id.as_str().unwrap().to_owned());
+                        }
+                    }
+                });
+            }
+        }
+        if n == CALLS / 2 {
+            // Hub B dies with calls in flight.
+            let status = Command::new("kill")
+                .args(["-KILL", &hub_b.pid().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            b_alive.store(false, Ordering::Relaxed);
+        }
+    }
+    while calls.join_next().await.is_some() {}
+    assert_eq!(done.load(Ordering::Relaxed), CALLS);
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let revoked = revoked.lock().unwrap().clone();
+    // Every call to A and the first half of B's were answered.
+    let answered = whoamis.load(Ordering::Relaxed);
+    assert!(
+        answered >= CALLS / 2 + CALLS / 4 - CONCURRENCY,
+        "only {answered} calls acknowledged"
+    );
+    assert!(
+        revoked.len() >= 10,
+        "only {} revocations acknowledged",
+        revoked.len()
+    );
+
+    let store =
+        agentseal::store::Store::connect(&agentseal::store::Location::parse(&database).unwrap())
+            .unwrap();
+    for jti in &revoked {
+        assert!(
+            store
+                .revocation(agentseal::token::trust::RevokedKind::Token, jti)
+                .unwrap()
+                .is_some(),
+            "acknowledged revocation {jti} lost"
+        );
+    }
+    let mut recorded = std::collections::HashSet::new();
+    store
+        .audit_records(1, &mut |record| {
+            let body: Value = serde_json::from_str(&record.body).unwrap();
+            if let Some(id) = body["details"]["result"]["token_id"].as_str() {
+                recorded.insert(id.to_owned());
+            }
+            true
+        })
+        .unwrap();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|jti| !recorded.contains(*jti))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged calls have no audit record: {lost:?}",
+        lost.len()
+    );
+
+    drop(hub_a);
+    let verified: Value = serde_json::from_str(&a.cli(&["audit", "verify"])).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert!(verified["records"].as_u64().unwrap() as usize >= answered);
+}

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use tokio_postgres::types::ToSql;
 
 use super::location::PgLocation;
 use super::{
@@ -809,24 +810,31 @@ impl Backend for PgStore {
         self.write(async move {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await?;
-            tx.batch_execute(relaxed).await?;
             let lock = tx
                 .prepare_cached("SELECT pg_advisory_xact_lock($1)")
                 .await?;
-            tx.execute(&lock, &[&AUDIT_LOCK]).await?;
             let last = tx
                 .prepare_cached(&format!("{RECORD_COLUMNS} ORDER BY seq DESC LIMIT 1"))
                 .await?;
-            let last = tx
-                .query_opt(&last, &[])
-                .await?
-                .map(|row| sealed_record(&row))
-                .transpose()?;
+            // One round trip: the statements go out together and run in order, so the last
+            // record is read after the lock is held (each statement takes a fresh snapshot).
+            let (set, locked, last) = tokio::join!(
+                tx.batch_execute(relaxed),
+                tx.execute(&lock, &[&AUDIT_LOCK]),
+                tx.query_opt(&last, &[])
+            );
+            set?;
+            locked?;
+            let last = last?.map(|row| sealed_record(&row)).transpose()?;
             let record = seal(last.as_ref())?;
             let insert = tx
                 .prepare_cached(
-                    "INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "WITH record AS (
+                         INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
+                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq
+                     )
+                     INSERT INTO meta(key, value) SELECT 'audit_head', $7 FROM record
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 )
                 .await?;
             tx.execute(
@@ -838,13 +846,8 @@ impl Backend for PgStore {
                     &record.hash,
                     &record.kid,
                     &record.sig,
+                    &format!("{}:{}", record.seq, record.hash),
                 ],
-            )
-            .await?;
-            let head = tx.prepare_cached(UPSERT_META).await?;
-            tx.execute(
-                &head,
-                &[&"audit_head", &format!("{}:{}", record.seq, record.hash)],
             )
             .await?;
             tx.commit().await?;
@@ -1123,19 +1126,29 @@ impl Backend for PgStore {
         self.write(async move {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await?;
-            tx.batch_execute(relaxed).await?;
             let lock = tx
                 .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('rate:' || $1, 0))")
                 .await?;
-            tx.execute(&lock, &[&key]).await?;
             let prune = tx
                 .prepare_cached("DELETE FROM rate_events WHERE key = $1 AND at <= $2")
                 .await?;
-            tx.execute(&prune, &[&key, &(now - per_seconds)]).await?;
             let window = tx
                 .prepare_cached("SELECT COUNT(*), MIN(at) FROM rate_events WHERE key = $1")
                 .await?;
-            let row = tx.query_one(&window, &[&key]).await?;
+            // One round trip, run in order: the window is read under the key's lock.
+            let since = now - per_seconds;
+            let (by_key, by_key_since): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+                (&[&key], &[&key, &since]);
+            let (set, locked, pruned, row) = tokio::join!(
+                tx.batch_execute(relaxed),
+                tx.execute(&lock, by_key),
+                tx.execute(&prune, by_key_since),
+                tx.query_one(&window, by_key)
+            );
+            set?;
+            locked?;
+            pruned?;
+            let row = row?;
             let (held, oldest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
             if held >= i64::from(count) {
                 let oldest = oldest.unwrap_or(now);
