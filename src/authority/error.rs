@@ -188,3 +188,31 @@ pub(super) fn renewal_hint(reason: &VerifyError) -> &'static str {
         _ => "",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_and_a_replica_without_its_key_have_codes_of_their_own() {
+        let unavailable = ServiceError::Store(StoreError::Unavailable {
+            location: "postgres://h/db".into(),
+            detail: "connection refused".into(),
+        });
+        assert_eq!(unavailable.code(), "database_unavailable");
+        let batch = ServiceError::Store(StoreError::Batch(std::sync::Arc::new(
+            StoreError::Unavailable {
+                location: "postgres://h/db".into(),
+                detail: "timeout".into(),
+            },
+        )));
+        assert_eq!(batch.code(), "database_unavailable");
+        let refused = ServiceError::Store(StoreError::Corrupt("db".into(), "x".into()));
+        assert_eq!(refused.code(), "database_error");
+        let not_joined = ServiceError::KeyStore(KeyStoreError::NotJoined {
+            detail: "no key".into(),
+        });
+        assert_eq!(not_joined.code(), "replica_not_joined");
+        assert!(not_joined.to_string().contains("agentseal replica join"));
+    }
+}

@@ -332,11 +332,14 @@ async fn ten_thousand_calls_over_two_hubs_and_a_killed_hub_lose_nothing_acknowle
     let whoamis = Arc::new(AtomicUsize::new(0));
     let b_alive = Arc::new(AtomicBool::new(true));
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    // Connections kept alive between calls, as a client fleet's would be.
+    let client = reqwest::Client::new();
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..CALLS {
         let permit = permits.clone().acquire_owned().await.unwrap();
         let (url, token) = (urls[n % 2].clone(), tokens[n % 2].clone());
         let (acknowledged, b_signed, done) = (acknowledged.clone(), on_b.clone(), done.clone());
+        let client = client.clone();
         let (acknowledged_calls, tool) = (
             whoamis.clone(),
             if n % 5 == 0 { "sign_action" } else { "whoami" },
@@ -348,7 +351,8 @@ async fn ten_thousand_calls_over_two_hubs_and_a_killed_hub_lose_nothing_acknowle
                 json!({"action": "deploy", "audience": BOB, "arguments": {"n": n}})
             };
             let answer =
-                crate::common::hub::try_call_tool(&url, Some(&token), tool, arguments).await;
+                crate::common::hub::try_call_tool_on(&client, &url, Some(&token), tool, arguments)
+                    .await;
             if tool == "whoami" {
                 if answer.is_ok_and(|a| a.status == 200 && a.message()["result"]["isError"] != true)
                 {
@@ -454,4 +458,181 @@ async fn ten_thousand_calls_over_two_hubs_and_a_killed_hub_lose_nothing_acknowle
     let verified: Value = serde_json::from_str(&a.cli(&["audit", "verify"])).unwrap();
     assert_eq!(verified["valid"], true, "{verified}");
     assert!(verified["records"].as_u64().unwrap() as usize >= answered);
+}
+
+/// PostgreSQL stopped and started again under load: while it is down calls fail promptly with
+/// a clear, retryable error; once it is back the hub's pool reconnects and calls succeed; no
+/// acknowledged call lacks its audit record and the log verifies (nothing half-written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restart_under_load_fails_calls_cleanly_and_they_succeed_after() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let cluster = postgres::Cluster::start();
+    let database = cluster.database();
+    let a = Replica::new(&database);
+    a.cli(&["init", "--alg", "ed25519"]);
+    a.cli(&["agent", "create", ALICE, "--alg", "ed25519"]);
+    let policy = a.dir.parent().unwrap().join("allow.rego");
+    std::fs::write(&policy, ALLOW_ALL).unwrap();
+    let hub = spawn_hub(
+        &a.dir,
+        "file",
+        &["--policy", policy.to_str().unwrap()],
+        &a.env(),
+    );
+    let token = a.access_token(&hub, ALICE);
+    let url = hub.mcp_url();
+
+    /// What one call came to.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Outcome {
+        Signed(String),
+        /// A tool error or HTTP status, with the error's code or message.
+        Failed(String),
+    }
+    let outcomes = Arc::new(Mutex::new(Vec::<(Instant, Duration, Outcome)>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = reqwest::Client::new();
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..6 {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (outcomes, stop) = (outcomes.clone(), stop.clone());
+        load.spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let started = Instant::now();
+                let answer = crate::common::hub::try_call_tool_on(
+                    &client,
+                    &url,
+                    Some(&token),
+                    "sign_action",
+                    json!({"action": "deploy", "audience": BOB, "arguments": {"w": worker, "n": n}}),
+                )
+                .await
+                .unwrap();
+                let outcome = match signed(&answer) {
+                    Some((jti, _)) => Outcome::Signed(jti),
+                    None if answer.status != 200 => {
+                        Outcome::Failed(format!("HTTP {}: {}", answer.status, answer.body))
+                    }
+                    None => Outcome::Failed(answer.message()["result"].to_string()),
+                };
+                outcomes
+                    .lock()
+                    .unwrap()
+                    .push((started, started.elapsed(), outcome));
+            }
+        });
+    }
+    let count = |since: Instant, signed: bool| {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _, o)| *at >= since && matches!(o, Outcome::Signed(_)) == signed)
+            .count()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let start = Instant::now();
+    wait_for("calls before the stop", &|| count(start, true) >= 50);
+
+    cluster.pg_ctl_stop();
+    let down = Instant::now();
+    wait_for("failures while down", &|| count(down, false) >= 30);
+    cluster.pg_ctl_start();
+    let up = Instant::now();
+    wait_for("calls after the restart", &|| count(up, true) >= 50);
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    // While the database was down, calls failed with the retryable code, promptly.
+    let failures: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(at, took, o)| match o {
+            Outcome::Failed(why) if *at >= down && *at < up => Some((took, why)),
+            _ => None,
+        })
+        .collect();
+    assert!(failures.len() >= 30);
+    for (took, why) in &failures {
+        assert!(why.contains("database_unavailable"), "{why}");
+        assert!(
+            **took < Duration::from_secs(15),
+            "a call took {took:?} to fail"
+        );
+    }
+    // Every acknowledged signature has its audit record; the log verifies.
+    let store =
+        agentseal::store::Store::connect(&agentseal::store::Location::parse(&database).unwrap())
+            .unwrap();
+    let mut recorded = std::collections::HashSet::new();
+    store
+        .audit_records(1, &mut |record| {
+            let body: Value = serde_json::from_str(&record.body).unwrap();
+            if let Some(id) = body["details"]["result"]["token_id"].as_str() {
+                recorded.insert(id.to_owned());
+            }
+            true
+        })
+        .unwrap();
+    for (_, _, outcome) in &outcomes {
+        if let Outcome::Signed(jti) = outcome {
+            assert!(
+                recorded.contains(jti),
+                "acknowledged {jti} has no audit record"
+            );
+        }
+    }
+    drop(hub);
+    let verified: Value = serde_json::from_str(&a.cli(&["audit", "verify"])).unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+}
+
+/// TLS to the database: with `sslmode=require` and the server's CA as `sslrootcert` the store
+/// connects over TLS; a CA that did not issue the server's certificate, or a name the
+/// certificate does not carry, is refused.
+#[test]
+fn tls_to_the_database_verifies_the_servers_certificate() {
+    let (cluster, ca) = postgres::Cluster::start_tls();
+    let name = cluster.database().rsplit('/').next().unwrap().to_owned();
+    let url = |host: &str, root: &std::path::Path| {
+        format!(
+            "postgres://agentseal@{host}:{}/{name}?sslmode=require&hostaddr=127.0.0.1&sslrootcert={}",
+            cluster.port,
+            root.display()
+        )
+    };
+    let open = |url: String| {
+        agentseal::store::Store::connect(&agentseal::store::Location::parse(&url).unwrap())
+    };
+    let store = open(url("localhost", &ca)).unwrap();
+    store.set_meta(&[("k", "over tls")]).unwrap();
+    assert_eq!(store.meta("k").unwrap().as_deref(), Some("over tls"));
+    let encrypted = cluster.psql(
+        &name,
+        "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.application_name = 'agentseal'",
+    );
+    assert_eq!(encrypted.trim(), "t", "the store's connections are not TLS");
+
+    // Another CA: the server's certificate does not chain to it.
+    let (_other, other_ca) = postgres::Cluster::start_tls();
+    let refused = open(url("localhost", &other_ca)).err().expect("connected");
+    assert!(
+        refused.is_retryable() || refused.to_string().contains("certificate"),
+        "{refused}"
+    );
+    // A name the certificate does not carry.
+    let refused = open(url("db.example", &ca)).err().expect("connected");
+    assert!(refused.to_string().contains("database"), "{refused}");
 }

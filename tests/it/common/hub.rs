@@ -289,12 +289,23 @@ pub fn mcp_request_to(
     name: Option<&str>,
     params: Value,
 ) -> reqwest::RequestBuilder {
+    mcp_request_on(&reqwest::Client::new(), url, method, name, params)
+}
+
+/// As [`mcp_request_to`], on `client` (whose connections are kept alive between requests).
+pub fn mcp_request_on(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    name: Option<&str>,
+    params: Value,
+) -> reqwest::RequestBuilder {
     let mut params = params;
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {},
     });
-    let mut request = reqwest::Client::new()
+    let mut request = client
         .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -336,7 +347,19 @@ pub async fn try_call_tool(
     tool: &str,
     arguments: Value,
 ) -> Result<Answer, reqwest::Error> {
-    let mut request = mcp_request_to(
+    try_call_tool_on(&reqwest::Client::new(), url, token, tool, arguments).await
+}
+
+/// As [`try_call_tool`], on `client`.
+pub async fn try_call_tool_on(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    tool: &str,
+    arguments: Value,
+) -> Result<Answer, reqwest::Error> {
+    let mut request = mcp_request_on(
+        client,
         url,
         "tools/call",
         Some(tool),

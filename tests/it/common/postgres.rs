@@ -54,6 +54,108 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Makes and starts a new cluster; the watchdog removes it when this process ends.
     pub fn start() -> Cluster {
+        Cluster::start_with(|_| {})
+    }
+
+    /// A cluster that offers TLS with a certificate for `localhost` (and only that name),
+    /// issued by a CA of its own; returns it and that CA's certificate (PEM). Made with the
+    /// `openssl` command.
+    pub fn start_tls() -> (Cluster, PathBuf) {
+        let pki = tempfile::Builder::new()
+            .prefix("agentseal-pki-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let ca = pki.join("ca.pem");
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&pki)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=agentseal test CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    "/CN=localhost",
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            pki.join("server.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
+        ]);
+        let cluster = Cluster::start_with(|data| {
+            for file in ["server.crt", "server.key"] {
+                std::fs::copy(pki.join(file), data.join(file)).unwrap();
+            }
+            let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+            conf.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(data.join("postgresql.conf"), conf).unwrap();
+        });
+        (cluster, ca)
+    }
+
+    /// As [`Cluster::start`], with `configure` run on the data directory before the server
+    /// first starts.
+    fn start_with(configure: impl FnOnce(&Path)) -> Cluster {
         let bin = bin_dir();
         let as_postgres = is_root();
         let dir = tempfile::Builder::new()
@@ -96,6 +198,21 @@ impl Cluster {
             "initdb: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        configure(&data);
+        if cluster.as_postgres {
+            // What `configure` wrote (a key the server refuses unless its own and private).
+            let owned = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status()
+                .unwrap();
+            assert!(owned.success());
+        }
+        let key = data.join("server.key");
+        if key.exists() {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         cluster.pg_ctl_start();
         cluster.watch();
         cluster

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentseal::authority::{Installation, ServiceError};
+use agentseal::reason::VerifyError;
 use agentseal::token::access::{AccessGrant, Scope};
 use agentseal::verify::remote::HubTrust;
 use axum::Router;
@@ -559,6 +560,19 @@ async fn authenticate(hub: &Arc<Hub>, parts: &Parts) -> Result<AccessGrant, Resp
     let (installation, resource) = (hub.installation.clone(), hub.resource.clone());
     match crate::core_call(move || installation.authorize(&token, &resource)).await {
         Ok(Ok(grant)) => Ok(grant),
+        // The hub's own database did not answer: the token may be fine. A 401 would tell the
+        // client to get a new one; this is the server's trouble, and passes.
+        Ok(Err(VerifyError::RevocationUnavailable)) => {
+            tracing::warn!("access token not checked: the database is unavailable");
+            let mut response = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable: the access token could not be checked now; retry",
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Err(response)
+        }
         Ok(Err(error)) => {
             tracing::info!(reason = error.code(), "access token refused");
             let text = error.to_string();
