@@ -210,6 +210,9 @@ impl std::fmt::Debug for Installation {
     }
 }
 
+/// The metadata row that `init` claims before it makes any key (its value: the install id).
+const INIT_CLAIM: &str = "init_claim";
+
 /// The embedded default: SQLite in the data directory.
 pub fn sqlite_in(data_dir: &Path) -> Location {
     Location::Sqlite(data_dir.join(DATABASE_FILE))
@@ -249,15 +252,6 @@ impl Installation {
             return Err(ServiceError::AlreadyInitialized(data_dir.to_owned()));
         }
         let install_id = clock::random_id()?;
-        let local = keystore::open(key_store, data_dir)?;
-        let keys: Arc<dyn KeyStore> = match database {
-            Location::Sqlite(_) => local,
-            Location::Postgres(_) => Arc::new(sealed::SealedKeyStore::create(
-                local,
-                store.clone(),
-                &install_id,
-            )?),
-        };
         let ca_id = options
             .ca_id
             .clone()
@@ -267,6 +261,78 @@ impl Installation {
                 "invalid CA id {ca_id:?}"
             )));
         }
+        // Of processes creating an installation in one database at once (hubs starting
+        // together), one goes on; the others find it taken, and none mixes its keys in.
+        if !store.claim_meta(INIT_CLAIM, &install_id)? {
+            if store.meta("ca_id")?.is_some() {
+                return Err(ServiceError::AlreadyInitialized(data_dir.to_owned()));
+            }
+            return Err(ServiceError::InvalidInput(format!(
+                "another `agentseal init` is creating an installation in {} (or one failed half-way: remove the meta row {INIT_CLAIM:?} once none runs)",
+                store.location()
+            )));
+        }
+        let created = Installation::create_in(
+            data_dir,
+            &store,
+            database,
+            key_store,
+            options,
+            &install_id,
+            ca_id,
+        );
+        if created.is_err() {
+            // Nothing of a failed creation may block the next one.
+            let _ = store.remove_meta(&[INIT_CLAIM]);
+        }
+        created
+    }
+
+    /// The rest of [`Installation::init_in`], once this process has claimed the database.
+    fn create_in(
+        data_dir: &Path,
+        store: &Arc<Store>,
+        database: &Location,
+        key_store: KeyStoreKind,
+        options: &InitOptions,
+        install_id: &str,
+        ca_id: String,
+    ) -> Result<Installation, ServiceError> {
+        let store = store.clone();
+        let install_id = install_id.to_owned();
+        let local = keystore::open(key_store, data_dir)?;
+        let keys: Arc<dyn KeyStore> = match database {
+            Location::Sqlite(_) => local,
+            Location::Postgres(_) => {
+                if store.sealed_secret(sealed::CHECK)?.is_some() {
+                    return Err(ServiceError::Store(store.corrupt(
+                        "sealed keys without an installation: refusing to seal new ones over them",
+                    )));
+                }
+                Arc::new(sealed::SealedKeyStore::create(
+                    local,
+                    store.clone(),
+                    &install_id,
+                )?)
+            }
+        };
+        let made = Installation::make_ca(data_dir, store.clone(), keys, options, install_id, ca_id);
+        if made.is_err() && matches!(database, Location::Postgres(_)) {
+            // Ours: written by `SealedKeyStore::create` above.
+            let _ = store.delete_sealed_secret(sealed::CHECK);
+        }
+        made
+    }
+
+    /// The CA's keys and the installation's records, in a database claimed for it.
+    fn make_ca(
+        data_dir: &Path,
+        store: Arc<Store>,
+        keys: Arc<dyn KeyStore>,
+        options: &InitOptions,
+        install_id: String,
+        ca_id: String,
+    ) -> Result<Installation, ServiceError> {
         let limits = serde_json::to_string(&options.limits).expect("limits serialize");
         let mut public = Vec::new();
         let mut signers = Vec::new();
@@ -454,9 +520,10 @@ impl Installation {
     /// Deletes the installation: every CA and agent key from the key store, then the database
     /// and key file. Irreversible; returns how many keys were deleted.
     ///
-    /// With a shared database, the sealed seeds are deleted from it and this replica's
-    /// key-encryption key from its key store; the database's tables stay for the operator to
-    /// drop (other replicas may still be pointed at it).
+    /// With a shared database this destroys the installation for every replica: the sealed
+    /// seeds and the check value are deleted from the database (no replica can sign again) and
+    /// this replica's key-encryption key from its key store; the tables stay for the operator
+    /// to drop, and other replicas' key stores keep a key that now opens nothing.
     pub fn destroy(self) -> Result<usize, ServiceError> {
         let mut deleted = self.delete_keys()?;
         if let Location::Postgres(_) = self.store.location() {

@@ -5,8 +5,9 @@
 use super::sealed::SealedKeyStore;
 use super::{Installation, ServiceError};
 use crate::clock;
+use crate::crypto::SigningKey;
 use crate::keystore::backup::{BackupEntry, KeyBackup};
-use crate::keystore::{self, KeyName};
+use crate::keystore::{self, KeyName, KeyStore as _, KeyStoreError};
 use crate::store::Location;
 
 /// The entry of a replica file: owner and kind of [`KeyName::replica_kek`].
@@ -70,7 +71,28 @@ impl Installation {
             source,
         })?;
         let local = keystore::open(self.key_store, &self.data_dir)?;
-        SealedKeyStore::check_kek(&self.store, &self.install_id, &entry.seed, local.clone())?;
+        let trial =
+            SealedKeyStore::trial(&self.store, &self.install_id, &entry.seed, local.clone())?;
+        // The check value is the database's: whoever can write it could have sealed one under a
+        // key of their own and sent a file for that key (an age file made for a recipient is
+        // not authenticated). Only the installation's KEK opens the CA's seeds, and only they
+        // give the CA keys on record: the file must open every one of them.
+        let keys = self.ca_keys();
+        for public in &keys.current {
+            let algorithm = public.algorithm();
+            let name = KeyName::ca_key(&self.install_id, algorithm, keys.generation);
+            let opened = trial
+                .get(&name)
+                .map(|seed| SigningKey::from_seed(algorithm, &seed).public_key() == public);
+            if !matches!(opened, Ok(true)) {
+                return Err(ServiceError::KeyStore(KeyStoreError::NotJoined {
+                    detail: format!(
+                        "the key in the file does not open the CA's {algorithm} key sealed in {}",
+                        self.store.location()
+                    ),
+                }));
+            }
+        }
         local.put(&KeyName::replica_kek(&self.install_id), &entry.seed)?;
         Ok(())
     }

@@ -83,14 +83,18 @@ impl SealedKeyStore {
         Ok(sealed)
     }
 
-    /// Checks that `kek` opens the installation's sealed keys in `store`.
-    pub fn check_kek(
+    /// The sealed keys as `kek` opens them, once its check value opens: for a replica about to
+    /// take `kek` to check further (the check value is the database's, so a writer of the
+    /// database could have planted one for a key of its own).
+    pub fn trial(
         store: &Arc<Store>,
         installation: &str,
         kek: &Seed,
         local: Arc<dyn KeyStore>,
-    ) -> Result<(), KeyStoreError> {
-        SealedKeyStore::with_kek(local, store.clone(), installation, kek).check()
+    ) -> Result<SealedKeyStore, KeyStoreError> {
+        let sealed = SealedKeyStore::with_kek(local, store.clone(), installation, kek);
+        sealed.check()?;
+        Ok(sealed)
     }
 
     fn with_kek(

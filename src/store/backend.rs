@@ -44,6 +44,10 @@ pub trait Backend: Send + Sync {
     /// Sets metadata values in one transaction.
     fn set_meta(&self, values: &[(&str, &str)]) -> Result<(), StoreError>;
 
+    /// Sets metadata `key` to `value` unless it is set already: true if this call set it. Of
+    /// processes racing to set one key, exactly one wins.
+    fn claim_meta(&self, key: &str, value: &str) -> Result<bool, StoreError>;
+
     /// Deletes metadata values in one transaction.
     fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError>;
 
@@ -142,7 +146,8 @@ pub trait Backend: Send + Sync {
     fn consumed(&self, issuer: &str, jti: &str) -> Result<bool, StoreError>;
 
     /// Records token `jti` of `issuer` as consumed until `expires_at`, durably; false if it
-    /// already was. Records of tokens expired before `now` may be dropped on the way.
+    /// already was. Records of tokens expired before `now` may be dropped on the way (a shared
+    /// database goes by its own clock, with a margin, so that no hub's clock decides for all).
     fn consume(
         &self,
         issuer: &str,

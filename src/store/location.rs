@@ -42,8 +42,13 @@ impl std::fmt::Display for Location {
 
 impl Location {
     /// Parses a `--database` value: a `postgres://` or `postgresql://` URL, with the driver's
-    /// options (`sslmode=disable|prefer|require`, `connect_timeout`, ...) and `sslrootcert=PATH`.
-    /// TLS, when used, always verifies the server's certificate and name.
+    /// options (`sslmode=disable|prefer|require`, `connect_timeout`, `hostaddr`, ...) and
+    /// `sslrootcert=PATH`. TLS, when used, always verifies the server's certificate and name.
+    ///
+    /// A server off this machine is reached over TLS only: without `sslmode`, or with `prefer`
+    /// (which would fall back to clear text when someone on the path says the server has no
+    /// TLS, and then hand them the password), it is `require`; `disable` is refused. On
+    /// loopback or a Unix socket the driver's default (`prefer`) stands.
     pub fn parse(url: &str) -> Result<Location, StoreError> {
         let invalid = |why: &str| StoreError::InvalidUrl(why.to_owned());
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -82,6 +87,19 @@ impl Location {
         if config.get_dbname().is_none() {
             return Err(invalid("the URL names no database"));
         }
+        let mut config = config;
+        if !on_this_machine(&config) {
+            match config.get_ssl_mode() {
+                tokio_postgres::config::SslMode::Disable => {
+                    return Err(invalid(
+                        "sslmode=disable would send the password and every record in clear text to a server off this machine: use sslmode=require",
+                    ));
+                }
+                _ => {
+                    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                }
+            }
+        }
         let shown = show(&config);
         Ok(Location::Postgres(Box::new(PgLocation {
             config,
@@ -95,6 +113,30 @@ impl PgLocation {
     /// The URL without its password.
     pub fn shown(&self) -> &str {
         &self.shown
+    }
+}
+
+/// Whether every address the URL names is this machine's (loopback, or a Unix socket), where no
+/// one stands between client and server.
+fn on_this_machine(config: &tokio_postgres::Config) -> bool {
+    let loopback = |host: &str| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    };
+    let hosts_local = config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => loopback(name),
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    // A `hostaddr` is where the connection really goes.
+    let addrs = config.get_hostaddrs();
+    if addrs.is_empty() {
+        hosts_local
+    } else {
+        addrs.iter().all(std::net::IpAddr::is_loopback)
     }
 }
 
@@ -141,6 +183,36 @@ mod tests {
             panic!("not postgres")
         };
         assert_eq!(pg.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        // Off this machine: TLS required, whatever the URL says short of refusing it.
+        let mode = |url: &str| match Location::parse(url).unwrap() {
+            Location::Postgres(pg) => pg.config.get_ssl_mode(),
+            Location::Sqlite(_) => unreachable!(),
+        };
+        use tokio_postgres::config::SslMode;
+        assert_eq!(mode("postgres://h@db.example/a"), SslMode::Require);
+        assert_eq!(
+            mode("postgres://h@db.example/a?sslmode=prefer"),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode("postgres://h@10.0.0.5/a?sslmode=require"),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode("postgres://h@localhost/a?hostaddr=10.0.0.5"),
+            SslMode::Require,
+            "hostaddr is where it goes"
+        );
+        // On loopback the driver's default stands; disable is allowed.
+        assert_eq!(mode("postgres://h@127.0.0.1/a"), SslMode::Prefer);
+        assert_eq!(
+            mode("postgres://h@localhost/a?sslmode=disable"),
+            SslMode::Disable
+        );
+        assert_eq!(mode("postgres://h@[::1]:5432/a"), SslMode::Prefer);
+        let clear = Location::parse("postgres://h:pw@db.example/a?sslmode=disable")
+            .expect_err("clear text off the machine");
+        assert!(clear.to_string().contains("sslmode=require"), "{clear}");
         for bad in [
             "mysql://h/a",
             "/var/lib/agentseal.db",

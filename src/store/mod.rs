@@ -39,8 +39,9 @@ pub enum StoreError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
-    /// PostgreSQL refused or failed a statement.
-    #[error("database {location}: {source}")]
+    /// PostgreSQL refused or failed a statement. Shown as the server's message and SQLSTATE
+    /// only (never its DETAIL or HINT, which a database's owner may fill with anything).
+    #[error("database {location}: {}", postgres_summary(source))]
     Postgres {
         /// The database, without its password.
         location: String,
@@ -92,6 +93,16 @@ pub enum StoreError {
     /// The audit record's sealing refused (its caller has the reason); nothing was appended.
     #[error(transparent)]
     SealRefused(#[from] SealRefused),
+}
+
+/// What a PostgreSQL error may show: the server's one-line message and SQLSTATE, control
+/// characters removed; or the driver's own message for an error that did not come from it.
+pub(crate) fn postgres_summary(error: &tokio_postgres::Error) -> String {
+    let text = match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    };
+    text.chars().filter(|c| !c.is_control()).take(512).collect()
 }
 
 impl StoreError {
@@ -216,7 +227,10 @@ impl RevocationSource for Store {
     ) -> Result<Option<RevocationEntry>, VerifyError> {
         self.revocation(RevokedKind::Token, jti)
             .map(|entry| entry.filter(|e| e.in_effect(now)))
-            .map_err(|_| VerifyError::RevocationUnavailable)
+            .map_err(|error| {
+                tracing::warn!(%error, "revocation lookup failed");
+                VerifyError::RevocationUnavailable
+            })
     }
 
     fn certificate_revocation(
@@ -226,7 +240,10 @@ impl RevocationSource for Store {
     ) -> Result<Option<RevocationEntry>, VerifyError> {
         self.revocation(RevokedKind::Certificate, serial)
             .map(|entry| entry.filter(|e| e.in_effect(now)))
-            .map_err(|_| VerifyError::RevocationUnavailable)
+            .map_err(|error| {
+                tracing::warn!(%error, "revocation lookup failed");
+                VerifyError::RevocationUnavailable
+            })
     }
 
     fn freshness(&self, now: i64) -> Freshness {

@@ -42,6 +42,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STATEMENT_TIMEOUT: &str = "30s";
 /// Serializes audit appends across every process sharing the database.
 const AUDIT_LOCK: i64 = 0x6167_7365_616c_0002;
+/// The database's clock in Unix seconds: what records shared by every hub are pruned by.
+const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
+/// Seconds past their expiry that shared records are kept, for hubs whose clocks differ.
+const PRUNE_MARGIN: i64 = 300;
 /// Records read per round trip when walking the audit log.
 const AUDIT_PAGE: i64 = 1_000;
 
@@ -85,7 +89,7 @@ impl PgError {
         match self {
             PgError::Store(e) => e,
             PgError::Pool(PoolError::Backend(e)) | PgError::Db(e) if lost_connection(&e) => {
-                unavailable(e.to_string())
+                unavailable(super::postgres_summary(&e))
             }
             PgError::Pool(PoolError::Backend(e)) | PgError::Db(e) => StoreError::Postgres {
                 location: location.to_owned(),
@@ -371,7 +375,10 @@ impl Backend for PgStore {
             let stmt = c
                 .prepare_cached("SELECT value FROM meta WHERE key = $1")
                 .await?;
-            Ok(c.query_opt(&stmt, &[&key]).await?.map(|r| r.get(0)))
+            Ok(c.query_opt(&stmt, &[&key])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?)
         })
     }
 
@@ -389,6 +396,20 @@ impl Backend for PgStore {
                 tx.execute(&stmt, &[key, value]).await?;
             }
             Ok(tx.commit().await?)
+        })
+    }
+
+    fn claim_meta(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let (pool, key, value) = (self.pool(), key.to_owned(), value.to_owned());
+        self.write(async move {
+            let c = get(&pool).await?;
+            let n = c
+                .execute(
+                    "INSERT INTO meta(key, value) VALUES ($1, $2) ON CONFLICT(key) DO NOTHING",
+                    &[&key, &value],
+                )
+                .await?;
+            Ok(n == 1)
         })
     }
 
@@ -459,7 +480,9 @@ impl Backend for PgStore {
                     &[&cert.agent_id],
                 )
                 .await?
-                .and_then(|r| r.get(0));
+                .map(|r| r.try_get::<_, Option<String>>(0))
+                .transpose()?
+                .flatten();
             if current.as_deref() != Some(expected.as_str()) {
                 return Ok(false);
             }
@@ -533,8 +556,8 @@ impl Backend for PgStore {
                 )
                 .await?
                 .iter()
-                .map(|r| r.get(0))
-                .collect();
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
             insert_certificate(&tx, &cert).await?;
             let revoke = tx.prepare_cached(REVOKE).await?;
             for serial in &earlier {
@@ -579,7 +602,10 @@ impl Backend for PgStore {
                     &[&id],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?)
         })
     }
 
@@ -782,16 +808,20 @@ impl Backend for PgStore {
         issuer: &str,
         jti: &str,
         expires_at: i64,
-        now: i64,
+        _now: i64,
     ) -> Result<bool, StoreError> {
         let (pool, issuer, jti) = (self.pool(), issuer.to_owned(), jti.to_owned());
         self.write(async move {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await?;
+            // By the database's clock, the one all hubs share, less a margin: a hub whose clock
+            // runs ahead must not drop records other hubs still need.
             let prune = tx
-                .prepare_cached("DELETE FROM consumed_tokens WHERE expires_at < $1")
+                .prepare_cached(&format!(
+                    "DELETE FROM consumed_tokens WHERE expires_at < {DB_NOW} - {PRUNE_MARGIN}"
+                ))
                 .await?;
-            tx.execute(&prune, &[&now]).await?;
+            tx.execute(&prune, &[]).await?;
             let insert = tx
                 .prepare_cached(
                     "INSERT INTO consumed_tokens(issuer, jti, expires_at) VALUES ($1, $2, $3)
@@ -1023,16 +1053,18 @@ impl Backend for PgStore {
         challenge: &str,
         verifier: &str,
         expires_at: i64,
-        now: i64,
+        _now: i64,
     ) -> Result<(), StoreError> {
         let (pool, challenge, verifier) = (self.pool(), challenge.to_owned(), verifier.to_owned());
         self.write(async move {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await?;
             let prune = tx
-                .prepare_cached("DELETE FROM challenges WHERE expires_at < $1")
+                .prepare_cached(&format!(
+                    "DELETE FROM challenges WHERE expires_at < {DB_NOW} - {PRUNE_MARGIN}"
+                ))
                 .await?;
-            tx.execute(&prune, &[&now]).await?;
+            tx.execute(&prune, &[]).await?;
             let insert = tx
                 .prepare_cached(
                     "INSERT INTO challenges(challenge, verifier, expires_at) VALUES ($1, $2, $3)",
@@ -1086,7 +1118,10 @@ impl Backend for PgStore {
             let stmt = c
                 .prepare_cached("SELECT sealed FROM sealed_secrets WHERE name = $1")
                 .await?;
-            Ok(c.query_opt(&stmt, &[&name]).await?.map(|r| r.get(0)))
+            Ok(c.query_opt(&stmt, &[&name])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?)
         })
     }
 

@@ -124,11 +124,12 @@ pub(super) async fn migrate(
     let has_meta = tx
         .query_one("SELECT to_regclass('meta') IS NOT NULL", &[])
         .await?
-        .get::<_, bool>(0);
+        .try_get::<_, bool>(0)?;
     let recorded: Option<String> = if has_meta {
         tx.query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
             .await?
-            .map(|row| row.get(0))
+            .map(|row| row.try_get(0))
+            .transpose()?
     } else {
         None
     };

@@ -437,6 +437,17 @@ impl Backend for SqliteStore {
         })
     }
 
+    fn claim_meta(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(Durability::Synced, move |c| {
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO NOTHING",
+                params![key, value],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
     fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.write(Durability::Synced, move |tx| {

@@ -328,7 +328,9 @@ fn execute(cli: Cli) -> Result<Outcome, ServiceError> {
         return init.run(&dir, &db, key_store);
     }
     // The hub is the main job: on a fresh machine it starts on embedded defaults.
-    let create = matches!(&cli.command, Command::Serve(serve) if serve.starts_hub());
+    // Not on a shared database: hubs starting together must not each make an installation.
+    let create = matches!(&cli.command, Command::Serve(serve) if serve.starts_hub())
+        && matches!(db, Location::Sqlite(_));
     let installation = install::open(&dir, &db, key_store, create)?;
     tracing::debug!(key_store = %installation.info().key_store, "installation opened");
     if let Some(path) = &cli.global.policy {
