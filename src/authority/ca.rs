@@ -195,6 +195,7 @@ impl Installation {
                 }
             }
         }
+        self.mark_ca_generation(ca.generation)?;
         if let Some(first) = ca.current.first() {
             let later = KeyName::ca_key(&self.install_id, first.algorithm(), ca.generation + 1);
             if store.get(&later).is_ok() {
@@ -205,6 +206,39 @@ impl Installation {
             }
         }
         Ok(())
+    }
+
+    /// With a shared database, checks `generation` against the highest CA generation this
+    /// replica has seen, kept in its own key store, and raises that mark to it. The sealed seeds
+    /// of a later generation live in the database, so a database put back to before a rotation
+    /// takes them along and "no later generation exists" proves nothing there; the mark still
+    /// knows. With SQLite the key store holds the seeds themselves and this is not needed.
+    fn mark_ca_generation(&self, generation: u32) -> Result<(), ServiceError> {
+        if !matches!(self.store.location(), crate::store::Location::Postgres(_)) {
+            return Ok(());
+        }
+        let store = self.key_store()?;
+        let name = KeyName::replica_ca_generation(&self.install_id);
+        let seen = match store.get(&name) {
+            Ok(mark) => {
+                let bytes = mark.expose();
+                Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+            }
+            Err(keystore::KeyStoreError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match seen {
+            Some(seen) if seen > generation => Err(ServiceError::CaKeysReplaced(format!(
+                "this replica has seen CA generation {seen}, the database records {generation} (it was put back to before a rotation)"
+            ))),
+            Some(seen) if seen == generation => Ok(()),
+            _ => {
+                let mut bytes = [0u8; 32];
+                bytes[..4].copy_from_slice(&generation.to_le_bytes());
+                let mark = crate::crypto::Seed::from_slice(&bytes).expect("32 bytes");
+                Ok(store.put(&name, &mark)?)
+            }
+        }
     }
 
     /// The trust anchor (see [`Self::trust_anchor`]).
@@ -301,6 +335,7 @@ impl Installation {
             ("ca_rotation", &statement),
             (CA_REVISION, &clock::random_id()?),
         ])?;
+        self.mark_ca_generation(generation)?;
         Ok(CaRotation {
             generation,
             key_ids,

@@ -243,6 +243,16 @@ impl KeyName {
         }
     }
 
+    /// The highest CA key generation this replica has seen (a number, not a secret), kept
+    /// where whoever can write a shared database cannot wind it back (see `authority::ca`).
+    pub fn replica_ca_generation(installation: &str) -> Self {
+        KeyName {
+            installation: installation.to_owned(),
+            owner: "replica".to_owned(),
+            kind: "ca-generation".to_owned(),
+        }
+    }
+
     /// Whether the entry belongs to one replica (its own key store) rather than to the
     /// installation: the key-encryption key, and the audit mark (each replica checks the log
     /// extends what *it* last signed).

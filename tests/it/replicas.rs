@@ -739,3 +739,47 @@ fn installations_created_at_once_in_one_database_make_exactly_one() {
     let verified: Value = serde_json::from_str(&winner.cli(&["audit", "verify"])).unwrap();
     assert_eq!(verified["valid"], true, "{verified}");
 }
+
+/// A shared database put back to before a CA rotation takes the later generation's sealed
+/// seeds with it, so nothing in it shows the rotation; the replica that saw it refuses to
+/// serve, by the mark its own key store keeps.
+#[test]
+fn a_database_put_back_to_before_a_ca_rotation_is_refused_by_a_replica_that_saw_it() {
+    let database = postgres::database();
+    let name = database.rsplit('/').next().unwrap().to_owned();
+    let a = Replica::new(&database);
+    a.cli(&["init", "--alg", "ed25519"]);
+    a.cli(&["agent", "create", ALICE, "--alg", "ed25519"]);
+    let before = postgres::shared().dump(&name);
+    a.cli(&["ca", "rotate"]);
+    postgres::shared().restore(&name, &before);
+    // The hub must refuse to start; one that starts is stopped and the test fails.
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_agentseal"))
+        .envs(a.env())
+        .arg("--data-dir")
+        .arg(&a.dir)
+        .args(["--key-store", "file", "serve", "--http", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = serve.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = serve.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "the hub started: {stderr}"
+    );
+    assert!(stderr.contains("put back to before a rotation"), "{stderr}");
+}

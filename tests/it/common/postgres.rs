@@ -366,6 +366,35 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Replaces database `name` with what `dump` (from [`Cluster::dump`]) holds: the database as
+    /// it was then, as an operator's restore from a backup would leave it.
+    pub fn restore(&self, name: &str, dump: &str) {
+        self.psql("postgres", &format!("DROP DATABASE {name}"));
+        self.psql("postgres", &format!("CREATE DATABASE {name}"));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), dump).unwrap();
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "agentseal",
+                "-d",
+                name,
+                "-f",
+            ])
+            .arg(file.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The cluster's directory (its log is `server.log` there).
     #[allow(dead_code)]
     pub fn dir(&self) -> &Path {
