@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::ToSql;
 
 use super::location::PgLocation;
@@ -29,7 +29,11 @@ use super::{
 use crate::audit::SealedRecord;
 use crate::signals::OutboxQueue;
 use crate::token::trust::{RevocationEntry, RevokedKind};
+use call::{PgError, get, run_on};
 
+mod audit;
+mod call;
+mod hub_state;
 mod outbox;
 mod schema;
 mod tls;
@@ -40,89 +44,12 @@ pub const POOL_SIZE: usize = 16;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a statement may run before the server cancels it.
 const STATEMENT_TIMEOUT: &str = "30s";
-/// Serializes audit appends across every process sharing the database.
 const AUDIT_LOCK: i64 = 0x6167_7365_616c_0002;
 /// The database's clock in Unix seconds: what records shared by every hub are pruned by.
 const DB_NOW: &str = "CAST(EXTRACT(EPOCH FROM now()) AS BIGINT)";
 /// Seconds past their expiry that shared records are kept, for hubs whose clocks differ.
 const PRUNE_MARGIN: i64 = 300;
-/// Records read per round trip when walking the audit log.
 const AUDIT_PAGE: i64 = 1_000;
-
-/// Errors inside a call, before they are given the database's name.
-pub(super) enum PgError {
-    Pool(PoolError),
-    Db(tokio_postgres::Error),
-    Store(StoreError),
-}
-
-impl From<tokio_postgres::Error> for PgError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        PgError::Db(e)
-    }
-}
-
-impl From<PoolError> for PgError {
-    fn from(e: PoolError) -> Self {
-        PgError::Pool(e)
-    }
-}
-
-impl From<StoreError> for PgError {
-    fn from(e: StoreError) -> Self {
-        PgError::Store(e)
-    }
-}
-
-impl From<super::SealRefused> for PgError {
-    fn from(e: super::SealRefused) -> Self {
-        PgError::Store(e.into())
-    }
-}
-
-impl PgError {
-    fn into_store(self, location: &str) -> StoreError {
-        let unavailable = |detail: String| StoreError::Unavailable {
-            location: location.to_owned(),
-            detail,
-        };
-        match self {
-            PgError::Store(e) => e,
-            PgError::Pool(PoolError::Backend(e)) | PgError::Db(e) if lost_connection(&e) => {
-                unavailable(super::postgres_summary(&e))
-            }
-            PgError::Pool(PoolError::Backend(e)) | PgError::Db(e) => StoreError::Postgres {
-                location: location.to_owned(),
-                source: e,
-            },
-            PgError::Pool(PoolError::Timeout(kind)) => unavailable(format!(
-                "no connection within {} s ({kind:?})",
-                CONNECT_TIMEOUT.as_secs()
-            )),
-            PgError::Pool(other) => unavailable(other.to_string()),
-        }
-    }
-}
-
-/// Whether `e` says the server could not be reached or went away (as against refusing the
-/// statement): the call may succeed later unchanged.
-fn lost_connection(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    if e.is_closed() {
-        return true;
-    }
-    if let Some(code) = e.code() {
-        return code.code().starts_with("08")
-            || [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-            ]
-            .contains(code);
-    }
-    // No SQL state: the error came from the connection (I/O, TLS, a timeout), not the server.
-    true
-}
 
 /// The PostgreSQL engine.
 pub(super) struct PgStore {
@@ -240,28 +167,6 @@ impl PgStore {
     }
 }
 
-/// Runs `call` on the runtime `handle` drives and waits for it, from any thread (an event
-/// loop's included: it only blocks this thread, as a SQLite commit does).
-fn run_on<T: Send + 'static>(
-    handle: &tokio::runtime::Handle,
-    shown: &str,
-    call: impl Future<Output = Result<T, PgError>> + Send + 'static,
-) -> Result<T, StoreError> {
-    let (reply, answer) = std::sync::mpsc::sync_channel(1);
-    handle.spawn(async move {
-        let _ = reply.send(call.await);
-    });
-    match answer.recv() {
-        Ok(outcome) => outcome.map_err(|e| e.into_store(shown)),
-        // The task was dropped: the runtime is shutting down.
-        Err(_) => Err(StoreError::WriterStopped(shown.to_owned())),
-    }
-}
-
-async fn get(pool: &Pool) -> Result<Object, PgError> {
-    Ok(pool.get().await?)
-}
-
 fn agent_record(row: &tokio_postgres::Row, shown: &str) -> Result<AgentRecord, PgError> {
     let meta: String = row.try_get(2)?;
     let meta = serde_json::from_str(&meta)
@@ -288,17 +193,6 @@ fn revocation_entry(row: &tokio_postgres::Row) -> Result<RevocationEntry, PgErro
     })
 }
 
-fn sealed_record(row: &tokio_postgres::Row) -> Result<SealedRecord, PgError> {
-    Ok(SealedRecord {
-        seq: row.try_get(0)?,
-        actor: row.try_get(1)?,
-        body: row.try_get(2)?,
-        hash: row.try_get(3)?,
-        kid: row.try_get(4)?,
-        sig: row.try_get(5)?,
-    })
-}
-
 fn grant_record(row: &tokio_postgres::Row) -> Result<GrantRecord, PgError> {
     Ok(GrantRecord {
         jti: row.try_get(0)?,
@@ -312,7 +206,6 @@ fn grant_record(row: &tokio_postgres::Row) -> Result<GrantRecord, PgError> {
 
 const AGENT_COLUMNS: &str =
     "SELECT agent_id, algorithms, meta, created_at, current_serial, key_generation FROM agents";
-const RECORD_COLUMNS: &str = "SELECT seq, actor, body, hash, kid, sig FROM audit_log";
 const GRANT_COLUMNS: &str =
     "SELECT jti, delegator, delegate, principal, expires_at, encoded FROM delegations";
 
@@ -753,54 +646,11 @@ impl Backend for PgStore {
         since: i64,
         threshold: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let (pool, agent, subject) = (self.pool(), agent_id.to_owned(), subject.to_owned());
-        let relaxed = self.relaxed();
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            tx.batch_execute(relaxed).await?;
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('rejections:' || $1, 0))",
-                &[&agent],
-            )
-            .await?;
-            tx.execute(
-                "DELETE FROM rejections WHERE agent_id = $1 AND at < $2",
-                &[&agent, &since],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO rejections(agent_id, subject, at) VALUES ($1, $2, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&agent, &subject, &now],
-            )
-            .await?;
-            let count: i64 = tx
-                .query_one(
-                    "SELECT COUNT(*) FROM rejections WHERE agent_id = $1",
-                    &[&agent],
-                )
-                .await?
-                .try_get(0)?;
-            let tripped = count >= threshold;
-            if tripped {
-                tx.execute("DELETE FROM rejections WHERE agent_id = $1", &[&agent])
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(tripped.then_some(count))
-        })
+        hub_state::trip_on_rejection(self, agent_id, subject, now, since, threshold)
     }
 
     fn consumed(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
-        let (pool, issuer, jti) = (self.pool(), issuer.to_owned(), jti.to_owned());
-        self.run(async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached("SELECT 1 FROM consumed_tokens WHERE issuer = $1 AND jti = $2")
-                .await?;
-            Ok(c.query_opt(&stmt, &[&issuer, &jti]).await?.is_some())
-        })
+        hub_state::consumed(self, issuer, jti)
     }
 
     fn consume(
@@ -810,79 +660,11 @@ impl Backend for PgStore {
         expires_at: i64,
         _now: i64,
     ) -> Result<bool, StoreError> {
-        let (pool, issuer, jti) = (self.pool(), issuer.to_owned(), jti.to_owned());
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            // By the database's clock, the one all hubs share, less a margin: a hub whose clock
-            // runs ahead must not drop records other hubs still need.
-            let prune = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM consumed_tokens WHERE expires_at < {DB_NOW} - {PRUNE_MARGIN}"
-                ))
-                .await?;
-            tx.execute(&prune, &[]).await?;
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO consumed_tokens(issuer, jti, expires_at) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
-                )
-                .await?;
-            let added = tx.execute(&insert, &[&issuer, &jti, &expires_at]).await?;
-            tx.commit().await?;
-            Ok(added == 1)
-        })
+        hub_state::consume(self, issuer, jti, expires_at, _now)
     }
 
     fn append_audit(&self, seal: SealNext<'static>) -> Result<SealedRecord, StoreError> {
-        let pool = self.pool();
-        let relaxed = self.relaxed();
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            let lock = tx
-                .prepare_cached("SELECT pg_advisory_xact_lock($1)")
-                .await?;
-            let last = tx
-                .prepare_cached(&format!("{RECORD_COLUMNS} ORDER BY seq DESC LIMIT 1"))
-                .await?;
-            // One round trip: the statements go out together and run in order, so the last
-            // record is read after the lock is held (each statement takes a fresh snapshot).
-            let (set, locked, last) = tokio::join!(
-                tx.batch_execute(relaxed),
-                tx.execute(&lock, &[&AUDIT_LOCK]),
-                tx.query_opt(&last, &[])
-            );
-            set?;
-            locked?;
-            let last = last?.map(|row| sealed_record(&row)).transpose()?;
-            let record = seal(last.as_ref())?;
-            let insert = tx
-                .prepare_cached(
-                    "WITH record AS (
-                         INSERT INTO audit_log(seq, actor, body, hash, kid, sig)
-                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq
-                     )
-                     INSERT INTO meta(key, value) SELECT 'audit_head', $7 FROM record
-                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                )
-                .await?;
-            tx.execute(
-                &insert,
-                &[
-                    &record.seq,
-                    &record.actor,
-                    &record.body,
-                    &record.hash,
-                    &record.kid,
-                    &record.sig,
-                    &format!("{}:{}", record.seq, record.hash),
-                ],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(record)
-        })
+        audit::append(self, seal)
     }
 
     fn audit_records(
@@ -890,107 +672,23 @@ impl Backend for PgStore {
         from: i64,
         visit: &mut dyn FnMut(SealedRecord) -> bool,
     ) -> Result<(), StoreError> {
-        // Page by position: appends commit in the order of their positions (one at a time,
-        // under the audit lock), so pages read one after another see one prefix of the log.
-        let mut next = from;
-        loop {
-            let pool = self.pool();
-            let page = self.run(async move {
-                let c = get(&pool).await?;
-                let stmt = c
-                    .prepare_cached(&format!(
-                        "{RECORD_COLUMNS} WHERE seq >= $1 ORDER BY seq LIMIT $2"
-                    ))
-                    .await?;
-                c.query(&stmt, &[&next, &AUDIT_PAGE])
-                    .await?
-                    .iter()
-                    .map(sealed_record)
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
-            let full = page.len() as i64 == AUDIT_PAGE;
-            for record in page {
-                next = record.seq.saturating_add(1);
-                if !visit(record) {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        audit::records(self, from, visit)
     }
 
     fn audit_recent(&self, actor: &str, limit: i64) -> Result<Vec<SealedRecord>, StoreError> {
-        let (pool, actor) = (self.pool(), actor.to_owned());
-        self.run(async move {
-            let c = get(&pool).await?;
-            c.query(
-                &format!("{RECORD_COLUMNS} WHERE actor = $1 ORDER BY seq DESC LIMIT $2"),
-                &[&actor, &limit],
-            )
-            .await?
-            .iter()
-            .map(sealed_record)
-            .collect()
-        })
+        audit::recent(self, actor, limit)
     }
 
     fn audit_record(&self, seq: i64) -> Result<Option<SealedRecord>, StoreError> {
-        let pool = self.pool();
-        self.run(async move {
-            let c = get(&pool).await?;
-            c.query_opt(&format!("{RECORD_COLUMNS} WHERE seq = $1"), &[&seq])
-                .await?
-                .map(|row| sealed_record(&row))
-                .transpose()
-        })
+        audit::record(self, seq)
     }
 
     fn save_checkpoint(&self, checkpoint: StoredCheckpoint) -> Result<(), StoreError> {
-        let pool = self.pool();
-        let relaxed = self.relaxed();
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            tx.batch_execute(relaxed).await?;
-            tx.execute(
-                "INSERT INTO audit_checkpoints(size, note, tree, signed_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT(size) DO UPDATE SET note = excluded.note, tree = excluded.tree,
-                     signed_at = excluded.signed_at",
-                &[
-                    &checkpoint.size,
-                    &checkpoint.note,
-                    &checkpoint.tree,
-                    &checkpoint.signed_at,
-                ],
-            )
-            .await?;
-            Ok(tx.commit().await?)
-        })
+        audit::save_checkpoint(self, checkpoint)
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let pool = self.pool();
-        self.run(async move {
-            let c = get(&pool).await?;
-            let Some(row) = c
-                .query_opt(
-                    "SELECT size, note, tree, signed_at FROM audit_checkpoints
-                     ORDER BY size DESC LIMIT 1",
-                    &[],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(StoredCheckpoint {
-                size: row.try_get(0)?,
-                note: row.try_get(1)?,
-                tree: row.try_get(2)?,
-                signed_at: row.try_get(3)?,
-            }))
-        })
+        audit::latest_checkpoint(self)
     }
 
     fn insert_grant(&self, grant: &GrantRecord) -> Result<(), StoreError> {
@@ -1055,25 +753,7 @@ impl Backend for PgStore {
         expires_at: i64,
         _now: i64,
     ) -> Result<(), StoreError> {
-        let (pool, challenge, verifier) = (self.pool(), challenge.to_owned(), verifier.to_owned());
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            let prune = tx
-                .prepare_cached(&format!(
-                    "DELETE FROM challenges WHERE expires_at < {DB_NOW} - {PRUNE_MARGIN}"
-                ))
-                .await?;
-            tx.execute(&prune, &[]).await?;
-            let insert = tx
-                .prepare_cached(
-                    "INSERT INTO challenges(challenge, verifier, expires_at) VALUES ($1, $2, $3)",
-                )
-                .await?;
-            tx.execute(&insert, &[&challenge, &verifier, &expires_at])
-                .await?;
-            Ok(tx.commit().await?)
-        })
+        hub_state::issue_challenge(self, challenge, verifier, expires_at, _now)
     }
 
     fn take_challenge(
@@ -1082,22 +762,7 @@ impl Backend for PgStore {
         verifier: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let (pool, challenge, verifier) = (self.pool(), challenge.to_owned(), verifier.to_owned());
-        self.write(async move {
-            let c = get(&pool).await?;
-            let stmt = c
-                .prepare_cached(
-                    "DELETE FROM challenges WHERE challenge = $1 AND verifier = $2
-                     RETURNING expires_at",
-                )
-                .await?;
-            let expires: Option<i64> = c
-                .query_opt(&stmt, &[&challenge, &verifier])
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            Ok(expires.is_some_and(|expires| expires >= now))
-        })
+        hub_state::take_challenge(self, challenge, verifier, now)
     }
 
     fn outbox_queue(&self) -> Result<Arc<dyn OutboxQueue>, StoreError> {
@@ -1156,45 +821,6 @@ impl Backend for PgStore {
         per_seconds: i64,
         now: i64,
     ) -> Result<Result<(), i64>, StoreError> {
-        let (pool, key) = (self.pool(), key.to_owned());
-        let relaxed = self.relaxed();
-        self.write(async move {
-            let mut c = get(&pool).await?;
-            let tx = c.transaction().await?;
-            let lock = tx
-                .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('rate:' || $1, 0))")
-                .await?;
-            let prune = tx
-                .prepare_cached("DELETE FROM rate_events WHERE key = $1 AND at <= $2")
-                .await?;
-            let window = tx
-                .prepare_cached("SELECT COUNT(*), MIN(at) FROM rate_events WHERE key = $1")
-                .await?;
-            // One round trip, run in order: the window is read under the key's lock.
-            let since = now - per_seconds;
-            let (by_key, by_key_since): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
-                (&[&key], &[&key, &since]);
-            let (set, locked, pruned, row) = tokio::join!(
-                tx.batch_execute(relaxed),
-                tx.execute(&lock, by_key),
-                tx.execute(&prune, by_key_since),
-                tx.query_one(&window, by_key)
-            );
-            set?;
-            locked?;
-            pruned?;
-            let row = row?;
-            let (held, oldest): (i64, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
-            if held >= i64::from(count) {
-                let oldest = oldest.unwrap_or(now);
-                return Ok(Err((oldest + per_seconds - now).max(1)));
-            }
-            let insert = tx
-                .prepare_cached("INSERT INTO rate_events(key, at) VALUES ($1, $2)")
-                .await?;
-            tx.execute(&insert, &[&key, &now]).await?;
-            tx.commit().await?;
-            Ok(Ok(()))
-        })
+        hub_state::admit_rate(self, key, count, per_seconds, now)
     }
 }
