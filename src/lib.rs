@@ -88,9 +88,13 @@ pub mod audit;
 #[cfg(feature = "authority")]
 pub mod authority;
 #[cfg(feature = "authority")]
+pub mod federation;
+#[cfg(feature = "authority")]
 pub mod fsutil;
 #[cfg(feature = "authority")]
 pub mod keystore;
+#[cfg(feature = "authority")]
+pub mod metrics;
 #[cfg(feature = "authority")]
 pub mod policy;
 #[cfg(feature = "authority")]

@@ -50,6 +50,7 @@ mod challenge;
 mod crl;
 mod delegating;
 mod error;
+pub mod federation;
 mod limits;
 mod peer;
 mod policy;

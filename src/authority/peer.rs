@@ -142,6 +142,7 @@ impl PeerVerdict {
 
     /// The first check that failed, with its reason code; nothing of the evidence is vouched for.
     fn rejected(error: &VerifyError, revocation: Freshness) -> Self {
+        crate::metrics::verification_failed(error.code());
         PeerVerdict {
             valid: false,
             reasons: vec![error.code().to_owned()],

@@ -91,6 +91,7 @@ impl Installation {
         let added = self
             .store
             .revoke(RevokedKind::Token, std::slice::from_ref(&entry))?;
+        crate::metrics::revoked("token", added.len());
         // Signalled by the process that recorded it, once.
         if !added.is_empty() {
             self.signal(
@@ -191,6 +192,7 @@ impl Installation {
             })
             .collect();
         let added = self.store.revoke(RevokedKind::Certificate, &entries)?;
+        crate::metrics::revoked("certificate", added.len());
         for serial in &added {
             let agent = self.store.certificate(serial)?.map(|c| c.agent_id);
             self.signal(

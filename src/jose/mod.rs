@@ -459,6 +459,17 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// A signed object as a JSON value: a JWS JSON serialization (a hybrid object) as the object it
+/// is, a compact JWS as its string. For output, so that nobody has to parse JSON inside a string.
+pub fn as_json_value(encoded: &str) -> Value {
+    if encoded.trim_start().starts_with('{')
+        && let Ok(object @ Value::Object(_)) = serde_json::from_str(encoded)
+    {
+        return object;
+    }
+    Value::String(encoded.to_owned())
+}
+
 /// The RFC 7638 thumbprint of a public key, base64url: SHA-256 over the required members in
 /// lexicographic order (`crv`,`kty`,`x` for OKP; `alg`,`kty`,`pub` for AKP per RFC 9964).
 pub fn thumbprint(key: &PublicKey) -> String {

@@ -181,6 +181,7 @@ impl Dispatcher {
             tracing::warn!(%id, attempts = entry.attempts, %error, "webhook abandoned");
         } else {
             tracing::debug!(%id, attempts = entry.attempts, %error, "webhook attempt failed");
+            crate::metrics::webhook_failed();
         }
         blocking(outbox, "recording a failure", move |o| {
             o.mark_failed(&id, &error, next_at)

@@ -106,17 +106,25 @@ pub enum SignalKind {
     /// An agent was revoked automatically (for instance after repeated rejections).
     #[serde(rename = "agent.auto_revoked")]
     AgentAutoRevoked,
+    /// A workload exchanged its platform's token for an access token (federation).
+    #[serde(rename = "workload.token_issued")]
+    WorkloadTokenIssued,
+    /// A workload's token exchange was refused.
+    #[serde(rename = "workload.token_refused")]
+    WorkloadTokenRefused,
 }
 
 impl SignalKind {
     /// Every kind, for listings and tests.
-    pub const ALL: [SignalKind; 6] = [
+    pub const ALL: [SignalKind; 8] = [
         SignalKind::TokenRejected,
         SignalKind::TokenRevoked,
         SignalKind::CertificateRevoked,
         SignalKind::RateLimited,
         SignalKind::ApprovalRequested,
         SignalKind::AgentAutoRevoked,
+        SignalKind::WorkloadTokenIssued,
+        SignalKind::WorkloadTokenRefused,
     ];
 
     /// The wire name, as in the webhook's `type`.
@@ -128,6 +136,8 @@ impl SignalKind {
             SignalKind::RateLimited => "rate.limited",
             SignalKind::ApprovalRequested => "approval.requested",
             SignalKind::AgentAutoRevoked => "agent.auto_revoked",
+            SignalKind::WorkloadTokenIssued => "workload.token_issued",
+            SignalKind::WorkloadTokenRefused => "workload.token_refused",
         }
     }
 }

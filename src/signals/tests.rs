@@ -236,7 +236,9 @@ fn kinds_serialize_under_their_documented_names() {
             "certificate.revoked",
             "rate.limited",
             "approval.requested",
-            "agent.auto_revoked"
+            "agent.auto_revoked",
+            "workload.token_issued",
+            "workload.token_refused",
         ]
     );
     for kind in SignalKind::ALL {

@@ -48,6 +48,9 @@ pub trait Backend: Send + Sync {
     /// processes racing to set one key, exactly one wins.
     fn claim_meta(&self, key: &str, value: &str) -> Result<bool, StoreError>;
 
+    /// Every metadata entry whose key starts with `prefix`, by key.
+    fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+
     /// Deletes metadata values in one transaction.
     fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError>;
 

@@ -23,14 +23,17 @@ pub const MAX_ACCESS_TTL: i64 = 86_400;
 pub const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
 
 /// What an access token lets its bearer do as its agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Scope {
     /// Sign with the agent's keys: action tokens and proofs of possession.
+    #[serde(rename = "agentseal:sign")]
     Sign,
     /// Read the agent's identity, issue challenges, verify peers, check revocation.
+    #[serde(rename = "agentseal:verify")]
     Verify,
     /// Revoke the agent's own tokens and certificates.
+    #[serde(rename = "agentseal:revoke")]
     Revoke,
 }
 

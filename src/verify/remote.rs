@@ -122,14 +122,10 @@ impl HubTrust {
         {
             return Err(HubError::BadUrl(url.to_owned()));
         }
-        let client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| HubError::Fetch {
-                url: url.to_owned(),
-                detail: e.to_string(),
-            })?;
+        let client = fetch_client().map_err(|detail| HubError::Fetch {
+            url: url.to_owned(),
+            detail,
+        })?;
         Ok(HubTrust {
             base,
             grace: grace.max(0),
@@ -292,26 +288,45 @@ impl HubTrust {
     }
 
     async fn fetch(&self, url: &reqwest::Url, limit: usize) -> Result<Vec<u8>, HubError> {
-        let failed = |detail: String| HubError::Fetch {
-            url: url.to_string(),
-            detail,
-        };
-        let mut response = self
-            .client
-            .get(url.clone())
-            .send()
+        fetch_limited(&self.client, url, limit)
             .await
-            .map_err(|e| failed(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(failed(format!("HTTP {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| failed(e.to_string()))? {
-            if body.len() + chunk.len() > limit {
-                return Err(failed(format!("response larger than {limit} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|detail| HubError::Fetch {
+                url: url.to_string(),
+                detail,
+            })
     }
+}
+
+/// A client for fetching published keys and lists: a bounded time per fetch, no redirects (the
+/// URL the operator configured is the one trusted).
+pub(crate) fn fetch_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// GETs `url`: its body if the answer is a success of at most `limit` bytes.
+pub(crate) async fn fetch_limited(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let mut response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("response larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -73,6 +73,9 @@ async fn core_call<T: Send + 'static>(
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, CoreCallLost> {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    // What the call logs belongs to the request it serves (its request id).
+    let span = tracing::Span::current();
+    let call = move || span.in_scope(call);
     if Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|_| CoreCallLost)
     } else {

@@ -53,7 +53,7 @@ pub(super) fn append(store: &PgStore, seal: SealNext<'static>) -> Result<SealedR
             ],
         )
         .await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(record)
     })
 }
@@ -146,7 +146,7 @@ pub(super) fn save_checkpoint(
             ],
         )
         .await?;
-        Ok(tx.commit().await?)
+        commit(tx).await
     })
 }
 

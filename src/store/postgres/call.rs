@@ -104,3 +104,11 @@ pub(super) fn run_on<T: Send + 'static>(
 pub(super) async fn get(pool: &Pool) -> Result<Object, PgError> {
     Ok(pool.get().await?)
 }
+
+/// Commits `tx`, timing the commit for the hub's metrics.
+pub(super) async fn commit(tx: deadpool_postgres::Transaction<'_>) -> Result<(), PgError> {
+    let started = std::time::Instant::now();
+    tx.commit().await?;
+    crate::metrics::committed("postgres", started.elapsed());
+    Ok(())
+}

@@ -47,7 +47,7 @@ pub(super) fn trip_on_rejection(
             tx.execute("DELETE FROM rejections WHERE agent_id = $1", &[&agent])
                 .await?;
         }
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(tripped.then_some(count))
     })
 }
@@ -76,7 +76,7 @@ pub(super) fn issue_challenge(
             .await?;
         tx.execute(&insert, &[&challenge, &verifier, &expires_at])
             .await?;
-        Ok(tx.commit().await?)
+        commit(tx).await
     })
 }
 
@@ -148,7 +148,7 @@ pub(super) fn admit_rate(
             .prepare_cached("INSERT INTO rate_events(key, at) VALUES ($1, $2)")
             .await?;
         tx.execute(&insert, &[&key, &now]).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(Ok(()))
     })
 }
@@ -190,7 +190,7 @@ pub(super) fn consume(
             )
             .await?;
         let added = tx.execute(&insert, &[&issuer, &jti, &expires_at]).await?;
-        tx.commit().await?;
+        commit(tx).await?;
         Ok(added == 1)
     })
 }

@@ -29,7 +29,7 @@ use super::{
 use crate::audit::SealedRecord;
 use crate::signals::OutboxQueue;
 use crate::token::trust::{RevocationEntry, RevokedKind};
-use call::{PgError, get, run_on};
+use call::{PgError, commit, get, run_on};
 
 mod audit;
 mod call;
@@ -288,7 +288,7 @@ impl Backend for PgStore {
             for (key, value) in &values {
                 tx.execute(&stmt, &[key, value]).await?;
             }
-            Ok(tx.commit().await?)
+            commit(tx).await
         })
     }
 
@@ -303,6 +303,23 @@ impl Backend for PgStore {
                 )
                 .await?;
             Ok(n == 1)
+        })
+    }
+
+    fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let (pool, prefix) = (self.pool(), prefix.to_owned());
+        self.run(async move {
+            let c = get(&pool).await?;
+            let stmt = c
+                .prepare_cached(
+                    "SELECT key, value FROM meta WHERE starts_with(key, $1) ORDER BY key",
+                )
+                .await?;
+            let mut entries = Vec::new();
+            for row in c.query(&stmt, &[&prefix]).await? {
+                entries.push((row.try_get(0)?, row.try_get(1)?));
+            }
+            Ok(entries)
         })
     }
 
@@ -343,7 +360,7 @@ impl Backend for PgStore {
                 return Ok(false);
             }
             insert_certificate(&tx, &cert).await?;
-            tx.commit().await?;
+            commit(tx).await?;
             Ok(true)
         })
     }
@@ -354,7 +371,7 @@ impl Backend for PgStore {
             let mut c = get(&pool).await?;
             let tx = c.transaction().await?;
             insert_certificate(&tx, &cert).await?;
-            Ok(tx.commit().await?)
+            commit(tx).await
         })
     }
 
@@ -380,7 +397,7 @@ impl Backend for PgStore {
                 return Ok(false);
             }
             insert_certificate(&tx, &cert).await?;
-            tx.commit().await?;
+            commit(tx).await?;
             Ok(true)
         })
     }
@@ -457,7 +474,7 @@ impl Backend for PgStore {
                 tx.execute(&revoke, &[&"certificate", serial, &revoked_at, &reason])
                     .await?;
             }
-            tx.commit().await?;
+            commit(tx).await?;
             Ok(Some(earlier))
         })
     }
@@ -521,7 +538,7 @@ impl Backend for PgStore {
                     added.push(e.id);
                 }
             }
-            tx.commit().await?;
+            commit(tx).await?;
             Ok(added)
         })
     }
@@ -633,7 +650,7 @@ impl Backend for PgStore {
                 .iter()
                 .map(revocation_entry)
                 .collect::<Result<Vec<_>, _>>()?;
-            tx.commit().await?;
+            commit(tx).await?;
             Ok((next, certificates, tokens))
         })
     }

@@ -448,6 +448,16 @@ impl Backend for SqliteStore {
         })
     }
 
+    fn meta_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )?
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+    }
+
     fn remove_meta(&self, keys: &[&str]) -> Result<(), StoreError> {
         let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         self.write(Durability::Synced, move |tx| {

@@ -311,6 +311,7 @@ impl WriteSide {
     fn commit(&mut self, batch: Vec<Job>, every_write: bool) -> bool {
         let sync = every_write || batch.iter().any(|job| job.durability == Durability::Synced);
         let mut delivers = Vec::with_capacity(batch.len());
+        let started = Instant::now();
         let outcome = self.synchronous(sync).and_then(|()| {
             self.statement("BEGIN IMMEDIATE")
                 .map_err(|e| self.sqlite(e))?;
@@ -322,6 +323,9 @@ impl WriteSide {
                 self.sqlite(e)
             })
         });
+        if outcome.is_ok() {
+            crate::metrics::committed("sqlite", started.elapsed());
+        }
         let outcome = outcome.map_err(Arc::new);
         let newly_due = match &outcome {
             Ok(()) if sync => {

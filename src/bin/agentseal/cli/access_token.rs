@@ -8,6 +8,9 @@ use serde_json::json;
 use super::input::parse_duration;
 use super::{Facts, Operation, Outcome};
 
+/// The hub's URL before it ever ran: `serve --http` without an address.
+const DEFAULT_HUB_URL: &str = "http://127.0.0.1:7777/";
+
 #[derive(Subcommand)]
 pub enum AccessTokenCommand {
     /// Issue a bearer access token (RFC 9068 at+jwt) that lets its holder act as one agent on
@@ -32,9 +35,10 @@ pub struct IssueArgs {
     /// Lifetime, e.g. 1h (default), 15m; at most 1 day.
     #[arg(long, value_parser = parse_duration)]
     ttl: Option<i64>,
-    /// The hub's MCP URL, the token's audience.
-    #[arg(long, default_value = "http://127.0.0.1:7777/mcp")]
-    audience: String,
+    /// The hub's MCP URL, the token's audience [default: <the URL the hub last ran at>/mcp,
+    /// else http://127.0.0.1:7777/mcp].
+    #[arg(long)]
+    audience: Option<String>,
     /// Space-separated scopes: agentseal:sign agentseal:verify agentseal:revoke (default: all).
     #[arg(long)]
     scope: Option<String>,
@@ -47,7 +51,7 @@ impl Operation for IssueArgs {
     fn facts(&self) -> Facts {
         Facts::new("access_token.issue")
             .with("agent_id", &self.agent)
-            .with("audience", &self.audience)
+            .with_some("audience", self.audience.as_deref())
             .with_some("scope", self.scope.as_deref())
     }
 
@@ -56,8 +60,24 @@ impl Operation for IssueArgs {
             Some(text) => Scope::parse_list(text).map_err(ServiceError::InvalidInput)?,
             None => Scope::ALL.to_vec(),
         };
-        let issued =
-            installation.issue_access_token(&self.agent, &self.audience, self.ttl, &scopes)?;
+        let audience = match &self.audience {
+            Some(audience) => audience.clone(),
+            None => {
+                let base = installation.public_url()?;
+                let audience = format!("{}mcp", base.as_deref().unwrap_or(DEFAULT_HUB_URL));
+                // Said, because a token for another address is refused with 401.
+                eprintln!(
+                    "agentseal: access token for {audience} ({}; another hub URL: --audience)",
+                    if base.is_some() {
+                        "where the hub last ran"
+                    } else {
+                        "the hub has not run yet: its default address"
+                    }
+                );
+                audience
+            }
+        };
+        let issued = installation.issue_access_token(&self.agent, &audience, self.ttl, &scopes)?;
         tracing::info!(agent = %self.agent, jti = %issued.jti, "access token issued");
         Ok(if self.json {
             Outcome::Json(json!(issued))

@@ -64,7 +64,7 @@ impl Operation for CreateArgs {
             "serial": certificate.claims.jti,
             "expires_at": certificate.claims.exp,
             "key_ids": certificate.keys.iter().map(agentseal::jose::thumbprint).collect::<Vec<_>>(),
-            "certificate": certificate.encoded,
+            "certificate": agentseal::jose::as_json_value(&certificate.encoded),
         })))
     }
 }
@@ -130,7 +130,7 @@ impl Operation for RotateArgs {
             "previous_serial": rotated.previous_serial,
             "previous_revoked_at": rotated.previous_revoked_at,
             "revoked_serials": rotated.revoked_serials,
-            "certificate": certificate.encoded,
+            "certificate": agentseal::jose::as_json_value(&certificate.encoded),
         })))
     }
 }

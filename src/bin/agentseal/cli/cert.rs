@@ -154,7 +154,7 @@ impl Operation for RenewArgs {
             "agent_id": self.agent_id,
             "serial": certificate.claims.jti,
             "expires_at": certificate.claims.exp,
-            "certificate": certificate.encoded,
+            "certificate": agentseal::jose::as_json_value(&certificate.encoded),
         })))
     }
 }

@@ -14,6 +14,7 @@ mod backup;
 mod ca;
 mod cert;
 mod delegate;
+mod federation;
 mod input;
 mod install;
 mod policy;
@@ -85,6 +86,17 @@ struct Global {
         value_name = "FILTER"
     )]
     log: String,
+    /// Log line format: text, or json (one object per line, for log shippers; the hub's lines
+    /// carry the request id).
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTSEAL_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"],
+        value_name = "FORMAT"
+    )]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +115,10 @@ enum Command {
     /// Manage agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Workload identity federation: trust a platform's tokens (Kubernetes, GitHub Actions,
+    /// SPIFFE, cloud OIDC) for exchange at the hub's token endpoint.
+    #[command(subcommand)]
+    Federation(federation::FederationCommand),
     /// Show, verify and renew certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -166,6 +182,7 @@ impl Command {
             Command::Status(status) => status,
             Command::AccessToken(command) => command.operation(),
             Command::Agent(command) => command.operation(),
+            Command::Federation(command) => command.operation(),
             Command::Cert(command) => command.operation(),
             Command::Token(command) => command.operation(),
             Command::Delegate(delegate) => delegate,
@@ -258,7 +275,7 @@ enum Outcome {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global.log);
+    init_logging(&cli.global.log, &cli.global.log_format);
     let (code, output) = match execute(cli) {
         Ok(Outcome::Json(value)) => (0, Some(pretty(&value))),
         Ok(Outcome::Text(text)) => (0, Some(text)),
@@ -290,14 +307,25 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("a JSON value always serializes")
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logger = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        // Span fields (the request id) are flattened into each line's `span` object.
+        logger
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logger
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn data_dir(global: &Global) -> Result<PathBuf, ServiceError> {

@@ -78,6 +78,10 @@ struct HttpArgs {
     /// Most connections open at once; further clients wait until one closes.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), requires = "http")]
     max_connections: Option<u32>,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics, on a listener of
+    /// their own [default ADDR: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464", requires = "http")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
@@ -138,6 +142,7 @@ impl ServeArgs {
                 installation.limits()?.crl_validity(http.crl_validity)?;
                 options.crl_validity = http.crl_validity;
                 options.max_body = http.max_body;
+                options.metrics = http.metrics;
                 if let Some(seconds) = http.header_timeout {
                     options.limits.header_timeout =
                         std::time::Duration::from_secs(seconds.unsigned_abs());

@@ -1,7 +1,9 @@
 //! The HTTP hub: the MCP tools of every agent of the installation over streamable HTTP at
 //! `/mcp`, each request authorized by a bearer access token bound to one agent; plus what a
 //! fleet needs to verify offline: `/.well-known/jwks.json`, `/.well-known/agentseal-ca.json`,
-//! `/crl`, and `/healthz`.
+//! `/crl`, and `/healthz`; and, as its agents' authorization server, the token endpoint where
+//! workloads exchange their platform's JWT for an access token (`/oauth/token`, with RFC 8414
+//! metadata). Metrics are served on a listener of their own (`--metrics`).
 //!
 //! This layer parses HTTP and calls the core: token verification, scopes and revocation
 //! publishing are `agentseal::authority` operations; DNS-rebinding (Host) and Origin checks and the
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentseal::authority::{Installation, ServiceError};
+use agentseal::federation::{HubIdentity, IssuerKeys};
 use agentseal::reason::VerifyError;
 use agentseal::token::access::{AccessGrant, Scope};
 use agentseal::verify::remote::HubTrust;
@@ -23,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::{Value, json};
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use crate::mcp::{AgentServer, required_scope};
 
 pub mod listener;
+mod oauth;
 
 /// Largest request body accepted on `/mcp`.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
@@ -70,6 +74,8 @@ pub struct HubOptions {
     pub trust: Option<Arc<HubTrust>>,
     /// Header-read timeout and connection cap.
     pub limits: listener::Limits,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl HubOptions {
@@ -84,13 +90,55 @@ impl HubOptions {
             max_body: DEFAULT_MAX_BODY,
             trust: None,
             limits: listener::Limits::default(),
+            metrics: None,
         }
     }
+}
+
+/// The id of one HTTP request: the client's `X-Request-Id` if it is a sane one, else a fresh
+/// one. Every log line of the request carries it, the audit record of a tool call keeps it, and
+/// the answer sends it back.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Gives each request its [`RequestId`] and a span that carries it.
+async fn with_request_id(mut request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+        .map(str::to_owned);
+    let id = given
+        .unwrap_or_else(|| agentseal::clock::random_id().unwrap_or_else(|_| "unavailable".into()));
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 /// Shared state of the hub's handlers.
 struct Hub {
     installation: Arc<Installation>,
+    /// This hub's URLs, as an authorization server.
+    identity: HubIdentity,
+    /// The workload issuers' keys, fetched and cached.
+    issuer_keys: IssuerKeys,
     resource: String,
     metadata_url: String,
     insecure: Option<AccessGrant>,
@@ -131,13 +179,30 @@ pub fn serve_http(installation: Installation, options: HubOptions) -> Result<(),
                 .unwrap_or(&format!("http://{local}")),
         )?;
         let resource = format!("{}mcp", public.as_str());
+        // `access-token issue` and `federation trust` default to the URL the hub runs at.
+        if let Err(error) = installation.record_public_url(public.as_str()) {
+            tracing::warn!(%error, "the hub's public URL was not recorded");
+        }
+        let metrics = match options.metrics {
+            Some(addr) => Some(metrics_listener(addr).await?),
+            None => None,
+        };
         let shutdown = CancellationToken::new();
         let installation = Arc::new(installation);
         let signals = CancellationToken::new();
         let delivery = installation.spawn_signal_delivery(signals.clone());
         let _stop_delivery = signals.clone().drop_guard();
         let _renewal = installation.spawn_renewal(None, signals.clone());
-        let app = router(installation, &options, &public, local, shutdown.child_token());
+        let app = router(
+            installation.clone(),
+            &options,
+            &public,
+            local,
+            shutdown.child_token(),
+        )?;
+        if let Some(listener) = metrics {
+            tokio::spawn(serve_metrics(listener, installation, shutdown.child_token()));
+        }
         if let Some(agent) = &options.insecure_agent {
             tracing::warn!(
                 agent = %agent,
@@ -215,9 +280,12 @@ fn router(
     public: &reqwest::Url,
     local: SocketAddr,
     cancel: CancellationToken,
-) -> Router {
+) -> Result<Router, ServiceError> {
     let hub = Arc::new(Hub {
         installation: installation.clone(),
+        identity: HubIdentity::new(public.as_str()),
+        issuer_keys: IssuerKeys::new()
+            .map_err(|e| ServiceError::InvalidInput(format!("issuer key fetcher: {e}")))?,
         metadata_url: format!(
             "{}.well-known/oauth-protected-resource/mcp",
             public.as_str()
@@ -264,10 +332,22 @@ fn router(
     let protected = Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(hub.clone(), authorize));
-    Router::new()
+    let token = Router::new()
+        .route("/oauth/token", post(oauth::token))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            oauth::MAX_TOKEN_REQUEST,
+        ))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_TIMEOUT,
+        ));
+    Ok(Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
             get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth::metadata),
         )
         .route(
             "/.well-known/oauth-protected-resource/mcp",
@@ -278,14 +358,17 @@ fn router(
         .route("/crl", get(crl))
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/healthz", get(healthz))
+        .merge(token)
         .with_state(hub)
         .merge(protected)
+        .layer(axum::middleware::from_fn(with_request_id)))
 }
 
 /// RFC 9728 protected resource metadata.
 async fn resource_metadata(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(json!({
         "resource": hub.resource,
+        "authorization_servers": [hub.identity.issuer()],
         "bearer_methods_supported": ["header"],
         "scopes_supported": Scope::ALL.map(Scope::name),
         "resource_name": "agentseal hub",
@@ -403,6 +486,52 @@ async fn audit_checkpoint(State(hub): State<Arc<Hub>>) -> Response {
             .into_response(),
         Err(response) => response,
     }
+}
+
+/// Binds the metrics listener; refused before the hub starts if the address is taken.
+async fn metrics_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "metrics served off loopback: anyone who reaches it sees agent ids and call counts");
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::InvalidInput(format!("cannot serve metrics on {addr}: {e}")))
+}
+
+/// Serves `GET /metrics` (OpenMetrics text, which Prometheus scrapes) until `cancel`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    installation: Arc<Installation>,
+    cancel: CancellationToken,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        eprintln!("agentseal: metrics at http://{addr}/metrics");
+    }
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let installation = installation.clone();
+            async move {
+                // The outbox is counted when scraped: it is shared by every hub of a database.
+                if let Ok(Ok(status)) =
+                    crate::core_call(move || installation.signals_status()).await
+                {
+                    agentseal::metrics::set_outbox_depth(status.outbox.pending as usize);
+                }
+                (
+                    [(header::CONTENT_TYPE, agentseal::metrics::CONTENT_TYPE)],
+                    agentseal::metrics::encode(),
+                )
+            }
+        }),
+    );
+    listener::serve(
+        listener,
+        app,
+        listener::Limits::default(),
+        cancel.cancelled_owned(),
+    )
+    .await;
 }
 
 async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
@@ -575,6 +704,7 @@ async fn authenticate(hub: &Arc<Hub>, parts: &Parts) -> Result<AccessGrant, Resp
         }
         Ok(Err(error)) => {
             tracing::info!(reason = error.code(), "access token refused");
+            agentseal::metrics::verification_failed(error.code());
             let text = error.to_string();
             let description = if text.starts_with(error.code()) {
                 text
@@ -710,4 +840,10 @@ fn track_session(
         }
         _ => {}
     }
+    agentseal::metrics::set_open_sessions(
+        sessions
+            .values()
+            .filter(|(_, used)| used.elapsed() < SESSION_IDLE)
+            .count(),
+    );
 }

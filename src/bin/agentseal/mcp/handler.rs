@@ -29,57 +29,12 @@ impl ServerHandler for AgentServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let Ok(agent) = self.caller(&context) else {
-            // Nobody to attribute it to: the call fails the same way inside the router.
-            let call = ToolCallContext::new(self, request, context);
-            return self.tool_router.call(call).await;
+        // Over HTTP, the call runs in the session's task: its logs get the request's id here.
+        let span = match request_id(&context) {
+            Some(id) => tracing::info_span!("request", request_id = %id),
+            None => tracing::Span::none(),
         };
-        // Only tools that exist name an operation: a caller cannot write what it likes.
-        let operation = if self.tool_router.has_route(&request.name) {
-            format!("mcp.{}", request.name)
-        } else {
-            "mcp.unknown_tool".to_owned()
-        };
-        let arguments = request.arguments.clone().unwrap_or_default();
-        let details = request_details(&context);
-        let call = ToolCallContext::new(self, request, context);
-        let response = self.tool_router.call(call).await;
-        let outcome = match &response {
-            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
-                match &result.structured_content {
-                    Some(refusal) if refusal.get("reasons").is_some() => Ok(refusal.clone()),
-                    _ => Err("tool_error"),
-                }
-            }
-            Ok(CallToolResponse::Complete(result)) => {
-                Ok(result.structured_content.clone().unwrap_or(Value::Null))
-            }
-            Ok(_) => Ok(Value::Null),
-            Err(error) => Err(error_code(error)),
-        };
-        let mut event = crate::audit_event::event(
-            &agent,
-            &operation,
-            &arguments,
-            outcome.as_ref().map_err(|code| *code),
-            details,
-        );
-        if let Ok(CallToolResponse::InputRequired(_)) = &response {
-            event.decision = agentseal::audit::Decision::Pending;
-            event.reasons = vec!["approval_requested".into()];
-        }
-        let installation = self.installation.clone();
-        let released = crate::core_call(move || installation.release(&event, response))
-            .await
-            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
-        released.map_err(|withheld| match withheld {
-            Withheld::Failed(error) => error,
-            Withheld::Unaudited(_) => McpError::internal_error(
-                "the audit log could not record this call, so its result is withheld",
-                None,
-            ),
-            _ => McpError::internal_error("result withheld", None),
-        })
+        tracing::Instrument::instrument(self.audited_call(request, context), span).await
     }
 
     async fn list_tools(
@@ -184,6 +139,87 @@ impl ServerHandler for AgentServer {
     }
 }
 
+/// The id the hub gave the HTTP request carrying this call (`X-Request-Id`).
+fn request_id(context: &RequestContext<RoleServer>) -> Option<String> {
+    let parts = context.extensions.get::<axum::http::request::Parts>()?;
+    let id = parts.extensions.get::<crate::http::RequestId>()?;
+    Some(id.0.clone())
+}
+
+impl AgentServer {
+    /// The tool call, audited: see `call_tool`.
+    async fn audited_call(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let Ok(agent) = self.caller(&context) else {
+            // Nobody to attribute it to: the call fails the same way inside the router.
+            let call = ToolCallContext::new(self, request, context);
+            return self.tool_router.call(call).await;
+        };
+        // Only tools that exist name an operation: a caller cannot write what it likes.
+        let operation = if self.tool_router.has_route(&request.name) {
+            format!("mcp.{}", request.name)
+        } else {
+            "mcp.unknown_tool".to_owned()
+        };
+        let started = std::time::Instant::now();
+        let arguments = request.arguments.clone().unwrap_or_default();
+        let details = request_details(&context);
+        let call = ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(call).await;
+        let outcome = match &response {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                match &result.structured_content {
+                    Some(refusal) if refusal.get("reasons").is_some() => Ok(refusal.clone()),
+                    _ => Err("tool_error"),
+                }
+            }
+            Ok(CallToolResponse::Complete(result)) => {
+                Ok(result.structured_content.clone().unwrap_or(Value::Null))
+            }
+            Ok(_) => Ok(Value::Null),
+            Err(error) => Err(error_code(error)),
+        };
+        let mut event = crate::audit_event::event(
+            &agent,
+            &operation,
+            &arguments,
+            outcome.as_ref().map_err(|code| *code),
+            details,
+        );
+        if let Ok(CallToolResponse::InputRequired(_)) = &response {
+            event.decision = agentseal::audit::Decision::Pending;
+            event.reasons = vec!["approval_requested".into()];
+        }
+        // Metrics by tool and outcome: `ok`, or the first reason code.
+        let label = if event.decision == agentseal::audit::Decision::Allowed {
+            "ok".to_owned()
+        } else {
+            event
+                .reasons
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "error".into())
+        };
+        let tool = operation.trim_start_matches("mcp.").to_owned();
+        let installation = self.installation.clone();
+        let released = crate::core_call(move || installation.release(&event, response))
+            .await
+            .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+        agentseal::metrics::tool_call(&tool, &label, started.elapsed());
+        released.map_err(|withheld| match withheld {
+            Withheld::Failed(error) => error,
+            Withheld::Unaudited(_) => McpError::internal_error(
+                "the audit log could not record this call, so its result is withheld",
+                None,
+            ),
+            _ => McpError::internal_error("result withheld", None),
+        })
+    }
+}
+
 /// Where a tool call came from: transport, protocol revision, client, and on the hub the MCP
 /// session and the access token used.
 pub(super) fn request_details(
@@ -195,6 +231,9 @@ pub(super) fn request_details(
         "transport".into(),
         if parts.is_some() { "http" } else { "stdio" }.into(),
     );
+    if let Some(id) = request_id(context) {
+        details.insert("request_id".into(), id.into());
+    }
     if let Some(version) = context.protocol_version() {
         details.insert("protocol".into(), version.to_string().into());
     }
