@@ -8,6 +8,7 @@ mod audit;
 mod backup;
 mod cli;
 mod delegation;
+mod federation;
 mod http_concurrency;
 mod http_lifecycle;
 mod http_security;

@@ -115,12 +115,16 @@ impl Operation for TrustArgs {
         };
         let audience = match &self.audience {
             Some(audience) => audience.clone(),
-            None => installation.public_url()?.ok_or_else(|| {
-                invalid(
-                    "give --audience: the hub's public URL (it is recorded when `serve --http` starts)"
-                        .into(),
-                )
-            })?,
+            // The hub's issuer identifier (RFC 8414), as its metadata says it.
+            None => installation
+                .public_url()?
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .ok_or_else(|| {
+                    invalid(
+                        "give --audience: the hub's public URL (it is recorded when `serve --http` starts)"
+                            .into(),
+                    )
+                })?,
         };
         let scopes = match &self.scope {
             Some(text) => Scope::parse_list(text).map_err(invalid)?,
