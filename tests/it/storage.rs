@@ -109,6 +109,21 @@ fn metadata_is_set_replaced_and_removed(store: &Store, reopen: &Reopen) {
     assert_eq!(other.meta("l").unwrap().as_deref(), Some("w"));
     store.remove_meta(&["k", "l", "absent"]).unwrap();
     assert_eq!(other.meta("k").unwrap(), None);
+    // By prefix, in key order; `_` and `%` are literal (no LIKE pattern).
+    store
+        .set_meta(&[
+            ("rule.b", "2"),
+            ("rule.a", "1"),
+            ("rulex", "no"),
+            ("rule_%", "no"),
+        ])
+        .unwrap();
+    assert_eq!(
+        other.meta_prefixed("rule.").unwrap(),
+        vec![("rule.a".into(), "1".into()), ("rule.b".into(), "2".into())]
+    );
+    assert_eq!(other.meta_prefixed("rule_%").unwrap().len(), 1);
+    assert!(other.meta_prefixed("none.").unwrap().is_empty());
 }
 
 fn agents_and_certificates_are_recorded_once_and_renewals_compare_and_set(
