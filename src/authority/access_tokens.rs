@@ -10,6 +10,8 @@ pub struct IssuedAccess {
     pub token: String,
     /// Its id, to revoke it.
     pub jti: String,
+    /// When it was issued.
+    pub iat: i64,
     /// When it expires.
     pub exp: i64,
     /// The agent it acts as.
@@ -38,6 +40,27 @@ impl Installation {
             }
             .into());
         }
+        let now = clock::now();
+        self.issue_access_token_at(agent_id, audience, now, now.saturating_add(ttl), scopes)
+    }
+
+    /// As [`Installation::issue_access_token`], issued at `now` and expiring at `expires_at`
+    /// exactly (at most a day later).
+    pub(super) fn issue_access_token_at(
+        &self,
+        agent_id: &str,
+        audience: &str,
+        now: i64,
+        expires_at: i64,
+        scopes: &[Scope],
+    ) -> Result<IssuedAccess, ServiceError> {
+        if expires_at <= now || expires_at - now > access::MAX_ACCESS_TTL {
+            return Err(RequestError::TtlOutOfRange {
+                what: "access token",
+                max: access::MAX_ACCESS_TTL,
+            }
+            .into());
+        }
         if audience.is_empty() || audience.len() > 512 || audience.chars().any(char::is_control) {
             return Err(ServiceError::InvalidInput(
                 "the audience (the hub's MCP URL) must be 1-512 bytes without control characters"
@@ -48,7 +71,6 @@ impl Installation {
             return Err(ServiceError::InvalidInput("give at least one scope".into()));
         }
         self.agent(agent_id)?;
-        let now = clock::now();
         let mut scopes = scopes.to_vec();
         scopes.sort();
         scopes.dedup();
@@ -59,7 +81,7 @@ impl Installation {
             client_id: agent_id.to_owned(),
             iat: now,
             nbf: now,
-            exp: now.saturating_add(ttl),
+            exp: expires_at,
             jti: clock::random_id()?,
             scope: scopes
                 .iter()
@@ -72,6 +94,7 @@ impl Installation {
         Ok(IssuedAccess {
             token,
             jti: claims.jti,
+            iat: claims.iat,
             exp: claims.exp,
             agent_id: claims.sub,
             audience: claims.aud,

@@ -16,20 +16,40 @@ const RULE_PREFIX: &str = "federation.rule.";
 const PUBLIC_URL: &str = "hub.public_url";
 /// Longest string an audit record or signal takes from an assertion.
 const MAX_RECORDED: usize = 256;
+/// Refusals anyone can cause (before the issuer's signature verified) that the audit log and
+/// signals take per minute, across the hubs of a database; more are counted in metrics and
+/// logged only, so that nobody can flood the log or the webhook.
+const UNAUTHENTICATED_RECORDS_PER_MINUTE: u32 = 60;
+/// The actor of a record no verified agent is the actor of (not an agent id: those have a
+/// scheme).
+const ANONYMOUS: &str = "anonymous";
 
 fn shorten(text: &str) -> String {
     text.chars().take(MAX_RECORDED).collect()
 }
 
+/// A stored rule, checked again as when it was made: a rule written by hand or by another
+/// version is refused, not applied (`federation remove` takes it away).
+fn read_rule(name: &str, json: &str) -> Result<TrustRule, ServiceError> {
+    let rule: TrustRule = serde_json::from_str(json)
+        .map_err(|e| ServiceError::CorruptRecord(format!("trust rule {name}: {e}")))?;
+    rule.validate().map_err(|e| {
+        ServiceError::CorruptRecord(format!(
+            "trust rule {name} is not valid ({e}): remove it with `agentseal federation remove {name}`"
+        ))
+    })?;
+    Ok(rule)
+}
+
 /// A store failure as a refusal of the exchange.
+/// The caller is told the code only; the log has the detail.
 fn server(error: ServiceError) -> GrantError {
+    tracing::error!(%error, "token exchange failed");
+    let code = error.code();
     GrantError::Server {
-        code: error.code(),
-        retryable: matches!(
-            error.code(),
-            "database_unavailable" | "revocation_unavailable"
-        ),
-        message: error.to_string(),
+        code,
+        retryable: matches!(code, "database_unavailable" | "revocation_unavailable"),
+        message: "the hub could not complete the exchange".into(),
     }
 }
 
@@ -76,7 +96,15 @@ impl Installation {
         Ok(rules)
     }
 
-    /// Removes the rule `name`; false if there was none.
+    /// The rule `name`, if there is one.
+    pub fn federation_rule(&self, name: &str) -> Result<Option<TrustRule>, ServiceError> {
+        self.store
+            .meta(&format!("{RULE_PREFIX}{name}"))?
+            .map(|json| read_rule(name, &json))
+            .transpose()
+    }
+
+    /// Removes the rule `name` (also one that no longer reads); false if there was none.
     pub fn remove_federation_rule(&self, name: &str) -> Result<bool, ServiceError> {
         let key = format!("{RULE_PREFIX}{name}");
         if self.store.meta(&key)?.is_none() {
@@ -100,23 +128,32 @@ impl Installation {
         Ok(self.store.meta(PUBLIC_URL)?)
     }
 
-    /// The rules that trust `peeked`'s issuer, the one for its (claimed) subject first.
-    fn rules_for(&self, peeked: &Peeked) -> Result<Vec<TrustRule>, GrantError> {
-        let mut rules: Vec<TrustRule> = self
+    /// The rule to verify `peeked` against: of the rules trusting its issuer, those whose
+    /// audience names this hub first, then those admitting its (claimed) subject, the most
+    /// specific pattern first (an exact subject, then the longest). Without one that admits it,
+    /// the first rule: the assertion's signature is checked before it is refused.
+    fn rule_for(&self, peeked: &Peeked, hub: &HubIdentity) -> Result<TrustRule, GrantError> {
+        let rules: Vec<TrustRule> = self
             .federation_rules()
             .map_err(server)?
             .into_iter()
             .filter(|rule| rule.issuer == peeked.issuer)
             .collect();
-        if rules.is_empty() {
-            return Err(GrantError::UnknownIssuer(shorten(&peeked.issuer)));
-        }
-        if let Some(subject) = &peeked.subject
-            && let Some(at) = rules.iter().position(|rule| rule.admits(subject))
-        {
-            rules.swap(0, at);
-        }
-        Ok(rules)
+        let rank = |rule: &TrustRule| {
+            let admits = peeked.subject.as_deref().is_some_and(|s| rule.admits(s));
+            (
+                hub.is_named_by(&rule.audience),
+                admits,
+                admits && !rule.subject.contains('*'),
+                rule.subject.len(),
+            )
+        };
+        rules
+            .into_iter()
+            // The earliest name wins a tie (`max_by_key` keeps the last).
+            .rev()
+            .max_by_key(rank)
+            .ok_or_else(|| GrantError::UnknownIssuer(shorten(&peeked.issuer)))
     }
 
     /// Issues the access token for a verified assertion: the agent must exist and not be
@@ -129,6 +166,15 @@ impl Installation {
         hub: &HubIdentity,
         now: i64,
     ) -> Result<IssuedAccess, GrantError> {
+        if let Some(client) = &request.client_id
+            && *client != verified.subject
+        {
+            return Err(GrantError::ClientMismatch(format!(
+                "client_id {:?} is not the assertion's subject {:?}",
+                shorten(client),
+                verified.subject
+            )));
+        }
         let scopes = match &request.scope {
             None => rule.scopes.clone(),
             Some(asked) => {
@@ -149,8 +195,8 @@ impl Installation {
             Err(error) => return Err(server(error)),
         }
         // Never longer than the rule allows, nor than the assertion itself lives.
-        let ttl = rule.max_ttl.min(verified.expires_at.saturating_sub(now));
-        if ttl <= 0 {
+        let expires_at = now.saturating_add(rule.max_ttl).min(verified.expires_at);
+        if expires_at <= now {
             return Err(GrantError::Expired(verified.expires_at));
         }
         let fresh = self
@@ -165,8 +211,14 @@ impl Installation {
         if !fresh {
             return Err(GrantError::Replayed);
         }
-        self.issue_access_token(&verified.agent_id, &hub.resource(), Some(ttl), &scopes)
-            .map_err(server)
+        self.issue_access_token_at(
+            &verified.agent_id,
+            &hub.resource(),
+            now,
+            expires_at,
+            &scopes,
+        )
+        .map_err(server)
     }
 
     /// Why `agent_id` may not be granted access now (unknown, or its current certificate
@@ -219,7 +271,9 @@ impl Installation {
     }
 
     /// Appends the exchange's audit record and signal; passes the outcome on, or withholds a
-    /// token that could not be recorded.
+    /// token that could not be recorded. What the assertion claims before its signature
+    /// verified is recorded as claimed (`claimed_issuer`, `claimed_subject`), and only so many
+    /// such refusals a minute.
     fn record_exchange(
         &self,
         grant: Grant,
@@ -228,55 +282,81 @@ impl Installation {
         verified: Option<&VerifiedAssertion>,
         outcome: &Result<IssuedAccess, GrantError>,
     ) -> Result<IssuedAccess, GrantError> {
-        let actor = match (verified, outcome) {
-            (Some(verified), _) => verified.agent_id.clone(),
-            _ => format!("workload:{}", shorten(&peeked.issuer)),
-        };
+        let unauthenticated = matches!(outcome, Err(e) if e.is_unauthenticated());
+        if unauthenticated && !self.admit_unauthenticated_record() {
+            tracing::info!(
+                reason = outcome.as_ref().err().map(GrantError::reason),
+                "token request refused (not recorded: too many unauthenticated refusals this minute)"
+            );
+            return outcome.clone();
+        }
         let decision = match outcome {
             Ok(_) => Decision::Allowed,
             Err(error) if error.is_server_side() => Decision::Failed,
             Err(_) => Decision::Denied,
         };
-        let mut event = AuditEvent::new(&actor, "oauth.token", decision);
+        let actor = match outcome {
+            Ok(issued) => issued.agent_id.as_str(),
+            Err(_) => ANONYMOUS,
+        };
+        let mut event = AuditEvent::new(actor, "oauth.token", decision);
         let mut details = serde_json::Map::new();
         details.insert("grant_type".into(), grant.name().into());
-        details.insert("issuer".into(), shorten(&peeked.issuer).into());
-        if let Some(rule) = rule {
-            details.insert("rule".into(), rule.name.clone().into());
-        }
+        let prefix = if unauthenticated { "claimed_" } else { "" };
+        details.insert(format!("{prefix}issuer"), shorten(&peeked.issuer).into());
         if let Some(subject) = verified
             .map(|v| v.subject.as_str())
             .or(peeked.subject.as_deref())
         {
-            details.insert("subject".into(), shorten(subject).into());
+            details.insert(format!("{prefix}subject"), shorten(subject).into());
+        }
+        if let Some(rule) = rule {
+            details.insert("rule".into(), rule.name.clone().into());
         }
         match outcome {
             Ok(issued) => {
                 details.insert("agent_id".into(), issued.agent_id.clone().into());
-                details.insert("token_id".into(), issued.jti.clone().into());
                 details.insert("scope".into(), issued.scope.clone().into());
                 details.insert("expires_at".into(), issued.exp.into());
             }
-            Err(error) => event.reasons = vec![error.reason().to_owned()],
+            Err(error) => {
+                event.reasons = vec![error.reason().to_owned()];
+                details.insert("reason".into(), error.reason().into());
+            }
         }
-        event.details = details.clone();
-        let (kind, agent) = match outcome {
+        let mut record = details.clone();
+        if let Ok(issued) = outcome {
+            record.insert("token_id".into(), issued.jti.clone().into());
+        }
+        event.details = record;
+        let released = match self.release(&event, outcome.clone()) {
+            Ok(issued) => Ok(issued),
+            Err(Withheld::Failed(error)) => Err(error),
+            Err(Withheld::Unaudited(error)) => Err(server(error)),
+        };
+        // Signalled as it was released: a withheld token was not issued.
+        let (kind, agent) = match &released {
             Ok(issued) => (
                 SignalKind::WorkloadTokenIssued,
                 Some(issued.agent_id.as_str()),
             ),
             Err(_) => (SignalKind::WorkloadTokenRefused, None),
         };
-        if let Err(error) = outcome {
-            details.insert("reason".into(), error.reason().into());
-        }
-        details.remove("token_id");
         self.signal(kind, agent, Value::Object(details));
-        match self.release(&event, outcome.clone()) {
-            Ok(issued) => Ok(issued),
-            Err(Withheld::Failed(error)) => Err(error),
-            Err(Withheld::Unaudited(error)) => Err(server(error)),
-        }
+        released
+    }
+
+    /// Whether one more refusal anyone could have caused may be recorded this minute.
+    fn admit_unauthenticated_record(&self) -> bool {
+        matches!(
+            self.store.admit_rate(
+                "oauth.unauthenticated_refusals",
+                UNAUTHENTICATED_RECORDS_PER_MINUTE,
+                60,
+                clock::now(),
+            ),
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -296,20 +376,20 @@ pub async fn exchange(
         message: e.to_string(),
         retryable: false,
     };
-    let (rules, request, peeked) = {
+    let (rule, request, peeked, hub) = {
         let installation = installation.clone();
         tokio::task::spawn_blocking(move || {
-            let rules = installation.rules_for(&peeked);
-            if let Err(refusal) = &rules {
+            let rule = installation.rule_for(&peeked, &hub);
+            if let Err(refusal) = &rule {
                 let refused = Err(refusal.clone());
                 let _ = installation.record_exchange(request.grant, &peeked, None, None, &refused);
             }
-            (rules, request, peeked)
+            (rule, request, peeked, hub)
         })
         .await
         .map_err(lost)?
     };
-    let rule = rules?.swap_remove(0);
+    let rule = rule?;
     let fetched = keys.keys_for(&rule, peeked.kid.as_deref()).await;
     tokio::task::spawn_blocking(move || {
         installation.complete_exchange(&request, &peeked, &rule, fetched, &hub)

@@ -137,8 +137,9 @@ struct UrlState {
 pub struct IssuerKeys {
     client: reqwest::Client,
     urls: Mutex<HashMap<String, UrlState>>,
-    /// One fetch at a time: concurrent exchanges wait for it rather than each fetching.
-    fetching: tokio::sync::Mutex<()>,
+    /// One fetch per URL at a time: concurrent exchanges wait for it rather than each fetching.
+    /// (URLs come from the operator's rules only, so the maps stay small.)
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for IssuerKeys {
@@ -162,7 +163,7 @@ impl IssuerKeys {
             client: crate::verify::remote::fetch_client()
                 .map_err(GrantError::IssuerKeysUnavailable)?,
             urls: Mutex::default(),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: Mutex::default(),
         })
     }
 
@@ -180,9 +181,10 @@ impl IssuerKeys {
             }
             KeySource::Url(url) => url,
         };
+        // What the caller is told names no URL and no network detail; the log has them.
         let unavailable = || {
             GrantError::IssuerKeysUnavailable(format!(
-                "the keys of {} could not be fetched from {url} and none fetched earlier are within the grace",
+                "the keys of {} could not be fetched, and none fetched earlier are within the grace",
                 rule.issuer
             ))
         };
@@ -191,18 +193,33 @@ impl IssuerKeys {
             Plan::Unavailable => return Err(unavailable()),
             Plan::Fetch => {}
         }
-        let _one = self.fetching.lock().await;
+        // One fetch per URL at a time; an issuer that does not answer holds up no other.
+        let gate = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(url.clone())
+            .or_default()
+            .clone();
+        let _one = gate.lock().await;
         // Another exchange may have fetched while this one waited.
         match self.plan(rule, url, kid, Instant::now()) {
             Plan::Use(keys) => return Ok(keys),
             Plan::Unavailable => return Err(unavailable()),
             Plan::Fetch => {}
         }
+        // Marked before the fetch: a caller who hangs up mid-fetch still counts as a try, so
+        // no one can make the hub fetch more often than RETRY_AFTER allows.
+        self.urls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(url.clone())
+            .or_default()
+            .tried = Some(Instant::now());
         let fetched = self.fetch(url).await;
         let now = Instant::now();
         let mut urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
         let state = urls.entry(url.clone()).or_default();
-        state.tried = Some(now);
         match fetched {
             Ok(keys) => {
                 let keys = Arc::new(keys);
@@ -213,13 +230,10 @@ impl IssuerKeys {
                 Ok(keys)
             }
             Err(detail) => {
-                tracing::warn!(%url, %detail, issuer = %rule.issuer, "issuer JWKS fetch failed");
+                tracing::warn!(url = %redacted(url), %detail, issuer = %rule.issuer, "issuer JWKS fetch failed");
                 match &state.fetched {
                     Some(fetched) if within_grace(rule, fetched, now) => Ok(fetched.keys.clone()),
-                    _ => Err(GrantError::IssuerKeysUnavailable(format!(
-                        "the keys of {} could not be fetched from {url} ({detail}) and none fetched earlier are within the grace",
-                        rule.issuer
-                    ))),
+                    _ => Err(unavailable()),
                 }
             }
         }
@@ -263,11 +277,21 @@ impl IssuerKeys {
         let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
         let body =
             crate::verify::remote::fetch_limited(&self.client, &parsed, MAX_JWKS_LEN).await?;
-        let keys = usable_keys(&parse_jwks(&body)?)?;
-        if keys.is_empty() {
-            return Err("the JWKS holds no usable key".into());
+        // An issuer that withdrew every key is taken at its word: nothing verifies.
+        usable_keys(&parse_jwks(&body)?)
+    }
+}
+
+/// A URL for logs: without user information or query, which may hold credentials.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.to_string()
         }
-        Ok(keys)
+        Err(_) => "(unparsable URL)".into(),
     }
 }
 
@@ -277,4 +301,53 @@ fn within_grace(rule: &TrustRule, fetched: &Fetched, now: Instant) -> bool {
         .max(0)
         .saturating_add(rule.jwks_grace.max(0)) as u64;
     now.duration_since(fetched.at) < Duration::from_secs(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rsa(extra: Value) -> Value {
+        let mut key = json!({
+            "kty": "RSA",
+            "n": crate::jose::b64(&[0xC3; 256]),
+            "e": "AQAB",
+            "kid": "r",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            key[k] = v.clone();
+        }
+        key
+    }
+
+    #[test]
+    fn only_signature_keys_of_accepted_kinds_are_used_each_with_its_one_algorithm() {
+        let count = |key: Value| usable_keys(&json!({"keys": [key]})).unwrap().len();
+        assert_eq!(count(rsa(json!({}))), 1);
+        assert_eq!(count(rsa(json!({"alg": "RS256", "use": "sig"}))), 1);
+        // A key naming another algorithm than its type's is not used at all.
+        assert_eq!(count(rsa(json!({"alg": "ES256"}))), 0);
+        assert_eq!(count(rsa(json!({"alg": "PS256"}))), 0);
+        assert_eq!(count(rsa(json!({"use": "enc"}))), 0);
+        assert_eq!(count(rsa(json!({"key_ops": ["encrypt"]}))), 0);
+        assert_eq!(count(rsa(json!({"n": crate::jose::b64(&[0xC3; 128])}))), 0);
+        assert_eq!(count(json!({"kty": "oct", "k": "c2VjcmV0"})), 0);
+        assert_eq!(
+            count(json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"})),
+            0
+        );
+        let keys = usable_keys(&json!({"keys": [rsa(json!({}))]})).unwrap();
+        assert_eq!(keys[0].alg, Algorithm::RS256);
+        assert!(usable_keys(&json!({"keys": "no"})).is_err());
+        assert!(usable_keys(&json!({"keys": vec![rsa(json!({})); MAX_KEYS + 1]})).is_err());
+    }
+
+    #[test]
+    fn urls_are_logged_without_credentials_or_query() {
+        assert_eq!(
+            redacted("https://user:pw@issuer.example/jwks?token=t"),
+            "https://issuer.example/jwks"
+        );
+    }
 }

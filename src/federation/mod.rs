@@ -27,6 +27,11 @@ pub use rule::{AgentTemplate, KeySource, RuleError, TrustRule};
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 7523 JWT bearer grant.
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The client credentials grant (RFC 6749 §4.4), with the workload's JWT as the client's
+/// authentication (RFC 7523 §2.2): the form MCP SDKs use for workload identity.
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// The `client_assertion_type` of a JWT used as client authentication (RFC 7523 §2.2).
+pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The subject token types accepted in a token exchange (RFC 8693 §3).
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// An OpenID Connect ID token, also a JWT.
@@ -42,6 +47,8 @@ pub enum Grant {
     TokenExchange,
     /// RFC 7523 JWT bearer.
     JwtBearer,
+    /// Client credentials, authenticated by the workload's JWT (RFC 7523 §2.2).
+    ClientCredentials,
 }
 
 impl Grant {
@@ -50,6 +57,7 @@ impl Grant {
         match self {
             Grant::TokenExchange => "token_exchange",
             Grant::JwtBearer => "jwt_bearer",
+            Grant::ClientCredentials => "client_credentials",
         }
     }
 }
@@ -86,6 +94,11 @@ impl HubIdentity {
         format!("{}oauth/token", self.base)
     }
 
+    /// The authorization endpoint (which only says there is no interactive authorization).
+    pub fn authorization_endpoint(&self) -> String {
+        format!("{}oauth/authorize", self.base)
+    }
+
     /// Whether `audience` names this hub: its base URL (with or without `/`), its MCP endpoint or
     /// its token endpoint.
     pub fn is_named_by(&self, audience: &str) -> bool {
@@ -109,6 +122,9 @@ pub enum GrantError {
     /// The requested resource or audience is not this hub.
     #[error("invalid_target: {0}")]
     InvalidTarget(String),
+    /// The `client_id` sent is not the assertion's subject (RFC 7523 §3).
+    #[error("client_mismatch: {0}")]
+    ClientMismatch(String),
     /// A scope asked for is beyond what the rule grants.
     #[error("scope_exceeded: {0}")]
     ScopeExceeded(String),
@@ -150,6 +166,9 @@ pub enum GrantError {
     /// No rule of the issuer admits the assertion's subject.
     #[error("subject_not_allowed: no trust rule of this issuer admits subject {0:?}")]
     SubjectNotAllowed(String),
+    /// A claim the rule pins does not hold the rule's value.
+    #[error("claim_mismatch: {0}")]
+    ClaimMismatch(String),
     /// The rule's agent template cannot be filled from the assertion.
     #[error("unmapped_subject: {0}")]
     Unmapped(String),
@@ -178,6 +197,7 @@ impl GrantError {
             GrantError::InvalidRequest(_) => "invalid_request",
             GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
             GrantError::InvalidTarget(_) => "invalid_target",
+            GrantError::ClientMismatch(_) => "client_mismatch",
             GrantError::ScopeExceeded(_) => "scope_exceeded",
             GrantError::Malformed(_) => "malformed",
             GrantError::Oversized(_) => "oversized",
@@ -190,6 +210,7 @@ impl GrantError {
             GrantError::LifetimeTooLong { .. } => "lifetime_too_long",
             GrantError::Replayed => "replayed",
             GrantError::SubjectNotAllowed(_) => "subject_not_allowed",
+            GrantError::ClaimMismatch(_) => "claim_mismatch",
             GrantError::Unmapped(_) => "unmapped_subject",
             GrantError::UnknownAgent(_) => "unknown_agent",
             GrantError::IssuerKeysUnavailable(_) => "issuer_keys_unavailable",
@@ -203,6 +224,7 @@ impl GrantError {
             GrantError::InvalidRequest(_) => "invalid_request",
             GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
             GrantError::InvalidTarget(_) => "invalid_target",
+            GrantError::ClientMismatch(_) => "invalid_client",
             GrantError::ScopeExceeded(_) => "invalid_scope",
             GrantError::IssuerKeysUnavailable(_) => "temporarily_unavailable",
             GrantError::Server {
@@ -211,6 +233,20 @@ impl GrantError {
             GrantError::Server { .. } => "server_error",
             _ => "invalid_grant",
         }
+    }
+
+    /// Whether the refusal came before the issuer's signature was verified: anyone can cause one
+    /// (the hub records only so many of these; see `authority::federation`).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            GrantError::Malformed(_)
+                | GrantError::Oversized(_)
+                | GrantError::UnknownIssuer(_)
+                | GrantError::AlgNotAllowed(_)
+                | GrantError::BadSignature(_)
+                | GrantError::IssuerKeysUnavailable(_)
+        )
     }
 
     /// Whether the refusal is the hub's trouble rather than the request's (a 5xx answer).

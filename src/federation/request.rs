@@ -2,19 +2,33 @@
 //! form parameters checked, whichever of the two grants carries the assertion.
 
 use super::{
-    GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, Grant, GrantError, HubIdentity,
-    TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
+    CLIENT_ASSERTION_JWT, GRANT_CLIENT_CREDENTIALS, GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE, Grant,
+    GrantError, HubIdentity, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
 };
 
-/// A checked token request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked token request. Its `Debug` leaves the assertion out: it is a bearer credential.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TokenRequest {
     /// The grant used.
     pub grant: Grant,
-    /// The workload's JWT: `subject_token` (RFC 8693) or `assertion` (RFC 7523).
+    /// The workload's JWT: `subject_token` (RFC 8693), `assertion` (RFC 7523 §2.1) or
+    /// `client_assertion` (RFC 7523 §2.2).
     pub assertion: String,
+    /// The `client_id` sent, if any: it must be the assertion's subject (RFC 7523 §3).
+    pub client_id: Option<String>,
     /// The scopes asked for (space-separated), if any: the rule's otherwise.
     pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("grant", &self.grant)
+            .field("assertion", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .finish()
+    }
 }
 
 impl TokenRequest {
@@ -38,9 +52,10 @@ impl TokenRequest {
         let grant = match required("grant_type")? {
             GRANT_TOKEN_EXCHANGE => Grant::TokenExchange,
             GRANT_JWT_BEARER => Grant::JwtBearer,
+            GRANT_CLIENT_CREDENTIALS => Grant::ClientCredentials,
             other => {
                 return Err(GrantError::UnsupportedGrantType(format!(
-                    "{:?}: use {GRANT_TOKEN_EXCHANGE} or {GRANT_JWT_BEARER}",
+                    "{:?}: use {GRANT_TOKEN_EXCHANGE}, {GRANT_JWT_BEARER} or {GRANT_CLIENT_CREDENTIALS} with a client_assertion",
                     other.chars().take(128).collect::<String>()
                 )));
             }
@@ -53,8 +68,10 @@ impl TokenRequest {
                         "subject_token_type must be {TOKEN_TYPE_JWT}"
                     )));
                 }
+                // The access token is a JWT: asking for either is asking for it.
                 if let Some(wanted) = one("requested_token_type")?
                     && wanted != TOKEN_TYPE_ACCESS_TOKEN
+                    && wanted != TOKEN_TYPE_JWT
                 {
                     return Err(GrantError::InvalidRequest(format!(
                         "this hub issues only {TOKEN_TYPE_ACCESS_TOKEN}"
@@ -69,12 +86,22 @@ impl TokenRequest {
                 required("subject_token")?
             }
             Grant::JwtBearer => required("assertion")?,
+            Grant::ClientCredentials => {
+                if required("client_assertion_type")? != CLIENT_ASSERTION_JWT {
+                    return Err(GrantError::InvalidRequest(format!(
+                        "client_assertion_type must be {CLIENT_ASSERTION_JWT}"
+                    )));
+                }
+                required("client_assertion")?
+            }
         };
-        // RFC 8707 resource and RFC 8693 audience: if named, it must be this hub.
+        // RFC 8707 resource and RFC 8693 audience, each possibly repeated: every one named
+        // must be this hub.
         for name in ["resource", "audience"] {
-            if let Some(target) = one(name)?
-                && !hub.is_named_by(target)
-            {
+            for target in pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v) {
+                if hub.is_named_by(target) {
+                    continue;
+                }
                 return Err(GrantError::InvalidTarget(format!(
                     "{name} {:?} is not this hub: tokens are issued for {}",
                     target.chars().take(256).collect::<String>(),
@@ -85,6 +112,7 @@ impl TokenRequest {
         Ok(TokenRequest {
             grant,
             assertion: assertion.to_owned(),
+            client_id: one("client_id")?.map(str::to_owned),
             scope: one("scope")?.map(str::to_owned),
         })
     }
@@ -129,6 +157,26 @@ mod tests {
             "unsupported_grant_type"
         );
         assert_eq!(code(&[("grant_type", GRANT_JWT_BEARER)]), "invalid_request");
+        let client = form(&[
+            ("grant_type", GRANT_CLIENT_CREDENTIALS),
+            ("client_assertion_type", CLIENT_ASSERTION_JWT),
+            ("client_assertion", "x.y.z"),
+            ("client_id", "system:serviceaccount:prod:billing"),
+        ]);
+        let request = TokenRequest::from_form(&client, &hub).unwrap();
+        assert_eq!(request.grant, Grant::ClientCredentials);
+        assert_eq!(
+            request.client_id.as_deref(),
+            Some("system:serviceaccount:prod:billing")
+        );
+        // Client credentials without a JWT is a client secret flow this hub does not have.
+        assert_eq!(
+            code(&[
+                ("grant_type", GRANT_CLIENT_CREDENTIALS),
+                ("client_secret", "s")
+            ]),
+            "invalid_request"
+        );
         assert_eq!(
             code(&[
                 ("grant_type", GRANT_JWT_BEARER),

@@ -52,6 +52,11 @@ pub struct TrustRule {
     /// The agent a subject acts as: an agent id, or a template with `{claim}` or
     /// `{/json/pointer}` placeholders (`agent://k8s/{/kubernetes.io/serviceaccount/name}`).
     pub agent: String,
+    /// Claims that must hold exactly these values besides the subject (a top-level claim or a
+    /// `/json/pointer`; a number matches its decimal text): `repository_owner_id=1234` pins a
+    /// GitHub organization by its id, which survives a rename and cannot be re-registered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<(String, String)>,
     /// The scopes a token issued through the rule may carry.
     pub scopes: Vec<Scope>,
     /// Cap on an issued token's lifetime, in seconds.
@@ -97,6 +102,11 @@ pub fn check_jwks_url(url: &str) -> Result<(), RuleError> {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return refuse(
+            "the JWKS URL holds a user name or password: a JWKS is public, give its URL without",
+        );
+    }
     match parsed.scheme() {
         "https" if !host.is_empty() => Ok(()),
         "http" if loopback => Ok(()),
@@ -128,10 +138,17 @@ impl TrustRule {
         if self.subject.contains("**") {
             return refuse("the subject pattern may not contain \"**\"");
         }
-        if self.subject.chars().all(|c| c == '*') {
+        if self.subject.starts_with('*') {
             return refuse(
-                "the subject pattern admits every subject: name them, or use a prefix such as system:serviceaccount:prod:*",
+                "a subject pattern starts with what it pins: name the subjects, or use a prefix such as system:serviceaccount:prod:* or repo:acme/api:*",
             );
+        }
+        if self.conditions.len() > 16 {
+            return refuse("at most 16 claim conditions");
+        }
+        for (claim, value) in &self.conditions {
+            check_text("a condition's claim", claim, 128)?;
+            check_text("a condition's value", value, 512)?;
         }
         check_text("the agent", &self.agent, 512)?;
         AgentTemplate::parse(&self.agent)?;
@@ -178,6 +195,32 @@ impl TrustRule {
     pub fn admits(&self, subject: &str) -> bool {
         matches_pattern(&self.subject, subject)
     }
+
+    /// The first condition `claims` do not meet, if any.
+    pub fn unmet_condition(&self, claims: &Value) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|(claim, wanted)| {
+                let found = claim_at(claims, claim);
+                let text = match found {
+                    Some(Value::String(text)) => Some(text.clone()),
+                    Some(Value::Number(number)) => Some(number.to_string()),
+                    Some(Value::Bool(flag)) => Some(flag.to_string()),
+                    _ => None,
+                };
+                text.as_deref() != Some(wanted.as_str())
+            })
+            .map(|(claim, _)| claim.as_str())
+    }
+}
+
+/// A claim by name, or by RFC 6901 pointer when the name starts with `/`.
+fn claim_at<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
+    if name.starts_with('/') {
+        claims.pointer(name)
+    } else {
+        claims.get(name)
+    }
 }
 
 /// Glob matching where `*` stands for one or more characters and everything else is literal.
@@ -207,7 +250,9 @@ fn matches_pattern(pattern: &str, subject: &str) -> bool {
 }
 
 /// An agent id template: literal text with `{claim}` (a top-level claim) or `{/pointer}` (an
-/// RFC 6901 JSON pointer into the claims) placeholders.
+/// RFC 6901 JSON pointer into the claims) placeholders. Values may not hold `/`, and two
+/// placeholders must be parted by text holding a `/`: so no two different sets of values fill a
+/// template to the same agent id (`{ns}-{name}` would map `a` + `b-c` and `a-b` + `c` alike).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentTemplate {
     parts: Vec<TemplatePart>,
@@ -252,6 +297,19 @@ impl AgentTemplate {
                     "empty or nested placeholder in the agent template {template:?}"
                 ));
             }
+            let parted = parts.last().map(|part| match part {
+                TemplatePart::Text(text) => text.contains('/'),
+                TemplatePart::Claim(_) => false,
+            });
+            if parts
+                .iter()
+                .any(|part| matches!(part, TemplatePart::Claim(_)))
+                && parted != Some(true)
+            {
+                return refuse(format!(
+                    "in the agent template {template:?}, placeholders must be parted by a '/' (values cannot hold one), e.g. agent://k8s/{{ns}}/{{name}}"
+                ));
+            }
             parts.push(TemplatePart::Claim(name.to_owned()));
             rest = &rest[open + close + 1..];
         }
@@ -274,22 +332,15 @@ impl AgentTemplate {
         for part in &self.parts {
             match part {
                 TemplatePart::Text(text) => out.push_str(text),
-                TemplatePart::Claim(name) => {
-                    let value = if name.starts_with('/') {
-                        claims.pointer(name)
-                    } else {
-                        claims.get(name)
-                    };
-                    match value.and_then(Value::as_str) {
-                        Some(value) if claim_value_allowed(value) => out.push_str(value),
-                        Some(_) => {
-                            return Err(format!(
-                                "claim {name} holds characters an agent id may not take from a claim (allowed: A-Z a-z 0-9 . _ - @ :, at most 128)"
-                            ));
-                        }
-                        None => return Err(format!("the assertion has no string claim {name}")),
+                TemplatePart::Claim(name) => match claim_at(claims, name).and_then(Value::as_str) {
+                    Some(value) if claim_value_allowed(value) => out.push_str(value),
+                    Some(_) => {
+                        return Err(format!(
+                            "claim {name} holds characters an agent id may not take from a claim (allowed: A-Z a-z 0-9 . _ - @ :, at most 128)"
+                        ));
                     }
-                }
+                    None => return Err(format!("the assertion has no string claim {name}")),
+                },
             }
         }
         Ok(out)
@@ -360,8 +411,82 @@ mod tests {
                 .is_err()
         );
         assert!(AgentTemplate::parse("agent://fixed").unwrap().is_fixed());
-        for bad in ["agent://{", "agent://}", "agent://{}", "agent://{a{b}}"] {
+        for bad in [
+            "agent://{",
+            "agent://}",
+            "agent://{}",
+            "agent://{a{b}}",
+            // Values that could run together.
+            "agent://k8s/{ns}-{name}",
+            "agent://k8s/{ns}{name}",
+            "agent://k8s/{ns}.{name}",
+        ] {
             assert!(AgentTemplate::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn rule() -> TrustRule {
+        TrustRule {
+            name: "k8s".into(),
+            issuer: "https://issuer.example".into(),
+            keys: KeySource::Url("https://issuer.example/jwks".into()),
+            audience: "https://hub.example".into(),
+            subject: "system:serviceaccount:prod:*".into(),
+            agent: "agent://k8s/{sub}".into(),
+            conditions: vec![("repository_owner_id".into(), "4242".into())],
+            scopes: vec![Scope::Verify],
+            max_ttl: DEFAULT_MAX_TTL,
+            max_assertion_lifetime: DEFAULT_MAX_ASSERTION_LIFETIME,
+            jwks_refresh: DEFAULT_JWKS_REFRESH,
+            jwks_grace: DEFAULT_JWKS_GRACE,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn rules_refuse_what_would_admit_too_much_or_leak() {
+        assert!(rule().validate().is_ok());
+        let refused = |change: &dyn Fn(&mut TrustRule)| {
+            let mut bad = rule();
+            change(&mut bad);
+            bad.validate().is_err()
+        };
+        assert!(refused(&|r| r.subject = "*".into()));
+        assert!(refused(&|r| r.subject = "*:ref:refs/heads/main".into()));
+        assert!(refused(&|r| r.name = "Upper".into()));
+        assert!(refused(&|r| r.scopes.clear()));
+        assert!(refused(&|r| r.max_ttl = MAX_ACCESS_TTL + 1));
+        assert!(refused(
+            &|r| r.keys = KeySource::Url("http://issuer.example/jwks".into())
+        ));
+        assert!(refused(&|r| {
+            r.keys = KeySource::Url("https://user:pw@issuer.example/jwks".into())
+        }));
+        assert!(!refused(
+            &|r| r.keys = KeySource::Url("http://127.0.0.1:8080/jwks".into())
+        ));
+        assert!(refused(&|r| r.keys = KeySource::Inline(json!({"keys": []}))));
+        assert!(refused(&|r| r.agent = "agent://k8s/{a}{b}".into()));
+    }
+
+    #[test]
+    fn conditions_pin_claims_by_exact_value() {
+        let rule = rule();
+        assert_eq!(
+            rule.unmet_condition(&json!({"repository_owner_id": 4242})),
+            None
+        );
+        assert_eq!(
+            rule.unmet_condition(&json!({"repository_owner_id": "4242"})),
+            None
+        );
+        assert_eq!(
+            rule.unmet_condition(&json!({"repository_owner_id": 42420})),
+            Some("repository_owner_id")
+        );
+        assert_eq!(
+            rule.unmet_condition(&json!({})),
+            Some("repository_owner_id")
+        );
     }
 }

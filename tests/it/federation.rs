@@ -255,6 +255,24 @@ async fn a_kubernetes_token_lets_the_python_sdk_act_as_the_mapped_agent_after_di
         "invalid_grant",
         "replayed",
     );
+    // The SDK's own OAuth client (client credentials with the JWT as client assertion, the MCP
+    // client credentials extension) finds the hub from the 401 and does the exchange itself.
+    let claims = k8s_claims(&fleet.hub, "prod", "billing", 600);
+    std::fs::write(
+        &token_file,
+        fleet.issuer.mint("ES256", &claims, false).await,
+    )
+    .unwrap();
+    let out = run_ok(
+        Command::new(python())
+            .arg(repo().join("examples/python/workload_agent.py"))
+            .args(["--hub", &fleet.hub.url, "--sdk-oauth", "--token-file"])
+            .arg(&token_file)
+            .args(["--action", "deploy", "--audience", "https://ci.example.com"]),
+    );
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["whoami"]["agent_id"], BILLING, "{report}");
+    assert!(report["action_token"].is_string(), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -450,6 +468,27 @@ async fn refused_assertions_name_their_reason_and_are_audited() {
         "invalid_grant",
         "replayed",
     );
+    // Client credentials with the JWT as client assertion: the client id must be its subject.
+    let assertion = issuer.mint("RS256", &good(), false).await;
+    let (status, body, _) = token_request(
+        hub,
+        &[
+            ("grant_type", "client_credentials"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+            ("client_id", "system:serviceaccount:prod:other"),
+        ],
+    )
+    .await;
+    assert_refused(
+        &(status, body),
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "client_mismatch",
+    );
     // A revoked agent gets nothing.
     fleet
         .installation
@@ -500,6 +539,36 @@ async fn refused_assertions_name_their_reason_and_are_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn refusals_anyone_can_cause_are_answered_but_recorded_only_so_often() {
+    let installation = Installation::new(&[(DEPLOYER, "ed25519")]);
+    let hub = installation.serve(&[]);
+    let issuer = Issuer::start();
+    let mut claims = k8s_claims(&hub, "prod", "billing", 300);
+    claims["iss"] = json!("https://flood.example");
+    let flood = issuer.mint("RS256", &claims, false).await;
+    for _ in 0..75 {
+        let answer = exchange(&hub, &flood).await;
+        assert_eq!(answer.1["reason"], "unknown_issuer", "{}", answer.1);
+    }
+    let audit = installation.cli(&["audit", "export", "--actor", "anonymous"]);
+    let recorded: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["record"]["details"]["claimed_issuer"] == "https://flood.example")
+        .collect();
+    // At most a minute's allowance; the rest are counted in metrics and logged only.
+    assert!(
+        (1..=60).contains(&recorded.len()),
+        "{} records of 75 refusals",
+        recorded.len()
+    );
+    // What the caller claimed is recorded as claimed, by no agent.
+    let details = &recorded[0]["record"]["details"];
+    assert!(details.get("issuer").is_none(), "{details}");
+    assert_eq!(recorded[0]["record"]["actor"], "anonymous");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_issuer_whose_keys_cannot_be_fetched_past_the_grace_is_refused() {
     let fleet = Fleet::start(&[], &["--jwks-refresh", "1s", "--jwks-grace", "2s"]);
     let mint = || async {
@@ -525,7 +594,8 @@ async fn an_issuer_whose_keys_cannot_be_fetched_past_the_grace_is_refused() {
         "temporarily_unavailable",
         "issuer_keys_unavailable",
     );
-    assert_eq!(headers["retry-after"], "1");
+    // Not sooner than the hub would fetch again.
+    assert_eq!(headers["retry-after"], "10");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -556,6 +626,8 @@ async fn a_github_actions_rule_with_a_fixed_agent_and_a_jwks_file() {
         DEPLOYER,
         "--scope",
         "agentseal:sign",
+        "--claim",
+        "repository_owner_id=4242",
     ]);
     let listed: Value = serde_json::from_str(&installation.cli(&["federation", "list"])).unwrap();
     assert_eq!(listed["rules"][0]["name"], "github", "{listed}");
@@ -570,6 +642,7 @@ async fn a_github_actions_rule_with_a_fixed_agent_and_a_jwks_file() {
             "aud": hub.url,
             "sub": sub,
             "repository": "acme/api",
+            "repository_owner_id": 4242,
             "ref": "refs/heads/main",
             "jti": rand_suffix(),
             "iat": now,
@@ -585,11 +658,22 @@ async fn a_github_actions_rule_with_a_fixed_agent_and_a_jwks_file() {
     ] {
         tokens.push(issuer.mint("RS256", &job(sub), false).await);
     }
+    // The right branch of a repository of the same name under another owner (re-registered
+    // after a rename): the pinned owner id tells them apart.
+    let mut other_owner = job("repo:acme/api:ref:refs/heads/main");
+    other_owner["repository_owner_id"] = json!(9999);
+    let other_owner = issuer.mint("RS256", &other_owner, false).await;
     // The issuer is gone: a JWKS file needs no fetch.
     drop(issuer);
     let (status, body) = exchange(&hub, &tokens[0]).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scope"], "agentseal:sign");
+    assert_refused(
+        &exchange(&hub, &other_owner).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_grant",
+        "claim_mismatch",
+    );
     // Another repository, and a pull request, are outside the branch pattern.
     for token in &tokens[1..] {
         assert_refused(
@@ -653,7 +737,7 @@ async fn discovery_documents_lead_a_client_from_the_mcp_endpoint_to_the_token_en
         .unwrap();
     assert_eq!(server["issuer"], issuer);
     assert_eq!(server["token_endpoint"], format!("{issuer}/oauth/token"));
-    for grant in [TOKEN_EXCHANGE, JWT_BEARER] {
+    for grant in [TOKEN_EXCHANGE, JWT_BEARER, "client_credentials"] {
         assert!(
             server["grant_types_supported"]
                 .as_array()
@@ -664,8 +748,21 @@ async fn discovery_documents_lead_a_client_from_the_mcp_endpoint_to_the_token_en
     }
     assert_eq!(
         server["token_endpoint_auth_methods_supported"],
-        json!(["none"])
+        json!(["none", "private_key_jwt"])
     );
+    assert_eq!(
+        server["jwks_uri"],
+        format!("{issuer}/.well-known/jwks.json")
+    );
+    // There is no interactive login, and the authorization endpoint says so.
+    let login = client
+        .get(server["authorization_endpoint"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::BAD_REQUEST);
+    let body: Value = login.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_response_type");
     assert_eq!(server["scopes_supported"], resource["scopes_supported"]);
     // The token endpoint takes only forms, and answers OAuth errors in JSON.
     let wrong = client
@@ -676,6 +773,16 @@ async fn discovery_documents_lead_a_client_from_the_mcp_endpoint_to_the_token_en
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
     let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    let huge = client
+        .post(format!("{issuer}/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("assertion={}", "A".repeat(100 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = huge.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
 }
 

@@ -6,7 +6,7 @@ use agentseal::audit::{AuditEvent, Decision};
 use serde_json::{Map, Value};
 
 /// Request and result fields copied into a record (string values shortened).
-const RECORDED_FIELDS: [&str; 26] = [
+const RECORDED_FIELDS: [&str; 33] = [
     "ca_id",
     "on_behalf_of",
     "delegate",
@@ -33,6 +33,14 @@ const RECORDED_FIELDS: [&str; 26] = [
     "expires_at",
     "transport",
     "durability",
+    // Federation trust rules (`agentseal federation`).
+    "issuer",
+    "subject_pattern",
+    "agent_template",
+    "jwks",
+    "conditions",
+    "replace",
+    "removed",
 ];
 /// Longest string value kept: enough for any id, short enough that a caller cannot bloat the log.
 const MAX_STRING: usize = 256;

@@ -65,6 +65,11 @@ pub struct TrustArgs {
     /// last ran at].
     #[arg(long)]
     audience: Option<String>,
+    /// A claim that must hold exactly VALUE, repeatable: a top-level claim or a /json/pointer
+    /// (numbers match their decimal text), e.g. repository_owner_id=1234 to pin a GitHub
+    /// organization by its id.
+    #[arg(long = "claim", value_name = "CLAIM=VALUE", value_parser = parse_condition)]
+    conditions: Vec<(String, String)>,
     /// Space-separated scopes granted (default: all): agentseal:sign agentseal:verify
     /// agentseal:revoke.
     #[arg(long)]
@@ -87,12 +92,40 @@ pub struct TrustArgs {
     replace: bool,
 }
 
+fn parse_condition(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((claim, value)) if !claim.is_empty() => Ok((claim.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: give CLAIM=VALUE")),
+    }
+}
+
 impl Operation for TrustArgs {
     fn facts(&self) -> Facts {
+        let jwks = match (&self.jwks_url, &self.jwks_file) {
+            (Some(url), _) => url.clone(),
+            (None, Some(path)) => format!("file {}", path.display()),
+            (None, None) => String::new(),
+        };
+        let conditions: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|(claim, value)| format!("{claim}={value}"))
+            .collect();
         Facts::new("federation.trust")
             .with("id", &self.name)
+            .with("issuer", &self.issuer)
+            .with("jwks", &jwks)
+            .with("subject_pattern", &self.subject)
+            .with("agent_template", &self.agent)
             .with_some("audience", self.audience.as_deref())
             .with_some("scope", self.scope.as_deref())
+            .with_some(
+                "conditions",
+                (!conditions.is_empty())
+                    .then(|| conditions.join(" "))
+                    .as_deref(),
+            )
+            .with("replace", if self.replace { "true" } else { "false" })
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
@@ -137,6 +170,7 @@ impl Operation for TrustArgs {
             audience,
             subject: self.subject.clone(),
             agent: self.agent.clone(),
+            conditions: self.conditions.clone(),
             scopes,
             max_ttl: self.max_ttl,
             max_assertion_lifetime: self.max_assertion_lifetime,
@@ -194,12 +228,20 @@ impl Operation for RemoveArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
+        // What is removed, for the audit record too (a rule that no longer reads is removed
+        // all the same).
+        let rule = installation.federation_rule(&self.name).ok().flatten();
         if !installation.remove_federation_rule(&self.name)? {
             return Err(ServiceError::InvalidInput(format!(
                 "no trust rule named {}: see `agentseal federation list`",
                 self.name
             )));
         }
-        Ok(Outcome::Json(json!({ "removed": self.name })))
+        Ok(Outcome::Json(json!({
+            "removed": self.name,
+            "issuer": rule.as_ref().map(|r| &r.issuer),
+            "subject_pattern": rule.as_ref().map(|r| &r.subject),
+            "agent_template": rule.as_ref().map(|r| &r.agent),
+        })))
     }
 }

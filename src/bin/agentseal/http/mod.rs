@@ -99,7 +99,12 @@ impl HubOptions {
 /// one. Every log line of the request carries it, the audit record of a tool call keeps it, and
 /// the answer sends it back.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId {
+    /// The id.
+    pub id: String,
+    /// Whether the client chose it (then it says nothing the hub vouches for).
+    pub from_client: bool,
+}
 
 const REQUEST_ID: &str = "x-request-id";
 
@@ -116,6 +121,7 @@ async fn with_request_id(mut request: Request, next: Next) -> Response {
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         })
         .map(str::to_owned);
+    let from_client = given.is_some();
     let id = given
         .unwrap_or_else(|| agentseal::clock::random_id().unwrap_or_else(|_| "unavailable".into()));
     let span = tracing::info_span!(
@@ -124,7 +130,10 @@ async fn with_request_id(mut request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
-    request.extensions_mut().insert(RequestId(id.clone()));
+    request.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        from_client,
+    });
     let mut response = tracing::Instrument::instrument(next.run(request), span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
@@ -334,9 +343,7 @@ fn router(
         .layer(axum::middleware::from_fn_with_state(hub.clone(), authorize));
     let token = Router::new()
         .route("/oauth/token", post(oauth::token))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            oauth::MAX_TOKEN_REQUEST,
-        ))
+        .route("/oauth/authorize", get(oauth::authorize))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
             BODY_TIMEOUT,
         ));
@@ -491,7 +498,7 @@ async fn audit_checkpoint(State(hub): State<Arc<Hub>>) -> Response {
 /// Binds the metrics listener; refused before the hub starts if the address is taken.
 async fn metrics_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServiceError> {
     if !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "metrics served off loopback: anyone who reaches it sees agent ids and call counts");
+        tracing::warn!(%addr, "metrics served off loopback: anyone who reaches it sees call counts, tool names and refusal reasons");
     }
     tokio::net::TcpListener::bind(addr)
         .await

@@ -31,7 +31,7 @@ impl ServerHandler for AgentServer {
     ) -> Result<CallToolResponse, McpError> {
         // Over HTTP, the call runs in the session's task: its logs get the request's id here.
         let span = match request_id(&context) {
-            Some(id) => tracing::info_span!("request", request_id = %id),
+            Some(id) => tracing::info_span!("request", request_id = %id.id),
             None => tracing::Span::none(),
         };
         tracing::Instrument::instrument(self.audited_call(request, context), span).await
@@ -140,10 +140,9 @@ impl ServerHandler for AgentServer {
 }
 
 /// The id the hub gave the HTTP request carrying this call (`X-Request-Id`).
-fn request_id(context: &RequestContext<RoleServer>) -> Option<String> {
+fn request_id(context: &RequestContext<RoleServer>) -> Option<&crate::http::RequestId> {
     let parts = context.extensions.get::<axum::http::request::Parts>()?;
-    let id = parts.extensions.get::<crate::http::RequestId>()?;
-    Some(id.0.clone())
+    parts.extensions.get::<crate::http::RequestId>()
 }
 
 impl AgentServer {
@@ -232,7 +231,13 @@ pub(super) fn request_details(
         if parts.is_some() { "http" } else { "stdio" }.into(),
     );
     if let Some(id) = request_id(context) {
-        details.insert("request_id".into(), id.into());
+        // One the client chose is kept apart: it is the client's word.
+        let field = if id.from_client {
+            "client_request_id"
+        } else {
+            "request_id"
+        };
+        details.insert(field.into(), id.id.clone().into());
     }
     if let Some(version) = context.protocol_version() {
         details.insert("protocol".into(), version.to_string().into());
