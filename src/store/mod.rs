@@ -19,7 +19,7 @@ mod location;
 mod postgres;
 mod records;
 mod schema;
-mod sqlite;
+pub(crate) mod sqlite;
 
 pub use backend::{Backend, SealNext, SealRefused};
 pub use location::{Location, PgLocation};
