@@ -83,3 +83,22 @@ pub fn private_database(path: &Path) -> std::io::Result<()> {
     let _ = path;
     Ok(())
 }
+
+/// Puts a connection in WAL mode with full syncs. Two processes opening a new database at once
+/// may both try to switch it to WAL; the switch needs the database to itself and SQLite answers
+/// the loser `SQLITE_BUSY` at once, without its busy handler: so it is retried here, for as long
+/// as the busy timeout would wait.
+pub fn write_ahead(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}

@@ -220,7 +220,7 @@ impl SqliteQueue {
         })?;
         let conn = Connection::open(path).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sqlite)?;
-        crate::store::sqlite::write_ahead(&conn).map_err(sqlite)?;
+        crate::fsutil::write_ahead(&conn).map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
         Ok(SqliteQueue {
             path: path.to_owned(),

@@ -19,7 +19,7 @@ mod location;
 mod postgres;
 mod records;
 mod schema;
-pub(crate) mod sqlite;
+mod sqlite;
 
 pub use backend::{Backend, SealNext, SealRefused};
 pub use location::{Location, PgLocation};

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("request", 0),
     ("identifier", 0),
     ("fsutil", 0),
+    ("metrics", 0),
     ("reason", 1),
     ("jose", 2),
     ("clock", 3),
@@ -28,6 +29,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("signals", 4),
     ("keystore", 5),
     ("store", 9),
+    ("federation", 9),
     ("authority", 10),
 ];
 

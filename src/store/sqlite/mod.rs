@@ -124,7 +124,7 @@ impl SqliteStore {
             source,
         })?;
         let conn = connect(path)?;
-        write_ahead(&conn).map_err(sqlite)?;
+        crate::fsutil::write_ahead(&conn).map_err(sqlite)?;
         conn.execute_batch(SCHEMA).map_err(sqlite)?;
         migrate(&conn, &shown)?;
         Ok(SqliteStore {
@@ -799,22 +799,3 @@ fn insert_certificate(tx: &Connection, cert: &CertificateRecord) -> rusqlite::Re
 
 #[cfg(test)]
 mod tests;
-
-/// Puts a connection in WAL mode with full syncs. Two processes opening a new database at once
-/// may both try to switch it to WAL; the switch needs the database to itself and SQLite answers
-/// the loser `SQLITE_BUSY` at once, without its busy handler: so it is retried here, for as long
-/// as the busy timeout would wait.
-pub(crate) fn write_ahead(conn: &Connection) -> rusqlite::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
