@@ -76,6 +76,9 @@ pub enum ServiceError {
     /// The policy wants a person to approve this first, and nobody has.
     #[error("this action needs a person's approval: {0}")]
     ApprovalRequired(String),
+    /// An out-of-band approval cannot be used or decided.
+    #[error("{code}: {0}", code = .0.code())]
+    Approval(#[from] super::approvals::ApprovalError),
     /// The policy cannot be loaded or evaluated: operations it governs are refused.
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -153,6 +156,7 @@ impl ServiceError {
             ServiceError::PolicyDenied(_) => "policy_denied",
             ServiceError::RateLimited(_) => "rate_limited",
             ServiceError::ApprovalRequired(_) => "approval_required",
+            ServiceError::Approval(error) => error.code(),
             ServiceError::Policy(_) => "policy_error",
             ServiceError::KeyStore(KeyStoreError::NotJoined { .. }) => "replica_not_joined",
             ServiceError::KeyStore(_) => "key_store_error",

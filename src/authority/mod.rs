@@ -43,6 +43,7 @@ use crate::verify::{
 
 mod access_tokens;
 mod agents;
+mod approvals;
 mod audit_log;
 mod backup;
 mod ca;
@@ -65,6 +66,10 @@ mod signing;
 pub use access_tokens::IssuedAccess;
 use agents::create_key;
 pub use agents::validate_agent_id;
+pub use approvals::{
+    ApprovalDecision, ApprovalError, ApprovalRequest, ApprovalStatus, DEFAULT_APPROVAL_TTL,
+    MAX_APPROVAL_TTL, PendingApproval,
+};
 pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
 pub use backup::RestoreReport;
 pub use ca::{CaRotation, PreviousCaKeys};

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::common::hub::Installation;
+use crate::common::hub::{Hub, Installation, call_tool, cli_output};
 use crate::common::python::{python, repo, run_ok};
 use serde_json::{Value, json};
 
@@ -138,15 +138,26 @@ fn a_declined_approval_signs_nothing_on_both_revisions() {
 }
 
 #[test]
-fn a_client_that_cannot_ask_a_person_is_refused_with_a_reason_that_says_so() {
+fn a_client_that_cannot_ask_a_person_is_told_the_action_waits_for_one_out_of_band() {
     let installation = installation();
     for mode in ["legacy", "auto"] {
         let report = ask(&installation, mode, "approve", &["--no-elicitation"]);
         assert_eq!(report["is_error"], true, "{report}");
         assert_eq!(
             report["structured"]["reasons"],
-            json!(["approval_unavailable"]),
+            json!(["approval_pending"]),
             "{report}"
+        );
+        let id = report["structured"]["approval_id"].as_str().unwrap();
+        let listed: Value =
+            serde_json::from_str(&installation.cli(&["approvals", "list"])).unwrap();
+        assert!(
+            listed["approvals"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["approval_id"] == id && a["status"] == "pending"),
+            "{listed}"
         );
         assert!(
             report["structured"]["message"]
@@ -157,4 +168,189 @@ fn a_client_that_cannot_ask_a_person_is_refused_with_a_reason_that_says_so() {
         );
         assert!(report["asked"].as_array().unwrap().is_empty());
     }
+}
+
+/// Calls `sign_action` on the hub as the bearer of `token` (a stateless client that declares no
+/// elicitation: nobody at it can be asked).
+async fn refund(hub: &Hub, token: &str, amount: i64, approval_id: Option<&str>) -> Value {
+    let mut arguments = json!({
+        "action": "payments.refund",
+        "audience": BANK,
+        "arguments": {"order": "o-1", "amount": amount},
+    });
+    if let Some(id) = approval_id {
+        arguments["approval_id"] = json!(id);
+    }
+    let answer = call_tool(hub, Some(token), "sign_action", arguments).await;
+    let message = answer.message();
+    message["result"]["structuredContent"].clone()
+}
+
+fn cli_fails(installation: &Installation, args: &[&str], code: &str) {
+    let out = cli_output(&installation.dir, args);
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(code), "{args:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_given_out_of_band_signs_exactly_its_request_once() {
+    let installation = installation();
+    let hub = installation.serve(&[]);
+    let payer = installation.access_token(&hub, PAYER, &[]);
+    let bank = installation.access_token(&hub, BANK, &[]);
+
+    let pending = refund(&hub, &payer, 120, None).await;
+    assert_eq!(pending["reasons"], json!(["approval_pending"]), "{pending}");
+    let id = pending["approval_id"].as_str().unwrap().to_owned();
+    // The person sees exactly what will be signed.
+    let listed: Value = serde_json::from_str(&installation.cli(&["approvals", "list"])).unwrap();
+    let shown = &listed["approvals"][0];
+    assert_eq!(shown["approval_id"], id.as_str(), "{listed}");
+    assert_eq!(shown["agent_id"], PAYER);
+    assert_eq!(shown["audience"], BANK);
+    assert_eq!(shown["arguments"], json!({"order": "o-1", "amount": 120}));
+    // Asked again before anyone decided: still waiting.
+    let again = refund(&hub, &payer, 120, Some(&id)).await;
+    assert_eq!(again["reasons"], json!(["approval_pending"]), "{again}");
+
+    let approved: Value = serde_json::from_str(&installation.cli(&["approve", &id])).unwrap();
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert!(
+        approved["decision"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("operator"),
+        "{approved}"
+    );
+    // Not for other arguments, and not for another agent.
+    let other_args = refund(&hub, &payer, 9_999, Some(&id)).await;
+    assert_eq!(
+        other_args["reasons"],
+        json!(["approval_mismatch"]),
+        "{other_args}"
+    );
+    let other_agent = refund(&hub, &bank, 120, Some(&id)).await;
+    assert_eq!(
+        other_agent["reasons"],
+        json!(["approval_mismatch"]),
+        "{other_agent}"
+    );
+    // The request itself: a token that verifies for exactly these arguments.
+    let signed = refund(&hub, &payer, 120, Some(&id)).await;
+    let token = signed["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{signed}"));
+    let verified: Value = serde_json::from_str(&installation.cli(&[
+        "verify",
+        token,
+        "--aud",
+        BANK,
+        "--action",
+        "payments.refund",
+        "--args-json",
+        r#"{"order":"o-1","amount":120}"#,
+    ]))
+    .unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+    // Once.
+    let twice = refund(&hub, &payer, 120, Some(&id)).await;
+    assert_eq!(twice["reasons"], json!(["approval_used"]), "{twice}");
+    cli_fails(&installation, &["approve", &id], "approval_decided");
+    let unknown = refund(&hub, &payer, 120, Some("apr_nonexistent")).await;
+    assert_eq!(unknown["reasons"], json!(["approval_unknown"]), "{unknown}");
+
+    // The audit log: the wait, the person who decided, and the token.
+    let records: Vec<Value> = installation
+        .cli(&["audit", "export"])
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["record"].clone())
+        .collect();
+    let waits: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["op"] == "mcp.sign_action" && r["decision"] == "pending")
+        .collect();
+    assert!(!waits.is_empty());
+    assert_eq!(waits[0]["details"]["result"]["approval_id"], id.as_str());
+    let decided = records
+        .iter()
+        .find(|r| r["op"] == "cli.approve")
+        .expect("the approval is audited");
+    assert_eq!(decided["actor"], "operator");
+    assert_eq!(decided["details"]["approval_id"], id.as_str());
+    assert!(
+        records
+            .iter()
+            .any(|r| r["op"] == "mcp.sign_action" && r["decision"] == "allowed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_or_expired_approval_signs_nothing() {
+    let installation = installation();
+    let hub = installation.serve(&["--approval-ttl", "2s"]);
+    let payer = installation.access_token(&hub, PAYER, &[]);
+
+    let denied = refund(&hub, &payer, 50, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    installation.cli(&["deny", &denied, "--reason", "not this customer"]);
+    let answer = refund(&hub, &payer, 50, Some(&denied)).await;
+    assert_eq!(answer["reasons"], json!(["approval_denied"]), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("not this customer"),
+        "{answer}"
+    );
+    cli_fails(&installation, &["approve", &denied], "approval_decided");
+
+    // Two people deciding at once (two processes): exactly one decision stands.
+    let raced = refund(&hub, &payer, 55, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (dir_a, dir_b, id_a, id_b) = (
+        installation.dir.clone(),
+        installation.dir.clone(),
+        raced.clone(),
+        raced.clone(),
+    );
+    let approve = std::thread::spawn(move || cli_output(&dir_a, &["approve", &id_a]));
+    let deny =
+        std::thread::spawn(move || cli_output(&dir_b, &["deny", &id_b, "--reason", "raced"]));
+    let outcomes = [approve.join().unwrap(), deny.join().unwrap()];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.status.success()).count(),
+        1,
+        "{:?}",
+        outcomes
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+    );
+
+    let approved_late = refund(&hub, &payer, 60, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let never_decided = refund(&hub, &payer, 70, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    installation.cli(&["approve", &approved_late]);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Approved, but not used before it expired.
+    let answer = refund(&hub, &payer, 60, Some(&approved_late)).await;
+    assert_eq!(answer["reasons"], json!(["approval_expired"]), "{answer}");
+    // Nobody may approve it once it expired.
+    cli_fails(
+        &installation,
+        &["approve", &never_decided],
+        "approval_expired",
+    );
+    let answer = refund(&hub, &payer, 70, Some(&never_decided)).await;
+    assert_eq!(answer["reasons"], json!(["approval_expired"]), "{answer}");
 }

@@ -208,7 +208,8 @@ async fn signing_past_the_rate_limit_is_refused_and_says_when_to_retry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_action_needing_approval_is_not_signed_without_a_person() {
     let s = setup();
-    // This client declared no elicitation, so nobody can approve: refused, and it says why.
+    // This client declared no elicitation, so nobody can approve here: it waits for a person out
+    // of band (tests/it/approval.rs), and says so.
     let held = refusal(
         &sign(
             &s.hub,
@@ -217,7 +218,8 @@ async fn an_action_needing_approval_is_not_signed_without_a_person() {
         )
         .await,
     );
-    assert_eq!(held["reasons"], json!(["approval_unavailable"]), "{held}");
+    assert_eq!(held["reasons"], json!(["approval_pending"]), "{held}");
+    assert!(held["approval_id"].is_string(), "{held}");
     assert!(
         held["message"].as_str().unwrap().contains("approve"),
         "{held}"

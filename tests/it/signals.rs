@@ -255,11 +255,10 @@ async fn a_local_receiver_gets_each_event_with_a_valid_signature() {
         sign(&hub, &deployer, "deploy").await["reasons"][0],
         "rate_limited"
     );
-    // approval.requested: a refund, asked by a client that cannot ask a person.
-    assert_eq!(
-        sign(&hub, &deployer, "payments.refund").await["reasons"][0],
-        "approval_unavailable"
-    );
+    // approval.requested: a refund, asked by a client that cannot ask a person: it waits for
+    // one out of band.
+    let pending = sign(&hub, &deployer, "payments.refund").await;
+    assert_eq!(pending["reasons"][0], "approval_pending", "{pending}");
     // token.rejected: the peer is asked to act on the token for another action.
     let verdict = verify(&hub, &peer, &token, "delete").await;
     assert_eq!(verdict["valid"], false);
@@ -332,6 +331,14 @@ async fn a_local_receiver_gets_each_event_with_a_valid_signature() {
     let approval = &of_type(&got, "approval.requested")[0];
     assert_eq!(approval["data"]["agent_id"], DEPLOYER);
     assert_eq!(approval["data"]["action"], "payments.refund");
+    assert_eq!(approval["data"]["approval_id"], pending["approval_id"]);
+    assert_eq!(
+        approval["data"]["approve_with"],
+        format!(
+            "agentseal approve {}",
+            pending["approval_id"].as_str().unwrap()
+        )
+    );
     let rejected = &of_type(&got, "token.rejected")[0];
     assert_eq!(rejected["data"]["agent_id"], DEPLOYER);
     assert_eq!(rejected["data"]["jti"], jti);

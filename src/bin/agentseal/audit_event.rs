@@ -6,7 +6,7 @@ use agentseal::audit::{AuditEvent, Decision};
 use serde_json::{Map, Value};
 
 /// Request and result fields copied into a record (string values shortened).
-const RECORDED_FIELDS: [&str; 33] = [
+const RECORDED_FIELDS: [&str; 34] = [
     "ca_id",
     "on_behalf_of",
     "delegate",
@@ -41,6 +41,8 @@ const RECORDED_FIELDS: [&str; 33] = [
     "conditions",
     "replace",
     "removed",
+    // Out-of-band approvals: the id an agent is given and brings back.
+    "approval_id",
 ];
 /// Longest string value kept: enough for any id, short enough that a caller cannot bloat the log.
 const MAX_STRING: usize = 256;

@@ -9,6 +9,7 @@
 
 mod access_token;
 mod agent;
+mod approvals;
 mod audit;
 mod backup;
 mod ca;
@@ -119,6 +120,16 @@ enum Command {
     /// SPIFFE, cloud OIDC) for exchange at the hub's token endpoint.
     #[command(subcommand)]
     Federation(federation::FederationCommand),
+    /// Out-of-band approvals: actions the policy wants a person to approve, for agents whose
+    /// client cannot ask anyone.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Approve a waiting action (`approvals list`): the agent's next call with the approval's id
+    /// gets its token, once.
+    Approve(approvals::ApproveArgs),
+    /// Deny a waiting action: the agent's next call with the approval's id is refused with
+    /// `approval_denied` and the reason.
+    Deny(approvals::DenyArgs),
     /// Show, verify and renew certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -182,6 +193,9 @@ impl Command {
             Command::Status(status) => status,
             Command::AccessToken(command) => command.operation(),
             Command::Agent(command) => command.operation(),
+            Command::Approvals(command) => command.operation(),
+            Command::Approve(approve) => approve,
+            Command::Deny(deny) => deny,
             Command::Federation(command) => command.operation(),
             Command::Cert(command) => command.operation(),
             Command::Token(command) => command.operation(),

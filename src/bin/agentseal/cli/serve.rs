@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Do not renew certificates automatically.
     #[arg(long, conflicts_with = "renew_at")]
     no_renew: bool,
+    /// How long an action a person must approve waits for an out-of-band decision (`agentseal
+    /// approve`) when the agent's client cannot ask anyone, e.g. 15m (default), 1h; at most 1d.
+    #[arg(long, value_parser = parse_duration)]
+    approval_ttl: Option<i64>,
 }
 
 /// The HTTP hub's flags.
@@ -126,6 +130,13 @@ impl ServeArgs {
         if !self.no_renew {
             installation.renew_automatically(self.renew_at)?;
         }
+        if let Some(ttl) = self.approval_ttl
+            && ttl > agentseal::authority::MAX_APPROVAL_TTL
+        {
+            return Err(ServiceError::InvalidInput(
+                "--approval-ttl is at most 1 day".into(),
+            ));
+        }
         let http = self.http;
         match http.http {
             Some(addr) => {
@@ -143,6 +154,7 @@ impl ServeArgs {
                 options.crl_validity = http.crl_validity;
                 options.max_body = http.max_body;
                 options.metrics = http.metrics;
+                options.approval_ttl = self.approval_ttl;
                 if let Some(seconds) = http.header_timeout {
                     options.limits.header_timeout =
                         std::time::Duration::from_secs(seconds.unsigned_abs());
@@ -158,7 +170,7 @@ impl ServeArgs {
                     None => only_agent(&installation)?,
                 };
                 let trust = hub_trust(self.trust_hub.as_deref(), self.trust_grace)?;
-                crate::mcp::serve_stdio(installation, agent, trust)?;
+                crate::mcp::serve_stdio(installation, agent, trust, self.approval_ttl)?;
             }
         }
         Ok(Outcome::Quiet)

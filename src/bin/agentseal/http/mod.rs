@@ -76,6 +76,8 @@ pub struct HubOptions {
     pub limits: listener::Limits,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// How long out-of-band approvals wait for a person.
+    pub approval_ttl: Option<i64>,
 }
 
 impl HubOptions {
@@ -91,6 +93,7 @@ impl HubOptions {
             trust: None,
             limits: listener::Limits::default(),
             metrics: None,
+            approval_ttl: None,
         }
     }
 }
@@ -327,7 +330,8 @@ fn router(
         .with_cancellation_token(cancel);
     let server = AgentServer::per_request(installation.clone())
         .trusting(options.trust.clone())
-        .with_crl_validity(options.crl_validity);
+        .with_crl_validity(options.crl_validity)
+        .with_approval_ttl(options.approval_ttl);
     let mcp = StreamableHttpService::new(
         move || Ok(server.clone()),
         Arc::new(LocalSessionManager::default()),

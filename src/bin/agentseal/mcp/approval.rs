@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use agentseal::authority::ApprovalRequest;
 use rmcp::ErrorData as McpError;
 use rmcp::RoleServer;
 use rmcp::model::{
@@ -27,24 +28,9 @@ const STATE_TTL: Duration = Duration::from_secs(600);
 /// The key of the approval in `inputRequests` / `inputResponses`.
 const INPUT_KEY: &str = "approval";
 
-/// What is to be approved: everything that makes the token what it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// The agent asking.
-    pub agent: String,
-    /// The action.
-    pub action: String,
-    /// The audience.
-    pub audience: String,
-    /// The arguments' digest (the token binds it).
-    pub args_sha256: String,
-    /// Requested lifetime.
-    pub ttl: i64,
-    /// Requested scope.
-    pub scope: Option<String>,
-    /// For whom.
-    pub on_behalf_of: Option<String>,
-}
+/// What is to be approved: everything that makes the token what it is (the core's
+/// [`ApprovalRequest`], which out-of-band approvals store too).
+pub type Request = ApprovalRequest;
 
 /// The sealed state: the request and a single-use nonce.
 #[derive(Serialize, Deserialize)]
@@ -85,7 +71,8 @@ impl Approvals {
         })
     }
 
-    /// Asks the person at the client behind `context` to approve `request`. `state` and
+    /// Asks the person at the client behind `context` to approve `request` (a client that
+    /// cannot ask is refused here; see [`client_can_ask`]). `state` and
     /// `responses` are the retry's `requestState` and `inputResponses` (2026-07-28).
     pub async fn ask(
         &self,
@@ -94,10 +81,7 @@ impl Approvals {
         responses: Option<rmcp::model::InputResponses>,
         request: Request,
     ) -> Result<Answer, McpError> {
-        let can_ask = context
-            .client_capabilities()
-            .is_some_and(|c| c.elicitation.is_some());
-        if !can_ask {
+        if !client_can_ask(context) {
             return Ok(Answer::Refused(
                 "approval_unavailable",
                 "a person must approve this, but your MCP client cannot ask one (it declared no \
@@ -131,7 +115,7 @@ impl Approvals {
                 ),
             });
         }
-        let bound = format!("sign_action\n{}", request.agent);
+        let bound = format!("sign_action\n{}", request.agent_id);
         let Some(state) = state else {
             return self.ask_by_input(&request, &bound).map(Answer::Ask);
         };
@@ -204,6 +188,13 @@ impl Approvals {
     }
 }
 
+/// Whether the client behind `context` can ask its user (it declared elicitation).
+pub fn client_can_ask(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .client_capabilities()
+        .is_some_and(|c| c.elicitation.is_some())
+}
+
 /// The question the person sees.
 fn question(request: &Request) -> ElicitRequestParams {
     let on_behalf = request
@@ -216,7 +207,7 @@ fn question(request: &Request) -> ElicitRequestParams {
         message: format!(
             "{agent} asks to sign `{action}` for {audience}{on_behalf} (arguments sha256 {digest}, \
              valid up to {ttl} s). Approve?",
-            agent = request.agent,
+            agent = request.agent_id,
             action = request.action,
             audience = request.audience,
             digest = request.args_sha256,

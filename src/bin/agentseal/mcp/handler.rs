@@ -192,6 +192,10 @@ impl AgentServer {
             event.decision = agentseal::audit::Decision::Pending;
             event.reasons = vec!["approval_requested".into()];
         }
+        // Waiting for a person out of band: pending, not denied.
+        if event.reasons == ["approval_pending"] {
+            event.decision = agentseal::audit::Decision::Pending;
+        }
         // Metrics by tool and outcome: `ok`, or the first reason code.
         let label = if event.decision == agentseal::audit::Decision::Allowed {
             "ok".to_owned()

@@ -15,8 +15,8 @@ mod schema;
 mod tools;
 
 use agentseal::authority::{
-    Approval, Installation, IssuedGrant, PeerEvidence, PeerVerdict, Presentation, RevocationStatus,
-    ServiceError, Withheld,
+    Approval, ApprovalError, ApprovalRequest, Installation, IssuedGrant, PeerEvidence, PeerVerdict,
+    Presentation, RevocationStatus, ServiceError, Withheld,
 };
 use agentseal::jose::JwkSet;
 use agentseal::token::action::ActionRequest;
@@ -63,6 +63,8 @@ pub struct AgentServer {
     crl_validity: Option<i64>,
     /// Pending and used approvals (the key sealing 2026-07-28 request states).
     approvals: Arc<approval::Approvals>,
+    /// How long an out-of-band approval waits for a person.
+    approval_ttl: i64,
     tool_router: ToolRouter<Self>,
 }
 
@@ -138,6 +140,26 @@ fn refusal(error: ServiceError) -> Result<CallToolResult, McpError> {
         refusal["retry_after"] = (*seconds).into();
     }
     Ok(result)
+}
+
+/// The answer to a `sign_action` a person must approve out of band: an error result (no token
+/// yet) with reason `approval_pending`, the approval's id, and what to do.
+fn still_pending(id: &str, expires_at: i64) -> CallToolResult {
+    let mut result = refused(
+        vec!["approval_pending".to_owned()],
+        format!(
+            "a person must approve this action first, and your MCP client cannot ask one: it is \
+             waiting as approval {id} until {expires_at} (an operator runs `agentseal approve \
+             {id}`). Call sign_action again with exactly the same arguments and approval_id \
+             \"{id}\" once approved; until then the answer is the same"
+        ),
+    );
+    if let Some(content) = result.structured_content.as_mut() {
+        content["approval_id"] = id.into();
+        content["expires_at"] = expires_at.into();
+        content["approve_with"] = format!("agentseal approve {id}").into();
+    }
+    result
 }
 
 /// An error result: `valid: false`, the reason codes, and a sentence for the model.
@@ -226,6 +248,7 @@ pub fn serve_stdio(
     installation: Installation,
     agent_id: String,
     trust: Option<Arc<HubTrust>>,
+    approval_ttl: Option<i64>,
 ) -> Result<(), ServiceError> {
     // One client on one pipe: a second thread would only add wake-ups between the two.
     let runtime = crate::runtime(crate::EventLoop::OneThread)?;
@@ -239,7 +262,9 @@ pub fn serve_stdio(
         let delivery = installation.spawn_signal_delivery(signals.clone());
         let _stop_delivery = signals.clone().drop_guard();
         let _renewal = installation.spawn_renewal(Some(agent_id.clone()), signals.clone());
-        let server = AgentServer::new(installation, &agent_id).trusting(trust);
+        let server = AgentServer::new(installation, &agent_id)
+            .trusting(trust)
+            .with_approval_ttl(approval_ttl);
         let running = match server.serve(stdio()).await {
             Ok(running) => running,
             // A client that only probed (server/discover) and left, or closed before the

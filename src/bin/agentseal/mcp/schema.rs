@@ -50,6 +50,10 @@ pub struct SignActionParams {
     /// Omit it when you act for yourself.
     #[serde(default)]
     pub on_behalf_of: Option<String>,
+    /// The id of an approval an earlier call answered with (`approval_pending`): call again
+    /// with exactly the same other arguments once a person approved it.
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 /// Parameters of `delegate`.

@@ -13,6 +13,7 @@ impl AgentServer {
             trust: None,
             crl_validity: None,
             approvals: approvals(),
+            approval_ttl: agentseal::authority::DEFAULT_APPROVAL_TTL,
             tool_router: Self::tool_router(),
         }
     }
@@ -26,6 +27,14 @@ impl AgentServer {
     /// Publishes revocation lists valid for `validity` seconds.
     pub fn with_crl_validity(mut self, validity: Option<i64>) -> Self {
         self.crl_validity = validity;
+        self
+    }
+
+    /// Lets out-of-band approvals wait `ttl` seconds for a person (default 15 minutes).
+    pub fn with_approval_ttl(mut self, ttl: Option<i64>) -> Self {
+        if let Some(ttl) = ttl {
+            self.approval_ttl = ttl;
+        }
         self
     }
 
@@ -59,6 +68,7 @@ impl AgentServer {
             trust: None,
             crl_validity: None,
             approvals: approvals(),
+            approval_ttl: agentseal::authority::DEFAULT_APPROVAL_TTL,
             tool_router: Self::tool_router(),
         }
     }
@@ -167,38 +177,55 @@ impl AgentServer {
         };
         let mut signed = sign(Approval::NotGiven).await?;
         if let Err(ServiceError::ApprovalRequired(_)) = &signed {
-            // Signalled when first asked, not again when the answer comes back (2026-07-28).
-            if answers.is_none() {
-                let (installation, agent, request, on_behalf_of) = (
-                    installation.clone(),
-                    agent.clone(),
-                    request.clone(),
-                    on_behalf_of.clone(),
-                );
-                blocking(move || {
-                    installation.approval_requested(&agent, &request, on_behalf_of.as_deref());
-                    Ok(())
-                })
-                .await?;
-            }
-            // Ask the person in this task: the client's answer comes back on this request's
-            // stream. Nothing was signed or counted yet.
-            let asked = approval::Request {
-                agent: agent.to_string(),
-                action: request.action.clone(),
-                audience: request.audience.clone(),
-                args_sha256: agentseal::token::action::args_sha256(&request.args),
-                ttl: request.ttl,
-                scope: request.scope.clone(),
-                on_behalf_of: on_behalf_of.clone(),
-            };
-            signed = match self.approvals.ask(&context, state, answers, asked).await? {
-                approval::Answer::Approved => sign(Approval::Given).await?,
-                approval::Answer::Ask(input) => return Ok(CallToolResponse::InputRequired(input)),
-                approval::Answer::Refused(code, message) => {
-                    return Ok(refused(vec![code.to_owned()], message).into());
+            let wanted = ApprovalRequest::new(&agent, &request, on_behalf_of.as_deref());
+            // The agent comes back with the id of an approval a person gave out of band.
+            if let Some(id) = p.approval_id {
+                let (installation, wanted) = (installation.clone(), wanted.clone());
+                let taken = crate::core_call(move || installation.use_approval(&id, &wanted))
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                signed = match taken {
+                    Ok(()) => sign(Approval::Given).await?,
+                    Err(ServiceError::Approval(ApprovalError::Pending { id, expires_at })) => {
+                        return Ok(still_pending(&id, expires_at).into());
+                    }
+                    Err(ServiceError::Approval(error)) => {
+                        return Ok(refused(vec![error.code().to_owned()], error.to_string()).into());
+                    }
+                    Err(error) => Err(error),
+                };
+            } else if !approval::client_can_ask(&context) {
+                // Nobody at this client to ask: a person decides out of band.
+                let (installation, ttl) = (installation.clone(), self.approval_ttl);
+                let pending = blocking(move || installation.request_approval(wanted, ttl)).await?;
+                return Ok(still_pending(&pending.id, pending.expires_at).into());
+            } else {
+                // Signalled when first asked, not again when the answer comes back (2026-07-28).
+                if answers.is_none() {
+                    let (installation, agent, request, on_behalf_of) = (
+                        installation.clone(),
+                        agent.clone(),
+                        request.clone(),
+                        on_behalf_of.clone(),
+                    );
+                    blocking(move || {
+                        installation.approval_requested(&agent, &request, on_behalf_of.as_deref());
+                        Ok(())
+                    })
+                    .await?;
                 }
-            };
+                // Ask the person in this task: the client's answer comes back on this request's
+                // stream. Nothing was signed or counted yet.
+                signed = match self.approvals.ask(&context, state, answers, wanted).await? {
+                    approval::Answer::Approved => sign(Approval::Given).await?,
+                    approval::Answer::Ask(input) => {
+                        return Ok(CallToolResponse::InputRequired(input));
+                    }
+                    approval::Answer::Refused(code, message) => {
+                        return Ok(refused(vec![code.to_owned()], message).into());
+                    }
+                };
+            }
         }
         match signed {
             Ok(signed) => Json(SignedToken {
