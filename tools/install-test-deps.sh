@@ -4,7 +4,8 @@
 #   - gnome-keyring-daemon            (a real Secret Service)
 #   - secret-tool, keyctl             (optional: for poking at the stores by hand)
 # and what the PostgreSQL tests need: the server (Debian package postgresql), run by the tests
-# themselves as a throwaway cluster (tests/it/common/postgres.rs).
+# themselves as a throwaway cluster (tests/it/common/postgres.rs); and the console's browser
+# tests: Debian's chromium and chromium-driver (tests/it/console.rs).
 #
 # Idempotent and non-interactive: on Debian/Ubuntu it installs only the apt packages whose
 # commands are missing; on any other OS it prints what to install and exits 0 without touching
@@ -97,6 +98,9 @@ have dbus-daemon || missing="$missing dbus"
 have gnome-keyring-daemon || missing="$missing gnome-keyring"
 # tests/it/common/postgres.rs: a throwaway PostgreSQL cluster (initdb, pg_ctl, psql).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+# tests/it/console.rs: a real browser (headless Chromium, driven by Selenium from the venv).
+have chromium || missing="$missing chromium"
+have chromedriver || missing="$missing chromium-driver"
 optional=""
 have secret-tool || optional="$optional libsecret-tools"
 have keyctl || optional="$optional keyutils"

@@ -48,6 +48,7 @@ mod audit_log;
 mod backup;
 mod ca;
 mod challenge;
+mod console;
 mod crl;
 mod delegating;
 mod error;
@@ -73,6 +74,7 @@ pub use approvals::{
 pub use audit_log::{InclusionProof, KeptState, SignedCheckpoint, Withheld};
 pub use backup::RestoreReport;
 pub use ca::{CaRotation, PreviousCaKeys};
+pub use console::{ConsoleError, ConsoleSession, LOGIN_TTL, SESSION_TTL};
 pub use crl::PublishedCrl;
 
 /// What a published revocation list was made from: the revocations and the CA's keys.

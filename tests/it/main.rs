@@ -7,6 +7,7 @@ mod approval;
 mod audit;
 mod backup;
 mod cli;
+mod console;
 mod delegation;
 mod federation;
 mod http_concurrency;

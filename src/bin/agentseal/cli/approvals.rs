@@ -66,14 +66,6 @@ impl Operation for ListArgs {
     }
 }
 
-/// Who decides from this terminal, as the approval records it.
-fn operator() -> String {
-    match std::env::var("USER").or_else(|_| std::env::var("USERNAME")) {
-        Ok(user) => format!("operator ({})", user.chars().take(64).collect::<String>()),
-        Err(_) => "operator".into(),
-    }
-}
-
 /// `agentseal approve`.
 #[derive(Args)]
 pub struct ApproveArgs {
@@ -87,7 +79,8 @@ impl Operation for ApproveArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        let decided = installation.decide_approval(&self.id, true, &operator(), None)?;
+        let decided =
+            installation.decide_approval(&self.id, true, &super::operator_name(), None)?;
         Ok(Outcome::Json(shown(&decided, agentseal::clock::now())))
     }
 }
@@ -110,8 +103,12 @@ impl Operation for DenyArgs {
     }
 
     fn run(&self, installation: &Installation) -> Result<Outcome, ServiceError> {
-        let decided =
-            installation.decide_approval(&self.id, false, &operator(), Some(&self.reason))?;
+        let decided = installation.decide_approval(
+            &self.id,
+            false,
+            &super::operator_name(),
+            Some(&self.reason),
+        )?;
         Ok(Outcome::Json(shown(&decided, agentseal::clock::now())))
     }
 }

@@ -14,6 +14,7 @@ mod audit;
 mod backup;
 mod ca;
 mod cert;
+mod console;
 mod delegate;
 mod federation;
 mod input;
@@ -130,6 +131,9 @@ enum Command {
     /// Deny a waiting action: the agent's next call with the approval's id is refused with
     /// `approval_denied` and the reason.
     Deny(approvals::DenyArgs),
+    /// The hub's operator console (/console): sign in with a one-time link.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
     /// Show, verify and renew certificates.
     #[command(subcommand)]
     Cert(cert::CertCommand),
@@ -195,6 +199,7 @@ impl Command {
             Command::Agent(command) => command.operation(),
             Command::Approvals(command) => command.operation(),
             Command::Approve(approve) => approve,
+            Command::Console(command) => command.operation(),
             Command::Deny(deny) => deny,
             Command::Federation(command) => command.operation(),
             Command::Cert(command) => command.operation(),
@@ -315,6 +320,14 @@ pub fn run() -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::from(code)
+}
+
+/// The person at this terminal, as approvals and console sessions record them.
+fn operator_name() -> String {
+    match std::env::var("USER").or_else(|_| std::env::var("USERNAME")) {
+        Ok(user) => format!("operator ({})", user.chars().take(64).collect::<String>()),
+        Err(_) => "operator".into(),
+    }
 }
 
 fn pretty(value: &Value) -> String {

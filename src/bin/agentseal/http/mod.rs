@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::mcp::{AgentServer, required_scope};
 
+mod console;
 pub mod listener;
 mod oauth;
 
@@ -147,6 +148,8 @@ async fn with_request_id(mut request: Request, next: Next) -> Response {
 /// Shared state of the hub's handlers.
 struct Hub {
     installation: Arc<Installation>,
+    /// Where the operator console may be used from.
+    console: console::ConsoleSite,
     /// This hub's URLs, as an authorization server.
     identity: HubIdentity,
     /// The workload issuers' keys, fetched and cached.
@@ -293,8 +296,31 @@ fn router(
     local: SocketAddr,
     cancel: CancellationToken,
 ) -> Result<Router, ServiceError> {
+    let own_origins = vec![
+        origin_of(public),
+        format!("http://127.0.0.1:{}", local.port()),
+        format!("http://localhost:{}", local.port()),
+    ];
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Some(host) = public.host_str() {
+        hosts.push(host.trim_matches(['[', ']']).to_owned());
+    }
+    let loopback_http = public.scheme() == "http"
+        && public.host_str().is_some_and(|h| {
+            h == "localhost"
+                || h.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
     let hub = Arc::new(Hub {
         installation: installation.clone(),
+        // Only the hub's own origins post console forms (not --allow-origin's, which are for
+        // browser MCP clients).
+        console: console::ConsoleSite {
+            origins: own_origins.clone(),
+            hosts: hosts.clone(),
+            secure_cookie: !loopback_http,
+        },
         identity: HubIdentity::new(public.as_str()),
         issuer_keys: IssuerKeys::new()
             .map_err(|e| ServiceError::InvalidInput(format!("issuer key fetcher: {e}")))?,
@@ -313,16 +339,8 @@ fn router(
     });
     // Browsers may call only from the hub's own origin or ones the operator allowed; requests
     // without an Origin header (agents, CLIs) pass.
-    let mut origins = vec![
-        origin_of(public),
-        format!("http://127.0.0.1:{}", local.port()),
-        format!("http://localhost:{}", local.port()),
-    ];
+    let mut origins = own_origins;
     origins.extend(options.allowed_origins.iter().cloned());
-    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if let Some(host) = public.host_str() {
-        hosts.push(host.trim_matches(['[', ']']).to_owned());
-    }
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(hosts)
         .with_allowed_origins(origins)
@@ -370,6 +388,11 @@ fn router(
         .route("/audit/checkpoint", get(audit_checkpoint))
         .route("/healthz", get(healthz))
         .merge(token)
+        .merge(
+            console::routes().layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+                BODY_TIMEOUT,
+            )),
+        )
         .with_state(hub)
         .merge(protected)
         .layer(axum::middleware::from_fn(with_request_id)))
