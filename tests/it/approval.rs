@@ -10,10 +10,11 @@ use crate::common::hub::{Hub, Installation, call_tool, cli_output};
 use crate::common::python::{python, repo, run_ok};
 use serde_json::{Value, json};
 
-const PAYER: &str = "agent://acme.example/payer";
-const BANK: &str = "agent://acme.example/bank";
+pub(crate) const PAYER: &str = "agent://acme.example/payer";
+pub(crate) const BANK: &str = "agent://acme.example/bank";
 
-const POLICY: &str = r#"package agentseal
+/// Refunds need a person's approval; everything else is allowed.
+pub(crate) const POLICY: &str = r#"package agentseal
 
 import rego.v1
 

@@ -13,17 +13,7 @@ use serde_json::{Value, json};
 use crate::common::hub::{Hub, Installation, call_tool};
 use crate::common::python::{python, repo, run};
 
-const PAYER: &str = "agent://acme.example/payer";
-const BANK: &str = "agent://acme.example/bank";
-
-const POLICY: &str = r#"package agentseal
-
-import rego.v1
-
-default decision := {"allow": true}
-
-decision := {"allow": true, "approval": true} if input.action == "payments.refund"
-"#;
+use crate::approval::{BANK, PAYER, POLICY};
 
 struct Console {
     installation: Installation,
