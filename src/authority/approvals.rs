@@ -234,6 +234,12 @@ impl Installation {
             decision: None,
             used_at: None,
         };
+        // Where a person approves it: the console of the hub that last ran, if one did.
+        let console = self
+            .public_url()
+            .ok()
+            .flatten()
+            .map(|base| format!("{base}console/approvals#approval-{}", pending.id));
         self.signal(
             SignalKind::ApprovalRequested,
             Some(&pending.request.agent_id),
@@ -244,6 +250,7 @@ impl Installation {
                 "on_behalf_of": pending.request.on_behalf_of,
                 "expires_at": pending.expires_at,
                 "approve_with": format!("agentseal approve {}", pending.id),
+                "console": console,
             }),
         );
         Ok(pending)

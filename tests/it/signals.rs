@@ -339,6 +339,14 @@ async fn a_local_receiver_gets_each_event_with_a_valid_signature() {
             pending["approval_id"].as_str().unwrap()
         )
     );
+    assert_eq!(
+        approval["data"]["console"],
+        format!(
+            "{}/console/approvals#approval-{}",
+            hub.url,
+            pending["approval_id"].as_str().unwrap()
+        )
+    );
     let rejected = &of_type(&got, "token.rejected")[0];
     assert_eq!(rejected["data"]["agent_id"], DEPLOYER);
     assert_eq!(rejected["data"]["jti"], jti);

@@ -50,7 +50,9 @@ impl Operation for RotateArgs {
 /// `agentseal ca retire`.
 #[derive(Args)]
 pub struct RetireArgs {
-    /// The thumbprint of a key of the generation to retire (`agentseal status`).
+    /// The thumbprint of a key of the generation to retire (`agentseal status`). Thumbprints are
+    /// base64url and may start with `-`.
+    #[arg(allow_hyphen_values = true)]
     kid: String,
     /// Retire even if agents are still certified by these keys.
     #[arg(long)]
