@@ -19,6 +19,11 @@ pub const MAX_APPROVAL_TTL: i64 = 86_400;
 /// Approvals are kept this long past their expiry (to answer `approval_expired`, not
 /// `approval_unknown`), then pruned.
 const KEEP_EXPIRED: i64 = 86_400;
+/// Most approvals one agent may have waiting at once: an agent cannot flood the people who
+/// decide (or the database, or the webhook).
+pub const MAX_PENDING_PER_AGENT: usize = 20;
+/// Largest arguments (as JSON) an approval keeps to show the person.
+pub const MAX_APPROVAL_ARGS: usize = 64 * 1024;
 
 const PREFIX: &str = "approval.";
 const DECISION: &str = ".decision";
@@ -56,7 +61,9 @@ impl ApprovalRequest {
             args_sha256: action::args_sha256(&request.args),
             ttl: request.ttl,
             scope: request.scope.clone(),
-            on_behalf_of: on_behalf_of.map(str::to_owned),
+            // As the token will name it.
+            on_behalf_of: on_behalf_of
+                .map(|p| crate::token::delegation::normalize_principal(p).into_owned()),
         }
     }
 
@@ -172,6 +179,9 @@ pub enum ApprovalError {
     /// It was decided already.
     #[error("approval {0} was decided already")]
     Decided(String),
+    /// The agent has as many approvals waiting as it may, or arguments too large to show.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ApprovalError {
@@ -185,6 +195,7 @@ impl ApprovalError {
             ApprovalError::Used => "approval_used",
             ApprovalError::Mismatch => "approval_mismatch",
             ApprovalError::Decided(_) => "approval_decided",
+            ApprovalError::Refused(_) => "approval_refused",
         }
     }
 }
@@ -203,12 +214,38 @@ fn corrupt(key: &str, error: impl std::fmt::Display) -> ServiceError {
 
 impl Installation {
     /// Records `request` as waiting for a person for `ttl` seconds, and signals it
-    /// (`approval.requested`, with the id and how to approve).
+    /// (`approval.requested`, with the id and how to approve). The same request already waiting
+    /// is answered with its approval (asked again, it is not asked twice); an agent may have
+    /// [`MAX_PENDING_PER_AGENT`] waiting.
     pub fn request_approval(
         &self,
         request: ApprovalRequest,
         ttl: i64,
     ) -> Result<PendingApproval, ServiceError> {
+        let now = clock::now();
+        let waiting: Vec<PendingApproval> = self
+            .approvals()?
+            .into_iter()
+            .filter(|a| {
+                a.request.agent_id == request.agent_id && a.status(now) == ApprovalStatus::Pending
+            })
+            .collect();
+        if let Some(same) = waiting.iter().find(|a| a.request.same_as(&request)) {
+            return Ok(same.clone());
+        }
+        if waiting.len() >= MAX_PENDING_PER_AGENT {
+            return Err(ApprovalError::Refused(format!(
+                "{} approvals of this agent already wait for a person: wait for their decisions",
+                waiting.len()
+            ))
+            .into());
+        }
+        if serde_json::to_string(&request.args).map_or(0, |t| t.len()) > MAX_APPROVAL_ARGS {
+            return Err(ApprovalError::Refused(format!(
+                "arguments larger than {MAX_APPROVAL_ARGS} bytes cannot be shown to a person for approval"
+            ))
+            .into());
+        }
         if !(1..=MAX_APPROVAL_TTL).contains(&ttl) {
             return Err(RequestError::TtlOutOfRange {
                 what: "approval",
@@ -216,7 +253,6 @@ impl Installation {
             }
             .into());
         }
-        let now = clock::now();
         self.prune_approvals(now);
         let id = format!("apr_{}", clock::random_id()?);
         let stored = Stored {
@@ -256,8 +292,18 @@ impl Installation {
         Ok(pending)
     }
 
-    /// The approval `id`, if there is one.
+    /// The approval `id`, if there is one (an id not of the form this installation issues is
+    /// none: it cannot name another kind of record).
     pub fn approval(&self, id: &str) -> Result<Option<PendingApproval>, ServiceError> {
+        let well_formed = id.strip_prefix("apr_").is_some_and(|rest| {
+            (16..=64).contains(&rest.len())
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if !well_formed {
+            return Ok(None);
+        }
         let key = format!("{PREFIX}{id}");
         let Some(json) = self.store.meta(&key)? else {
             return Ok(None);

@@ -211,9 +211,14 @@ async fn an_approval_given_out_of_band_signs_exactly_its_request_once() {
     assert_eq!(shown["agent_id"], PAYER);
     assert_eq!(shown["audience"], BANK);
     assert_eq!(shown["arguments"], json!({"order": "o-1", "amount": 120}));
-    // Asked again before anyone decided: still waiting.
+    // Asked again before anyone decided: still waiting, under the same approval (asking again
+    // without the id does not ask the person twice).
     let again = refund(&hub, &payer, 120, Some(&id)).await;
     assert_eq!(again["reasons"], json!(["approval_pending"]), "{again}");
+    let anew = refund(&hub, &payer, 120, None).await;
+    assert_eq!(anew["approval_id"], id.as_str(), "{anew}");
+    // The agent is not told how to approve its own request.
+    assert!(!anew.to_string().contains("agentseal approve"), "{anew}");
 
     let approved: Value = serde_json::from_str(&installation.cli(&["approve", &id])).unwrap();
     assert_eq!(approved["status"], "approved", "{approved}");
@@ -354,4 +359,19 @@ async fn a_denied_or_expired_approval_signs_nothing() {
     );
     let answer = refund(&hub, &payer, 70, Some(&never_decided)).await;
     assert_eq!(answer["reasons"], json!(["approval_expired"]), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_cannot_flood_the_people_who_decide() {
+    let installation = installation();
+    let hub = installation.serve(&[]);
+    let payer = installation.access_token(&hub, PAYER, &[]);
+    for amount in 0..20 {
+        let answer = refund(&hub, &payer, amount, None).await;
+        assert_eq!(answer["reasons"], json!(["approval_pending"]), "{answer}");
+    }
+    let refused = refund(&hub, &payer, 20, None).await;
+    assert_eq!(refused["reasons"], json!(["approval_refused"]), "{refused}");
+    let listed: Value = serde_json::from_str(&installation.cli(&["approvals", "list"])).unwrap();
+    assert_eq!(listed["approvals"].as_array().unwrap().len(), 20);
 }

@@ -79,11 +79,11 @@ async fn sign_in(c: &Console) -> String {
         .unwrap();
     assert_eq!(answer.status(), StatusCode::SEE_OTHER);
     let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+    // `__Host-`: Secure, Path=/, set by this host only; browsers take Secure on loopback too.
+    assert!(cookie.starts_with("__Host-agentseal_console="), "{cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/;", "Secure"] {
         assert!(cookie.contains(flag), "{cookie}");
     }
-    // Plain HTTP on loopback: not Secure, or the browser would never send it back.
-    assert!(!cookie.contains("Secure"), "{cookie}");
     cookie.split(';').next().unwrap().to_owned()
 }
 
@@ -270,6 +270,31 @@ async fn only_an_operators_session_from_the_console_itself_changes_anything() {
     // No Origin at all: refused.
     let (status, _, _) = post(&c, &approve, Some(&cookie), None, &form).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The right origin, but the browser says the request crossed sites: refused.
+    let answer = client()
+        .post(format!("{}{approve}", c.hub.url))
+        .header("cookie", &cookie)
+        .header("origin", &c.hub.url)
+        .header("sec-fetch-site", "same-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    assert!(answer.text().await.unwrap().contains("Sec-Fetch-Site"));
+    // A host the hub does not answer to (DNS rebinding): refused.
+    let answer = client()
+        .post(format!("{}{approve}", c.hub.url))
+        .header("host", "attacker.example")
+        .header("cookie", &cookie)
+        .header("origin", &c.hub.url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     // The right origin without the session's token: refused.
     let (status, _, body) = post(&c, &approve, Some(&cookie), Some(&c.hub.url), "csrf=guess").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

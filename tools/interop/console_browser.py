@@ -132,7 +132,7 @@ def main() -> int:
         for page in ("agents", "revocations"):
             driver.get(f"{hub}/console/{page}")
             shot(page)
-        driver.get(f"{hub}/console/audit?agent={args.agent}")
+        driver.get(f"{hub}/console/audit?agent={args.agent}&verify=1")
         report["audit_text"] = driver.find_element(By.TAG_NAME, "main").text
         shot("audit")
         driver.set_window_size(390, 844)

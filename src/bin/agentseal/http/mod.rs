@@ -305,13 +305,6 @@ fn router(
     if let Some(host) = public.host_str() {
         hosts.push(host.trim_matches(['[', ']']).to_owned());
     }
-    let loopback_http = public.scheme() == "http"
-        && public.host_str().is_some_and(|h| {
-            h == "localhost"
-                || h.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
     let hub = Arc::new(Hub {
         installation: installation.clone(),
         // Only the hub's own origins post console forms (not --allow-origin's, which are for
@@ -319,7 +312,6 @@ fn router(
         console: console::ConsoleSite {
             origins: own_origins.clone(),
             hosts: hosts.clone(),
-            secure_cookie: !loopback_http,
         },
         identity: HubIdentity::new(public.as_str()),
         issuer_keys: IssuerKeys::new()

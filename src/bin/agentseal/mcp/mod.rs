@@ -145,19 +145,19 @@ fn refusal(error: ServiceError) -> Result<CallToolResult, McpError> {
 /// The answer to a `sign_action` a person must approve out of band: an error result (no token
 /// yet) with reason `approval_pending`, the approval's id, and what to do.
 fn still_pending(id: &str, expires_at: i64) -> CallToolResult {
+    // Not how to approve it: that is for a person, told by the webhook and the console.
     let mut result = refused(
         vec!["approval_pending".to_owned()],
         format!(
-            "a person must approve this action first, and your MCP client cannot ask one: it is \
-             waiting as approval {id} until {expires_at} (an operator runs `agentseal approve \
-             {id}`). Call sign_action again with exactly the same arguments and approval_id \
-             \"{id}\" once approved; until then the answer is the same"
+            "a person must approve this action first, and your MCP client cannot ask one: it \
+             waits as approval {id} until {expires_at}. Call sign_action again with exactly \
+             the same arguments and approval_id \"{id}\" later; until a person decides, the \
+             answer is the same"
         ),
     );
     if let Some(content) = result.structured_content.as_mut() {
         content["approval_id"] = id.into();
         content["expires_at"] = expires_at.into();
-        content["approve_with"] = format!("agentseal approve {id}").into();
     }
     result
 }

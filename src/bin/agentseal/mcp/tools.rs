@@ -197,8 +197,16 @@ impl AgentServer {
             } else if !approval::client_can_ask(&context) {
                 // Nobody at this client to ask: a person decides out of band.
                 let (installation, ttl) = (installation.clone(), self.approval_ttl);
-                let pending = blocking(move || installation.request_approval(wanted, ttl)).await?;
-                return Ok(still_pending(&pending.id, pending.expires_at).into());
+                let held = crate::core_call(move || installation.request_approval(wanted, ttl))
+                    .await
+                    .map_err(|e| McpError::internal_error(e.to_string(), None))?;
+                return match held {
+                    Ok(pending) => Ok(still_pending(&pending.id, pending.expires_at).into()),
+                    Err(ServiceError::Approval(error)) => {
+                        Ok(refused(vec![error.code().to_owned()], error.to_string()).into())
+                    }
+                    Err(error) => Err(to_mcp_error(error)),
+                };
             } else {
                 // Signalled when first asked, not again when the answer comes back (2026-07-28).
                 if answers.is_none() {

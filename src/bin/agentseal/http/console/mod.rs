@@ -31,8 +31,9 @@ use super::Hub;
 
 mod pages;
 
-/// The session cookie's name.
-const COOKIE: &str = "agentseal_console";
+/// The session cookie's name. `__Host-`: only this host may set it, `Secure`, `Path=/`, so
+/// another site cannot plant one (browsers accept `Secure` on loopback HTTP too).
+const COOKIE: &str = "__Host-agentseal_console";
 /// Largest console form accepted.
 const MAX_FORM: usize = 16 * 1024;
 /// Most audit records one page shows.
@@ -47,12 +48,11 @@ pub struct ConsoleSite {
     pub origins: Vec<String>,
     /// Host names the hub answers to.
     pub hosts: Vec<String>,
-    /// Whether the cookie is `Secure` (off a plain-HTTP loopback hub).
-    pub secure_cookie: bool,
 }
 
 /// The console's routes.
 pub fn routes() -> Router<Arc<Hub>> {
+    let forms = axum::extract::DefaultBodyLimit::max(MAX_FORM);
     Router::new()
         .route(
             "/console",
@@ -67,6 +67,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/console/agents/revoke", post(revoke))
         .route("/console/revocations", get(revocations))
         .route("/console/audit", get(audit))
+        .layer(forms)
 }
 
 /// The headers every console answer carries.
@@ -168,34 +169,30 @@ fn same_site(hub: &Hub, headers: &HeaderMap) -> Result<(), Response> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(|h| {
-            let h = h.rsplit_once(':').map_or(h, |(name, port)| {
-                if port.bytes().all(|b| b.is_ascii_digit()) {
-                    name
-                } else {
-                    h
-                }
-            });
-            h.trim_matches(['[', ']']).to_owned()
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .map(|a| {
+            a.host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase()
         });
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    let ok = host.is_some_and(|h| site.hosts.contains(&h))
-        && origin.is_some_and(|o| site.origins.iter().any(|allowed| allowed == o))
-        && fetch_site.is_none_or(|s| s == "same-origin");
-    if ok {
-        Ok(())
+    let problem = if !host.is_some_and(|h| site.hosts.contains(&h)) {
+        Some("this request names a host the hub does not answer to")
+    } else if !origin.is_some_and(|o| site.origins.iter().any(|allowed| allowed == o)) {
+        Some("this form did not come from the console's own pages (Origin)")
+    } else if fetch_site.is_some_and(|s| s != "same-origin") {
+        Some("this form did not come from the console's own pages (Sec-Fetch-Site)")
     } else {
-        tracing::warn!(
-            ?origin,
-            ?fetch_site,
-            "console form refused: not from the console's own origin"
-        );
-        Err(refused(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "this form did not come from the console's own pages",
-        ))
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => {
+            tracing::warn!(?origin, ?fetch_site, "console form refused: {problem}");
+            Err(refused(StatusCode::FORBIDDEN, "Refused", problem))
+        }
     }
 }
 
@@ -300,15 +297,17 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
     let installation = hub.installation.clone();
     let opened = match core(move || {
         let opened = installation.open_console_session(&token)?;
-        let mut event = AuditEvent::new(
-            "operator",
-            "console.login",
-            if opened.is_ok() {
-                Decision::Allowed
-            } else {
-                Decision::Denied
-            },
-        );
+        // A link that never existed is anyone's guess: logged, not audited (nobody may fill the
+        // audit log from outside). A real link's use and misuse are audited.
+        if let Err(agentseal::authority::ConsoleError::UnknownLink) = &opened {
+            tracing::info!("console sign-in with an unknown link refused");
+            return Ok(opened);
+        }
+        let (actor, decision) = match &opened {
+            Ok(_) => ("operator", Decision::Allowed),
+            Err(_) => ("anonymous", Decision::Denied),
+        };
+        let mut event = AuditEvent::new(actor, "console.login", decision);
         event.details.insert("transport".into(), "console".into());
         match &opened {
             Ok((_, session)) => {
@@ -329,13 +328,8 @@ async fn login(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) -> 
     };
     match opened {
         Ok((secret, _)) => {
-            let secure = if hub.console.secure_cookie {
-                "; Secure"
-            } else {
-                ""
-            };
             let cookie = format!(
-                "{COOKIE}={secret}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                "{COOKIE}={secret}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
                 agentseal::authority::SESSION_TTL
             );
             let mut response = Redirect::to("/console/approvals").into_response();
@@ -364,7 +358,7 @@ async fn logout(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Bytes) ->
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_static(
-            "agentseal_console=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
+            "__Host-agentseal_console=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
         ),
     );
     secured(response)
@@ -421,6 +415,23 @@ async fn decide(
         let decided = installation.decide_approval(&id, approved, &by, reason.as_deref());
         let mut details = serde_json::Map::new();
         details.insert("approval_id".into(), id.clone().into());
+        // What was decided, in the record itself: the approval is pruned a day after it expires.
+        if let Ok(approval) = &decided {
+            let request = &approval.request;
+            for (name, value) in [
+                ("agent_id", Some(&request.agent_id)),
+                ("action", Some(&request.action)),
+                ("audience", Some(&request.audience)),
+                ("args_sha256", Some(&request.args_sha256)),
+                ("on_behalf_of", request.on_behalf_of.as_ref()),
+            ] {
+                if let Some(value) = value {
+                    let value: String = value.chars().take(256).collect();
+                    details.insert(name.into(), value.into());
+                }
+            }
+            details.insert("ttl_seconds".into(), request.ttl.into());
+        }
         if let Some(reason) = &reason {
             details.insert(
                 "reason".into(),
@@ -567,14 +578,22 @@ async fn revocations(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Respons
     }
 }
 
-/// The last `limit` audit records that `keep` keeps, newest first.
+/// How many of the latest audit records the console's pages search.
+const SCAN: i64 = 5_000;
+
+/// The last `limit` audit records that `keep` keeps, newest first, among the latest [`SCAN`].
 fn recent(
     installation: &Installation,
     keep: impl Fn(&RecordBody) -> bool,
     limit: usize,
 ) -> Result<Vec<(i64, RecordBody)>, ServiceError> {
+    let head = installation
+        .store()
+        .meta("audit_head")?
+        .and_then(|head| head.split(':').next()?.parse::<i64>().ok())
+        .unwrap_or(0);
     let mut kept = std::collections::VecDeque::with_capacity(limit + 1);
-    installation.audit_records(1, &mut |record| {
+    installation.audit_records((head - SCAN).max(1), &mut |record| {
         if let Ok(body) = record.parsed()
             && keep(&body)
         {
@@ -592,6 +611,8 @@ fn recent(
 struct AuditQuery {
     agent: Option<String>,
     op: Option<String>,
+    /// Walk and verify the whole log (on request: it costs a signature check per record).
+    verify: Option<String>,
 }
 
 async fn audit(
@@ -607,6 +628,7 @@ async fn audit(
     let operation = query.op.unwrap_or_default().trim().to_owned();
     let installation = hub.installation.clone();
     let (want_agent, want_op) = (agent.clone(), operation.clone());
+    let verify = query.verify.is_some();
     let gathered = core(move || {
         let records = recent(
             &installation,
@@ -616,12 +638,16 @@ async fn audit(
             },
             AUDIT_PAGE,
         )?;
-        let verified = match installation.audit_anchor()? {
-            Ok(anchor) => match installation.verify_audit(&anchor, &KeptState::default())? {
-                Ok(summary) => Ok(summary.records),
+        let verified = if verify {
+            Some(match installation.audit_anchor()? {
+                Ok(anchor) => match installation.verify_audit(&anchor, &KeptState::default())? {
+                    Ok(summary) => Ok(summary.records),
+                    Err(fault) => Err(fault.to_string()),
+                },
                 Err(fault) => Err(fault.to_string()),
-            },
-            Err(fault) => Err(fault.to_string()),
+            })
+        } else {
+            None
         };
         let checkpoint = installation.store().latest_checkpoint()?.map(|c| c.note);
         Ok((

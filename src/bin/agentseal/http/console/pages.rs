@@ -22,7 +22,8 @@ pub fn layout(title: &str, current: &str, csrf: Option<&str>, body: Markup) -> M
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · agentseal console" }
-                link rel="stylesheet" href="/console/style.css";
+                // No Referer: the login page's URL holds the link's secret.
+                link rel="stylesheet" href="/console/style.css" referrerpolicy="no-referrer";
             }
             body {
                 header {
@@ -47,6 +48,28 @@ pub fn layout(title: &str, current: &str, csrf: Option<&str>, body: Markup) -> M
             }
         }
     }
+}
+
+/// `text` with the characters that can make it read otherwise than it is (bidirectional
+/// overrides and isolates, zero-width and other invisible characters, controls) shown as
+/// `\u{...}` escapes: a person approves what they can read.
+fn visible(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let sneaky = matches!(
+                c,
+                '\u{200B}'..='\u{200F}'
+                    | '\u{202A}'..='\u{202E}'
+                    | '\u{2060}'..='\u{2069}'
+                    | '\u{FEFF}'
+            ) || (c.is_control() && c != '\n');
+            if sneaky {
+                format!("\\u{{{:04X}}}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// A time as UTC text.
@@ -91,11 +114,11 @@ pub fn approvals(pending: &[PendingApproval], csrf: &str, now: i64) -> Markup {
         @for approval in pending {
             section.card id={ "approval-" (approval.id) } {
                 dl {
-                    dt { "Agent" } dd { (approval.request.agent_id) }
-                    dt { "Action" } dd { code { (approval.request.action) } }
-                    dt { "Audience" } dd { (approval.request.audience) }
+                    dt { "Agent" } dd { (visible(&approval.request.agent_id)) }
+                    dt { "Action" } dd { code { (visible(&approval.request.action)) } }
+                    dt { "Audience" } dd { (visible(&approval.request.audience)) }
                     @if let Some(principal) = &approval.request.on_behalf_of {
-                        dt { "On behalf of" } dd { (principal) }
+                        dt { "On behalf of" } dd { (visible(principal)) }
                     }
                     dt { "Token lifetime" } dd { (approval.request.ttl) " s" }
                     @if let Some(scope) = &approval.request.scope {
@@ -107,7 +130,7 @@ pub fn approvals(pending: &[PendingApproval], csrf: &str, now: i64) -> Markup {
                 }
                 div { "Arguments (SHA-256 " code { (approval.request.args_sha256) } "):" }
                 pre.arguments {
-                    (serde_json::to_string_pretty(&approval.request.args).unwrap_or_default())
+                    (visible(&serde_json::to_string_pretty(&approval.request.args).unwrap_or_default()))
                 }
                 div.actions {
                     form method="post" action={ "/console/approvals/" (approval.id) "/approve" } {
@@ -227,8 +250,8 @@ pub fn revocations(
 
 /// What the audit page shows above its records.
 pub struct AuditState {
-    /// `Ok(records verified)` or the fault found.
-    pub verified: Result<i64, String>,
+    /// `Ok(records verified)` or the fault found; `None` when not asked to verify.
+    pub verified: Option<Result<i64, String>>,
     /// The latest checkpoint (a signed note), if one was made.
     pub checkpoint: Option<String>,
 }
@@ -243,8 +266,15 @@ pub fn audit(
 ) -> Markup {
     let body = html! {
         @match &state.verified {
-            Ok(count) => p.notice.ok { "Verified: " (count) " records, each signed and chained, against the CA's keys in the key store." },
-            Err(fault) => p.notice.bad { "Does not verify: " (fault) },
+            Some(Ok(count)) => p.notice.ok { "Verified: " (count) " records, each signed and chained, against the CA's keys in the key store." },
+            Some(Err(fault)) => p.notice.bad { "Does not verify: " (fault) },
+            None => form.filters method="get" action="/console/audit" {
+                input type="hidden" name="agent" value=(agent);
+                input type="hidden" name="op" value=(operation);
+                input type="hidden" name="verify" value="1";
+                span.muted { "The whole log is checked on request (a signature per record)." }
+                button type="submit" { "Verify the log" }
+            },
         }
         @if let Some(note) = &state.checkpoint {
             details { summary { "Latest checkpoint" } pre { (note) } }
