@@ -223,15 +223,15 @@ impl Installation {
         ttl: i64,
     ) -> Result<PendingApproval, ServiceError> {
         let now = clock::now();
-        let waiting: Vec<PendingApproval> = self
-            .approvals()?
-            .into_iter()
+        let all = self.approvals()?;
+        let waiting: Vec<&PendingApproval> = all
+            .iter()
             .filter(|a| {
                 a.request.agent_id == request.agent_id && a.status(now) == ApprovalStatus::Pending
             })
             .collect();
         if let Some(same) = waiting.iter().find(|a| a.request.same_as(&request)) {
-            return Ok(same.clone());
+            return Ok((*same).clone());
         }
         if waiting.len() >= MAX_PENDING_PER_AGENT {
             return Err(ApprovalError::Refused(format!(
@@ -253,7 +253,7 @@ impl Installation {
             }
             .into());
         }
-        self.prune_approvals(now);
+        self.prune_approvals(&all, now);
         let id = format!("apr_{}", clock::random_id()?);
         let stored = Stored {
             request,
@@ -416,10 +416,11 @@ impl Installation {
         Ok(())
     }
 
-    /// Drops approvals expired more than a day ago; a failure is logged (pruning is tidying).
-    fn prune_approvals(&self, now: i64) {
+    /// Drops those of `approvals` expired more than a day ago; a failure is logged (pruning is
+    /// tidying).
+    fn prune_approvals(&self, approvals: &[PendingApproval], now: i64) {
         let pruned = (|| -> Result<(), ServiceError> {
-            for approval in self.approvals()? {
+            for approval in approvals {
                 if approval.expires_at.saturating_add(KEEP_EXPIRED) < now {
                     let key = format!("{PREFIX}{}", approval.id);
                     self.store.remove_meta(&[
