@@ -416,6 +416,16 @@ impl Installation {
         Ok(())
     }
 
+    /// Gives back the approval `id` taken by [`Installation::use_approval`] when its token could
+    /// not be signed after all (the policy changed, a rate limit, a storage failure): the
+    /// person's decision is not lost to a failure that was not the agent's to prevent.
+    pub fn give_back_approval(&self, id: &str) -> Result<(), ServiceError> {
+        if self.approval(id)?.is_some() {
+            self.store.remove_meta(&[&format!("{PREFIX}{id}{USED}")])?;
+        }
+        Ok(())
+    }
+
     /// Drops those of `approvals` expired more than a day ago; a failure is logged (pruning is
     /// tidying).
     fn prune_approvals(&self, approvals: &[PendingApproval], now: i64) {

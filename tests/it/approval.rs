@@ -375,3 +375,43 @@ async fn an_agent_cannot_flood_the_people_who_decide() {
     let listed: Value = serde_json::from_str(&installation.cli(&["approvals", "list"])).unwrap();
     assert_eq!(listed["approvals"].as_array().unwrap().len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_is_not_lost_when_its_token_cannot_be_signed_after_all() {
+    let installation = installation();
+    // One refund an hour, each approved by a person.
+    std::fs::write(
+        installation.dir.join("policy.rego"),
+        POLICY.replace(
+            r#"decision := {"allow": true, "approval": true}"#,
+            r#"decision := {"allow": true, "approval": true, "rate_limit": {"count": 1, "per_seconds": 3600}}"#,
+        ),
+    )
+    .unwrap();
+    let hub = installation.serve(&[]);
+    let payer = installation.access_token(&hub, PAYER, &[]);
+    let first = refund(&hub, &payer, 80, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = refund(&hub, &payer, 90, None).await["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    installation.cli(&["approve", &first]);
+    installation.cli(&["approve", &second]);
+    assert!(refund(&hub, &payer, 80, Some(&first)).await["token"].is_string());
+    // The second is approved, but the hour's one refund is spent: not signed, and the person's
+    // approval is not used up by a refusal that was no one's to prevent.
+    let limited = refund(&hub, &payer, 90, Some(&second)).await;
+    assert_eq!(limited["reasons"][0], "rate_limited", "{limited}");
+    let listed: Value =
+        serde_json::from_str(&installation.cli(&["approvals", "list", "--all"])).unwrap();
+    let status = listed["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["approval_id"] == second.as_str())
+        .map(|a| a["status"].clone());
+    assert_eq!(status, Some(json!("approved")), "{listed}");
+}

@@ -180,12 +180,20 @@ impl AgentServer {
             let wanted = ApprovalRequest::new(&agent, &request, on_behalf_of.as_deref());
             // The agent comes back with the id of an approval a person gave out of band.
             if let Some(id) = p.approval_id {
-                let (installation, wanted) = (installation.clone(), wanted.clone());
-                let taken = crate::core_call(move || installation.use_approval(&id, &wanted))
+                let (installation, wanted, taken_id) =
+                    (installation.clone(), wanted.clone(), id.clone());
+                let taken = crate::core_call(move || installation.use_approval(&taken_id, &wanted))
                     .await
                     .map_err(|e| McpError::internal_error(e.to_string(), None))?;
                 signed = match taken {
-                    Ok(()) => sign(Approval::Given).await?,
+                    Ok(()) => {
+                        let signed = sign(Approval::Given).await?;
+                        if signed.is_err() {
+                            let installation = self.installation.clone();
+                            blocking(move || installation.give_back_approval(&id)).await?;
+                        }
+                        signed
+                    }
                     Err(ServiceError::Approval(ApprovalError::Pending { id, expires_at })) => {
                         return Ok(still_pending(&id, expires_at).into());
                     }
