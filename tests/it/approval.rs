@@ -187,6 +187,33 @@ async fn refund(hub: &Hub, token: &str, amount: i64, approval_id: Option<&str>) 
     message["result"]["structuredContent"].clone()
 }
 
+/// The id of the approval a refund of `amount` waits under.
+async fn held(hub: &Hub, token: &str, amount: i64) -> String {
+    let answer = refund(hub, token, amount, None).await;
+    assert_eq!(answer["reasons"], json!(["approval_pending"]), "{answer}");
+    answer["approval_id"].as_str().unwrap().to_owned()
+}
+
+/// Asserts that `signed` (a `sign_action` result) holds a refund token that verifies for
+/// exactly the arguments `args` (JSON).
+pub(crate) fn assert_refund_verifies(installation: &Installation, signed: &Value, args: &str) {
+    let token = signed["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{signed}"));
+    let verified: Value = serde_json::from_str(&installation.cli(&[
+        "verify",
+        token,
+        "--aud",
+        BANK,
+        "--action",
+        "payments.refund",
+        "--args-json",
+        args,
+    ]))
+    .unwrap();
+    assert_eq!(verified["valid"], true, "{verified}");
+}
+
 fn cli_fails(installation: &Installation, args: &[&str], code: &str) {
     let out = cli_output(&installation.dir, args);
     assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -244,21 +271,7 @@ async fn an_approval_given_out_of_band_signs_exactly_its_request_once() {
     );
     // The request itself: a token that verifies for exactly these arguments.
     let signed = refund(&hub, &payer, 120, Some(&id)).await;
-    let token = signed["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{signed}"));
-    let verified: Value = serde_json::from_str(&installation.cli(&[
-        "verify",
-        token,
-        "--aud",
-        BANK,
-        "--action",
-        "payments.refund",
-        "--args-json",
-        r#"{"order":"o-1","amount":120}"#,
-    ]))
-    .unwrap();
-    assert_eq!(verified["valid"], true, "{verified}");
+    assert_refund_verifies(&installation, &signed, r#"{"order":"o-1","amount":120}"#);
     // Once.
     let twice = refund(&hub, &payer, 120, Some(&id)).await;
     assert_eq!(twice["reasons"], json!(["approval_used"]), "{twice}");
@@ -297,10 +310,7 @@ async fn a_denied_or_expired_approval_signs_nothing() {
     let hub = installation.serve(&["--approval-ttl", "2s"]);
     let payer = installation.access_token(&hub, PAYER, &[]);
 
-    let denied = refund(&hub, &payer, 50, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let denied = held(&hub, &payer, 50).await;
     installation.cli(&["deny", &denied, "--reason", "not this customer"]);
     let answer = refund(&hub, &payer, 50, Some(&denied)).await;
     assert_eq!(answer["reasons"], json!(["approval_denied"]), "{answer}");
@@ -314,10 +324,7 @@ async fn a_denied_or_expired_approval_signs_nothing() {
     cli_fails(&installation, &["approve", &denied], "approval_decided");
 
     // Two people deciding at once (two processes): exactly one decision stands.
-    let raced = refund(&hub, &payer, 55, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let raced = held(&hub, &payer, 55).await;
     let (dir_a, dir_b, id_a, id_b) = (
         installation.dir.clone(),
         installation.dir.clone(),
@@ -338,14 +345,8 @@ async fn a_denied_or_expired_approval_signs_nothing() {
             .collect::<Vec<_>>()
     );
 
-    let approved_late = refund(&hub, &payer, 60, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let never_decided = refund(&hub, &payer, 70, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let approved_late = held(&hub, &payer, 60).await;
+    let never_decided = held(&hub, &payer, 70).await;
     installation.cli(&["approve", &approved_late]);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     // Approved, but not used before it expired.
@@ -390,14 +391,8 @@ async fn an_approval_is_not_lost_when_its_token_cannot_be_signed_after_all() {
     .unwrap();
     let hub = installation.serve(&[]);
     let payer = installation.access_token(&hub, PAYER, &[]);
-    let first = refund(&hub, &payer, 80, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let second = refund(&hub, &payer, 90, None).await["approval_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = held(&hub, &payer, 80).await;
+    let second = held(&hub, &payer, 90).await;
     installation.cli(&["approve", &first]);
     installation.cli(&["approve", &second]);
     assert!(refund(&hub, &payer, 80, Some(&first)).await["token"].is_string());

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::common::hub::{Hub, Installation, call_tool};
 use crate::common::python::{python, repo, run};
 
-use crate::approval::{BANK, PAYER, POLICY};
+use crate::approval::{BANK, PAYER, POLICY, assert_refund_verifies};
 
 struct Console {
     installation: Installation,
@@ -185,21 +185,7 @@ async fn a_person_decides_in_a_real_browser_and_the_agent_gets_exactly_that() {
     // The agent asks again: the approved request gets its token, which verifies; the denied
     // one is told so, with the person's reason.
     let signed = refund(&c, 120, Some(&approve)).await;
-    let token = signed["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{signed}"));
-    let verified: Value = serde_json::from_str(&c.installation.cli(&[
-        "verify",
-        token,
-        "--aud",
-        BANK,
-        "--action",
-        "payments.refund",
-        "--args-json",
-        r#"{"order":"o-7","amount":120}"#,
-    ]))
-    .unwrap();
-    assert_eq!(verified["valid"], true, "{verified}");
+    assert_refund_verifies(&c.installation, &signed, r#"{"order":"o-7","amount":120}"#);
     let refused = refund(&c, 9_000, Some(&deny)).await;
     assert_eq!(refused["reasons"], json!(["approval_denied"]), "{refused}");
     assert!(
